@@ -1,0 +1,418 @@
+"""One RIM layer (Goyal et al. 2019, arXiv:1909.10893, section 2).
+
+Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
+
+1. *Input attention*: unit ``i`` queries ``{x_t, null}`` (null = zeros) with
+   ``q_i = h_i W_q,i + b_q,i``; keys ``x W_k + b_k`` (null key ``b_k``), values ``x W_v + b_v``
+   (null value ``b_v``). The softmax is per unit and head over the two candidates, so the
+   attention on the real input is ``a_i = sigmoid(q_i . (x W_k) / sqrt(key))``.
+2. *Selection*: the ``k`` units with the least attention on null are active (``null_attention``,
+   the paper's rule) or, as a named alternative, the ``k`` with the highest raw score on the
+   real input (``input_score``; differs only when the key projection has a bias).
+3. *Independent dynamics*: every unit has its own LSTM/GRU weights, applied to all units in one
+   batched matmul. Because the attended input is affine in ``a_i``, its projection by the unit's
+   input weights is computed for the whole sequence before the time loop:
+   ``W_ih,i (a_i v(x) + (1 - a_i) b_v) = a_i W_ih,i (x W_v) + W_ih,i b_v``.
+4. *Communication*: multi-head attention from every unit over all units' states (inactive units
+   show their kept state), added residually to the active units.
+5. Inactive units keep ``h`` and ``c`` bit-identical. A unit's parameters get no gradient from a
+   step where it was inactive: its new state is discarded by a 0/1 blend and the weight
+   gradient of its communication key/value projection is masked (gradient still reaches its
+   state from earlier steps).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rims._checks import (
+    DYNAMICS,
+    SELECTION_RULES,
+    check_choice,
+    check_positive_int,
+    check_probability,
+    check_rim_sizes,
+)
+from rims.info import RIMInfo
+
+_GATES = {"lstm": 4, "gru": 3}
+
+
+class RIMCell(nn.Module):
+    """A layer of Recurrent Independent Mechanisms, usable like ``nn.LSTMCell``/``nn.GRUCell``.
+
+    ``forward`` runs one time step; :meth:`sequence` runs a whole sequence with the
+    input-side work batched over time (what :class:`rims.RIMLSTM` uses).
+
+    :param input_size: features of the input ``x``.
+    :param hidden_size: total hidden width, ``num_units * unit_size``.
+    :param num_units: number of units (mechanisms).
+    :param k: number of units active per step, ``1 <= k <= num_units``.
+    :param bias: if ``False``, no projection of the layer has a bias.
+    :param dynamics: ``"lstm"`` or ``"gru"``.
+    :param selection: top-k rule, one of :data:`rims.SELECTION_RULES`.
+    :param num_input_heads: heads of the input attention (paper: 1).
+    :param input_key_size: key/query size of the input attention (paper: 64).
+    :param input_value_size: value size per input head (paper: 400).
+    :param num_comm_heads: heads of the communication attention (paper: 4).
+    :param comm_key_size: key/query size per communication head (paper: 32).
+    :param comm_value_size: value size per communication head (paper: 32).
+    :param attention_dropout: dropout on both attention distributions, training only (paper: 0.1).
+
+    Parameters (``U`` units, ``d`` unit size, ``G = 4d`` for LSTM or ``3d`` for GRU, gate order
+    ``i, f, o, g`` and ``r, z, n``): ``weight_key (H*K, input_size)``, ``weight_value
+    (H*V, input_size)``, ``weight_query (U, d, H*K)``, ``weight_ih (U, H*V, G)``, ``weight_hh
+    (U, d, G)``, ``weight_comm_qkv (U, d, Hc*(2Kc+Vc))`` (query, key, value blocks, each
+    head-major), ``weight_comm_out (U, Hc*Vc, d)`` and, with ``bias``, ``bias_key``,
+    ``bias_value``, ``bias_query (U, H*K)``, ``bias_ih (U, G)``, ``bias_hh (U, G)``.
+    ``bias_key`` is also the null input's key, so it cancels in the two-way softmax: it never
+    gets a gradient and only shifts the raw score ranked by the ``input_score`` rule.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int,
+        k: int,
+        bias: bool = True,
+        *,
+        dynamics: str = "lstm",
+        selection: str = "null_attention",
+        num_input_heads: int = 1,
+        input_key_size: int = 64,
+        input_value_size: int = 400,
+        num_comm_heads: int = 4,
+        comm_key_size: int = 32,
+        comm_value_size: int = 32,
+        attention_dropout: float = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size, self.num_units, self.k = check_rim_sizes(hidden_size, num_units, k)
+        self.bias = bool(bias)
+        self.dynamics = check_choice("dynamics", dynamics, DYNAMICS)
+        self.selection = check_choice("selection", selection, SELECTION_RULES)
+        self.num_input_heads = check_positive_int("num_input_heads", num_input_heads)
+        self.input_key_size = check_positive_int("input_key_size", input_key_size)
+        self.input_value_size = check_positive_int("input_value_size", input_value_size)
+        self.num_comm_heads = check_positive_int("num_comm_heads", num_comm_heads)
+        self.comm_key_size = check_positive_int("comm_key_size", comm_key_size)
+        self.comm_value_size = check_positive_int("comm_value_size", comm_value_size)
+        self.attention_dropout = check_probability("attention_dropout", attention_dropout)
+        self.unit_size = self.hidden_size // self.num_units
+
+        kw = {"device": device, "dtype": dtype}
+        u, d, g = self.num_units, self.unit_size, _GATES[self.dynamics] * self.unit_size
+        heads_key = self.num_input_heads * self.input_key_size
+        heads_value = self.num_input_heads * self.input_value_size
+        comm_width = self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)
+        self.weight_key = nn.Parameter(torch.empty(heads_key, self.input_size, **kw))
+        self.weight_value = nn.Parameter(torch.empty(heads_value, self.input_size, **kw))
+        self.weight_query = nn.Parameter(torch.empty(u, d, heads_key, **kw))
+        self.weight_ih = nn.Parameter(torch.empty(u, heads_value, g, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(u, d, g, **kw))
+        self.weight_comm_qkv = nn.Parameter(torch.empty(u, d, comm_width, **kw))
+        self.weight_comm_out = nn.Parameter(torch.empty(u, self.num_comm_heads * self.comm_value_size, d, **kw))
+        if self.bias:
+            self.bias_key = nn.Parameter(torch.empty(heads_key, **kw))
+            self.bias_value = nn.Parameter(torch.empty(heads_value, **kw))
+            self.bias_query = nn.Parameter(torch.empty(u, heads_key, **kw))
+            self.bias_ih = nn.Parameter(torch.empty(u, g, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(u, g, **kw))
+        else:
+            for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
+                self.register_parameter(name, None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit)."""
+        unit_bound = 1.0 / math.sqrt(self.unit_size)
+        in_bound = 1.0 / math.sqrt(self.input_size)
+        bounds = {
+            "weight_key": in_bound,
+            "weight_value": in_bound,
+            "bias_key": in_bound,
+            "bias_value": in_bound,
+            "weight_comm_out": 1.0 / math.sqrt(self.num_comm_heads * self.comm_value_size),
+        }
+        for name, param in self.named_parameters(recurse=False):
+            bound = bounds.get(name, unit_bound)
+            nn.init.uniform_(param, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}, "
+            f"dynamics={self.dynamics!r}, selection={self.selection!r}, bias={self.bias}"
+        )
+
+    def forward(
+        self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """One step, like ``nn.LSTMCell`` (LSTM dynamics) or ``nn.GRUCell`` (GRU dynamics).
+
+        :param input: ``(N, input_size)`` or unbatched ``(input_size,)``.
+        :param hx: ``(h, c)`` each ``(N, hidden_size)`` for LSTM dynamics, ``h`` for GRU;
+            unbatched ``(hidden_size,)``; ``None`` means zeros.
+        :returns: ``(h', c')`` for LSTM dynamics, ``h'`` for GRU, shaped like the state.
+        """
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RIMCell: Expected input to be 1D or 2D, got {input.dim()}D input")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        states = self._cell_state(hx, x, batched)
+        _, finals, _ = self.sequence(x.unsqueeze(0), states)
+        finals = tuple(s if batched else s.squeeze(0) for s in finals)
+        return finals if self.dynamics == "lstm" else finals[0]
+
+    def _cell_state(self, hx: Tensor | tuple[Tensor, Tensor] | None, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
+        """Normalise a cell-level state to a tuple of ``(N, hidden_size)`` tensors."""
+        n_states = 2 if self.dynamics == "lstm" else 1
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            return (zeros,) * n_states
+        states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+        if len(states) != n_states:
+            raise ValueError(f"RIMCell ({self.dynamics}): expected hx with {n_states} tensor(s), got {len(states)}")
+        expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
+        for i, s in enumerate(states):
+            if tuple(s.shape) != expected:
+                raise RuntimeError(f"RIMCell: Expected hx[{i}] size {expected}, got {tuple(s.shape)}")
+        return states if batched else tuple(s.unsqueeze(0) for s in states)
+
+    def sequence(
+        self, x: Tensor, states: tuple[Tensor, ...], record: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, ...], RIMInfo | None]:
+        """Run the layer over a time-major sequence.
+
+        :param x: ``(L, N, input_size)``.
+        :param states: ``(h, c)`` for LSTM dynamics or ``(h,)`` for GRU, each ``(N, hidden_size)``.
+        :param record: if ``True``, also return a :class:`RIMInfo` with a layer dimension of 1.
+        :returns: ``(output, final_states, info)``; ``output`` is ``(L, N, hidden_size)``, the
+            final states have the shapes of ``states``, ``info`` is ``None`` unless recorded.
+        """
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
+            )
+        seq_len, batch = x.shape[0], x.shape[1]
+        u, d = self.num_units, self.unit_size
+        heads, key_size = self.num_input_heads, self.input_key_size
+        gates = _GATES[self.dynamics] * d
+        dropping = self.training and self.attention_dropout > 0.0
+        lstm = self.dynamics == "lstm"
+
+        # Input side for the whole sequence (one large matmul each).
+        keys = F.linear(x, self.weight_key).view(seq_len, batch, heads, key_size)  # (L, N, H, K) bias-free
+        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size))  # (H, L*N, U*G)
+        proj = proj.view(heads, seq_len, batch, u, gates).permute(1, 3, 2, 0, 4)  # (L, U, N, H, G)
+        proj = proj.squeeze(3).contiguous() if heads == 1 else proj.contiguous()
+        w_ih = self.weight_ih.view(u, heads, self.input_value_size, gates)
+        # unbind, not proj[t]: indexing would make backward scatter into a full (L, ...) zeros tensor per step
+        proj_steps, key_steps = proj.unbind(0), keys.unbind(0)
+
+        # Constant input terms: W_ih,i b_v per head (the null value), folded into biases unless
+        # attention dropout reweights the input and null candidates separately.
+        null_proj = None
+        x_bias = None
+        if self.bias:
+            null_proj = torch.einsum("hv,uhvg->uhg", self.bias_value.view(heads, -1), w_ih)  # (U, H, G)
+            x_bias = self.bias_ih if dropping else self.bias_ih + null_proj.sum(1)
+            x_bias = x_bias.unsqueeze(1)  # (U, 1, G)
+        w_h = torch.cat([self.weight_hh, self.weight_query], dim=-1)  # (U, d, G + H*K)
+        b_h = None
+        if self.bias:
+            b_hh = self.bias_hh.unsqueeze(1) + x_bias if lstm else self.bias_hh.unsqueeze(1)
+            b_h = torch.cat([b_hh, self.bias_query.unsqueeze(1)], dim=-1)  # (U, 1, G + H*K)
+        null_key = self.bias_key.view(heads, key_size) if self.bias and self.selection == "input_score" else None
+
+        comm = _Communication(self, batch)
+        scale = 1.0 / math.sqrt(key_size)
+        k = self.k
+        full = k == u
+        h = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
+        c = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else h
+        outputs: list[Tensor] = []
+        log: list[tuple[Tensor, Tensor, Tensor]] = []
+        for t in range(seq_len):
+            hq = torch.bmm(h, w_h) if b_h is None else torch.baddbmm(b_h, h, w_h)  # (U, N, G + H*K)
+            gh, query = hq.split([gates, heads * key_size], dim=-1)
+            query = query.view(u, batch, heads, key_size)
+            score = (query * key_steps[t]).sum(-1) * scale  # (U, N, H) input minus null score
+            attn = torch.sigmoid(score)  # (U, N, H) attention on the real input
+
+            if full:
+                mask = None
+            else:
+                rank = self._selection_score(score, attn, query, null_key, scale)  # (U, N)
+                top = rank.topk(k, dim=0).indices  # (k, N)
+                mask = torch.zeros_like(rank).scatter_(0, top, 1.0).unsqueeze(-1)  # (U, N, 1) 1.0 = active
+
+            x_part = self._input_part(attn, proj_steps[t], null_proj, dropping)  # (U, N, G)
+            if lstm:
+                pre = gh + x_part
+                sig = torch.sigmoid(pre[..., : 3 * d])
+                i_gate, f_gate, o_gate = sig.chunk(3, dim=-1)
+                c_new = torch.addcmul(f_gate * c, i_gate, torch.tanh(pre[..., 3 * d :]))
+                h_new = o_gate * torch.tanh(c_new)
+            else:
+                gx = x_part if x_bias is None else x_part + x_bias
+                rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d])
+                r_gate, z_gate = rz.chunk(2, dim=-1)
+                n_gate = torch.tanh(torch.addcmul(gx[..., 2 * d :], r_gate, gh[..., 2 * d :]))
+                h_new = torch.addcmul(n_gate, z_gate, h - n_gate)
+                c_new = h_new
+
+            if mask is None:
+                message, weights = comm(h_new, None, record)
+                h = h_new + message
+                c = c_new
+            else:
+                # lerp with a 0/1 weight returns h (or h_new) exactly and passes no gradient to the
+                # discarded side; it is several times faster than torch.where with a broadcast mask.
+                h_tilde = torch.lerp(h, h_new, mask)
+                message, weights = comm(h_tilde, mask, record)
+                h = torch.addcmul(h_tilde, mask, message)
+                c = torch.lerp(c, c_new, mask) if lstm else h
+            outputs.append(h)
+            if record:
+                active = (
+                    torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask.squeeze(-1) > 0
+                )
+                log.append((active.t(), attn.transpose(0, 1), weights))
+
+        out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
+        finals = tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in ((h, c) if lstm else (h,)))
+        info = None
+        if record:
+            info = RIMInfo(
+                active=torch.stack([r[0] for r in log]).unsqueeze(0),
+                input_attention=torch.stack([r[1] for r in log]).unsqueeze(0).detach(),
+                comm_attention=torch.stack([r[2] for r in log]).unsqueeze(0).detach(),
+            )
+        return out, finals, info
+
+    def _input_projection(self, x: Tensor) -> Tensor:
+        """``W_ih,i (x W_v)`` for every unit and input head, ``(H, rows, U * G)``.
+
+        Computed as ``(x W_v) W_ih`` or as ``x (W_v W_ih)``, whichever needs fewer
+        multiply-adds: the second wins when the value size is large next to the input (the
+        paper's 400-wide values on a 64-wide MiniGrid embedding) and there are many rows.
+
+        :param x: ``(rows, input_size)``.
+        """
+        rows = x.shape[0]
+        heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
+        width = self.weight_ih.shape[0] * self.weight_ih.shape[2]  # U * G
+        w_ih = self.weight_ih.view(-1, heads, value, self.weight_ih.shape[2]).permute(1, 2, 0, 3)
+        w_ih = w_ih.reshape(heads, value, width)  # (H, V, U*G)
+        if rows * (size * value + value * width) <= size * value * width + rows * size * width:
+            values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
+            return torch.bmm(values, w_ih)
+        combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)  # (H, I, U*G)
+        return torch.matmul(x, combined)
+
+    def _selection_score(
+        self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None, scale: float
+    ) -> Tensor:
+        """Score to rank units by (higher = selected), ``(U, N)``.
+
+        :param score: ``(U, N, H)`` input score minus null score (scaled).
+        :param attn: ``(U, N, H)`` attention on the real input.
+        :param query: ``(U, N, H, K)`` queries.
+        :param null_key: ``(H, K)`` null key (the key bias) for ``input_score``, else ``None``.
+        """
+        if self.selection == "null_attention":
+            # Least mean attention on null == most mean attention on the input; with one head
+            # the sigmoid is monotone, so the raw score ranks identically.
+            return score.squeeze(-1) if self.num_input_heads == 1 else attn.mean(-1)
+        raw = score if null_key is None else score + (query * null_key).sum(-1) * scale
+        return raw.mean(-1)
+
+    def _input_part(self, attn: Tensor, proj: Tensor, null_proj: Tensor | None, dropping: bool) -> Tensor:
+        """Input-side gate pre-activations of one step, ``(U, N, G)``.
+
+        :param attn: ``(U, N, H)`` attention on the real input.
+        :param proj: ``(U, N, G)`` (one head) or ``(U, N, H, G)``: ``W_ih (x W_v)`` per head.
+        :param null_proj: ``(U, H, G)``: ``W_ih b_v`` per head, or ``None`` without bias.
+        :param dropping: apply attention dropout (training only).
+        """
+        if dropping:
+            probs = torch.stack([attn, 1.0 - attn], dim=-1)  # (U, N, H, 2) over {input, null}
+            probs = F.dropout(probs, self.attention_dropout, training=True)
+            attn = probs[..., 0]
+        part = attn * proj if self.num_input_heads == 1 else torch.matmul(attn.unsqueeze(-2), proj).squeeze(-2)
+        if dropping and null_proj is not None:
+            part = part + torch.bmm(probs.sum(-1), null_proj)  # weight of the null value per head
+        return part
+
+
+class _Communication:
+    """Multi-head attention among units of one layer for one forward call.
+
+    Built once per sequence so the per-step path does no attribute look-ups or reshapes of
+    weights.
+    """
+
+    def __init__(self, cell: RIMCell, batch: int) -> None:
+        self.u, self.batch = cell.num_units, batch
+        self.heads, self.key, self.value = cell.num_comm_heads, cell.comm_key_size, cell.comm_value_size
+        self.weight_qkv = cell.weight_comm_qkv
+        self.weight_out = cell.weight_comm_out
+        self.dropout = cell.attention_dropout if cell.training else 0.0
+        self.block_grad = torch.is_grad_enabled() and cell.weight_comm_qkv.requires_grad
+        self.split = [self.heads * self.key, self.heads * self.key, self.heads * self.value]
+
+    def __call__(self, states: Tensor, mask: Tensor | None, record: bool) -> tuple[Tensor, Tensor | None]:
+        """Messages to every unit.
+
+        :param states: ``(U, N, d)`` states shown to the attention (inactive units: kept state).
+        :param mask: ``(U, N, 1)`` active mask (1.0 active, 0.0 inactive) or ``None`` when all units are active.
+        :param record: also return the attention weights.
+        :returns: ``(messages (U, N, d), weights (N, Hc, U, U) or None)``.
+        """
+        u, n, heads = self.u, self.batch, self.heads
+        if mask is not None and self.block_grad:
+            # Inactive units' key/value must not train their own projection at this step.
+            qkv = _ActiveWeightGradBmm.apply(states, self.weight_qkv, mask)  # (U, N, Hc*(2K+V))
+        else:
+            qkv = torch.bmm(states, self.weight_qkv)
+        q, k, v = qkv.split(self.split, dim=-1)
+        q = q.view(u, n, heads, self.key).permute(1, 2, 0, 3)  # (N, Hc, U, K)
+        k = k.view(u, n, heads, self.key).permute(1, 2, 0, 3)
+        v = v.view(u, n, heads, self.value).permute(1, 2, 0, 3)  # (N, Hc, U, V)
+        weights = None
+        if record:
+            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.key), dim=-1)  # (N, Hc, U, U)
+            read = F.dropout(weights, self.dropout, training=self.dropout > 0.0) @ v
+        else:
+            read = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout)  # (N, Hc, U, V)
+        read = read.permute(2, 0, 1, 3).reshape(u, n, heads * self.value)  # (U, N, Hc*V)
+        return torch.bmm(read, self.weight_out), weights
+
+
+class _ActiveWeightGradBmm(torch.autograd.Function):
+    """``bmm(x, w)`` whose weight gradient only comes from rows of active units.
+
+    Forward: ``x (U, N, d) @ w (U, d, F) -> (U, N, F)``. Backward: ``grad_x`` is the usual
+    ``grad @ w^T`` (state gradients flow for every row), ``grad_w = (x * mask)^T @ grad``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, mask: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w, mask)
+        return torch.bmm(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, w, mask = ctx.saved_tensors
+        grad_x = torch.bmm(grad, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm((x * mask).transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None

@@ -1,0 +1,220 @@
+"""Drop-in replacements for ``torch.nn.LSTM`` and ``torch.nn.GRU`` built from RIM layers.
+
+``nn.LSTM(600, 300)`` becomes ``RIMLSTM(600, 300, 6, 4)``: 6 units of width 50, 4 active
+per step; inputs, states, outputs and attributes follow the ``nn.LSTM`` contract.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rims._checks import check_positive_int, check_probability
+from rims.cell import RIMCell
+from rims.info import RIMInfo
+
+
+class _RIMBase(nn.Module):
+    """Stack of :class:`RIMCell` layers with the ``nn.LSTM``/``nn.GRU`` calling convention."""
+
+    dynamics: str = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int,
+        k: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        *,
+        selection: str = "null_attention",
+        num_input_heads: int = 1,
+        input_key_size: int = 64,
+        input_value_size: int = 400,
+        num_comm_heads: int = 4,
+        comm_key_size: int = 32,
+        comm_value_size: int = 32,
+        attention_dropout: float = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.dropout = check_probability("dropout", dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
+        self.batch_first = bool(batch_first)
+        self.bias = bool(bias)
+        options: dict[str, Any] = {
+            "dynamics": self.dynamics,
+            "selection": selection,
+            "num_input_heads": num_input_heads,
+            "input_key_size": input_key_size,
+            "input_value_size": input_value_size,
+            "num_comm_heads": num_comm_heads,
+            "comm_key_size": comm_key_size,
+            "comm_value_size": comm_value_size,
+            "attention_dropout": attention_dropout,
+            "device": device,
+            "dtype": dtype,
+        }
+        first = RIMCell(input_size, hidden_size, num_units, k, bias, **options)
+        rest = [
+            RIMCell(first.hidden_size, hidden_size, num_units, k, bias, **options) for _ in range(self.num_layers - 1)
+        ]
+        self.layers = nn.ModuleList([first, *rest])
+        self.input_size = first.input_size
+        self.hidden_size = first.hidden_size
+        self.num_units = first.num_units
+        self.k = first.k
+
+    @property
+    def _n_states(self) -> int:
+        return 2 if self.dynamics == "lstm" else 1
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``nn.LSTM`` (RIM weights are already contiguous)."""
+
+    def _run(
+        self, input: Tensor, hx: tuple[Tensor, ...] | None, return_info: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...], RIMInfo | None]:
+        """Validate, run all layers and restore the caller's layout.
+
+        :param input: ``(L, N, H_in)``, ``(N, L, H_in)`` if ``batch_first``, or ``(L, H_in)``.
+        :param hx: tuple of ``(num_layers, N, hidden_size)`` (or ``(num_layers, hidden_size)``
+            for unbatched input) tensors, or ``None`` for zeros.
+        """
+        name = type(self).__name__
+        if isinstance(input, PackedSequence):
+            raise TypeError(f"{name} does not support PackedSequence input; pad the batch instead")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D input")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+            )
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(1)
+        if batched and self.batch_first:
+            x = x.transpose(0, 1)  # (L, N, H_in)
+        states = self._layer_states(hx, x, batched)
+
+        finals: list[tuple[Tensor, ...]] = []
+        infos: list[RIMInfo] = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0 and self.training:
+                x = F.dropout(x, self.dropout, training=True)
+            x, final, info = layer.sequence(x, tuple(s[i] for s in states), record=return_info)
+            finals.append(final)
+            if info is not None:
+                infos.append(info)
+        out_states = tuple(torch.stack([f[j] for f in finals]) for j in range(self._n_states))
+        if batched and self.batch_first:
+            x = x.transpose(0, 1)
+        if not batched:
+            x = x.squeeze(1)
+            out_states = tuple(s.squeeze(1) for s in out_states)
+        record = None
+        if return_info:
+            record = RIMInfo.stack(infos)
+            record = record if batched else record.squeeze_batch()
+        return x, out_states, record
+
+    def _layer_states(self, hx: tuple[Tensor, ...] | None, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
+        """Check the caller's state and return it as ``(num_layers, N, hidden_size)`` tensors."""
+        batch = x.shape[1]
+        expected = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
+            return (zeros,) * self._n_states
+        for i, s in enumerate(hx):
+            if not batched and s.dim() != 2:
+                raise RuntimeError(
+                    f"For unbatched 2-D input, hx should also be 2-D but got hx[{i}] with {s.dim()}-D shape "
+                    f"{tuple(s.shape)}"
+                )
+            if batched and s.dim() != 3:
+                raise RuntimeError(
+                    f"For batched 3-D input, hx should also be 3-D but got hx[{i}] with {s.dim()}-D shape "
+                    f"{tuple(s.shape)}"
+                )
+            if tuple(s.shape) != expected:
+                label = "hidden" if len(hx) == 1 else f"hidden[{i}]"
+                raise RuntimeError(f"Expected {label} size {expected}, got {list(s.shape)}")
+        return tuple(hx) if batched else tuple(s.unsqueeze(1) for s in hx)
+
+
+class RIMLSTM(_RIMBase):
+    """Recurrent Independent Mechanisms with LSTM units; a drop-in for ``nn.LSTM``.
+
+    :param input_size: features of the input.
+    :param hidden_size: *total* hidden width (``num_units * unit_size``), as in ``nn.LSTM``.
+    :param num_units: number of units; must divide ``hidden_size``.
+    :param k: units active per step, ``1 <= k <= num_units``.
+    :param num_layers: stacked RIM layers.
+    :param bias: if ``False``, no projection has a bias.
+    :param batch_first: input and output are ``(N, L, H)`` instead of ``(L, N, H)``.
+    :param dropout: dropout on the outputs of all but the last layer, training only.
+
+    Keyword-only RIM options (defaults from the paper, Table 3): ``selection``
+    (``"null_attention"`` or ``"input_score"``), ``num_input_heads`` (1), ``input_key_size``
+    (64), ``input_value_size`` (400), ``num_comm_heads`` (4), ``comm_key_size`` (32),
+    ``comm_value_size`` (32), ``attention_dropout`` (0.1), ``device``, ``dtype``.
+
+    Call: ``output, (h_n, c_n) = rim(input, (h_0, c_0))`` with input ``(L, N, input_size)``
+    (``(N, L, input_size)`` if ``batch_first``, or unbatched ``(L, input_size)``), states
+    ``(num_layers, N, hidden_size)``; ``output`` is ``(L, N, hidden_size)``. Pass
+    ``return_info=True`` to get a third element, a :class:`rims.RIMInfo`.
+    """
+
+    dynamics = "lstm"
+
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *, return_info: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]] | tuple[Tensor, tuple[Tensor, Tensor], RIMInfo]:
+        """See the class docstring."""
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"RIMLSTM expects hx to be a tuple (h_0, c_0) or None, got {type(hx).__name__}")
+        out, (h_n, c_n), info = self._run(input, None if hx is None else tuple(hx), return_info)
+        return (out, (h_n, c_n), info) if return_info else (out, (h_n, c_n))
+
+
+class RIMGRU(_RIMBase):
+    """Recurrent Independent Mechanisms with GRU units; a drop-in for ``nn.GRU``.
+
+    Same arguments as :class:`RIMLSTM`. Call: ``output, h_n = rim(input, h_0)`` with
+    ``h_0`` of shape ``(num_layers, N, hidden_size)`` (or ``None`` for zeros).
+    """
+
+    dynamics = "gru"
+
+    def forward(
+        self, input: Tensor, hx: Tensor | None = None, *, return_info: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, RIMInfo]:
+        """See the class docstring."""
+        if hx is not None and not isinstance(hx, Tensor):
+            raise TypeError(f"RIMGRU expects hx to be a Tensor or None, got {type(hx).__name__}")
+        out, (h_n,), info = self._run(input, None if hx is None else (hx,), return_info)
+        return (out, h_n, info) if return_info else (out, h_n)

@@ -1,0 +1,112 @@
+"""Benchmark RIMLSTM / RIMGRU against nn.LSTM / nn.GRU in one process.
+
+Prints, for each case, the median time per call of the baseline and the RIM module and their
+ratio. Usage::
+
+    python scripts/bench_rims.py --threads 1
+    OMP_WAIT_POLICY=PASSIVE python scripts/bench_rims.py --threads 2
+
+Cases (issue 2):
+  (a) seed configuration: input 600, hidden 300, 6 units, k=4, sequence 50, batch 64, fwd+bwd.
+  (b) MiniGrid policy configuration: input 64, hidden 128, 4 units, k=3: fwd+bwd over 32 steps
+      with batch 128, and one acting step with batch 16 under no_grad (baseline: nn.LSTM on one
+      time step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rims import RIMGRU, RIMLSTM
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration."""
+
+    name: str
+    input_size: int
+    hidden_size: int
+    num_units: int
+    k: int
+    seq_len: int
+    batch: int
+    train: bool
+
+
+CASES = (
+    Case("(a) seed 600->300, 6 units k=4, L=50 N=64, fwd+bwd", 600, 300, 6, 4, 50, 64, True),
+    Case("(b) policy 64->128, 4 units k=3, L=32 N=128, fwd+bwd", 64, 128, 4, 3, 32, 128, True),
+    Case("(b) policy 64->128, 4 units k=3, acting step N=16, no_grad", 64, 128, 4, 3, 1, 16, False),
+)
+
+
+def _timer(fn: Callable[[], None], repeats: int, min_seconds: float) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` rounds of at least ``min_seconds``."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_seconds / once))
+    rounds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        rounds.append((time.perf_counter() - start) / inner)
+    return statistics.median(rounds)
+
+
+def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
+    """A closure running one forward (and backward when training) of ``model``."""
+    x = torch.randn(case.seq_len, case.batch, case.input_size)
+    h = torch.zeros(1, case.batch, case.hidden_size)
+    state = (h, h.clone()) if lstm else h
+    if case.train:
+        model.train()
+
+        def run() -> None:
+            out, _ = model(x, state)
+            out.sum().backward()
+
+        return run
+    model.eval()
+
+    def act() -> None:
+        with torch.no_grad():
+            model(x, state)
+
+    return act
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case (median reported)")
+    parser.add_argument("--min-seconds", type=float, default=0.3, help="minimum duration of one round")
+    parser.add_argument("--gru", action="store_true", help="also compare RIMGRU with nn.GRU")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}; median seconds per call")
+    kinds = [("LSTM", nn.LSTM, RIMLSTM, True)] + ([("GRU", nn.GRU, RIMGRU, False)] if args.gru else [])
+    print(f"{'case':62s} {'base ms':>9s} {'RIM ms':>9s} {'ratio':>6s}")
+    for label, base_cls, rim_cls, lstm in kinds:
+        for case in CASES:
+            base = base_cls(case.input_size, case.hidden_size)
+            rim = rim_cls(case.input_size, case.hidden_size, case.num_units, case.k)
+            t_base = _timer(_workload(base, case, lstm), args.repeats, args.min_seconds)
+            t_rim = _timer(_workload(rim, case, lstm), args.repeats, args.min_seconds)
+            name = f"{label} {case.name}"
+            print(f"{name:62s} {t_base * 1e3:9.3f} {t_rim * 1e3:9.3f} {t_rim / t_base:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
