@@ -24,7 +24,7 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +130,7 @@ class RIMCell(nn.Module):
         else:
             for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
                 self.register_parameter(name, None)
+        self._cache: tuple[tuple[object, ...], _Weights] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -203,69 +204,56 @@ class RIMCell(nn.Module):
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
             )
         seq_len, batch = x.shape[0], x.shape[1]
-        u, d = self.num_units, self.unit_size
-        heads, key_size = self.num_input_heads, self.input_key_size
+        u, d, heads = self.num_units, self.unit_size, self.num_input_heads
         gates = _GATES[self.dynamics] * d
         dropping = self.training and self.attention_dropout > 0.0
         lstm = self.dynamics == "lstm"
+        w = self._weights(dropping)
+        fused_input = heads == 1 and not dropping  # input part is one addcmul
 
         # Input side for the whole sequence (one large matmul each).
-        keys = F.linear(x, self.weight_key).view(seq_len, batch, heads, key_size)  # (L, N, H, K) bias-free
-        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size))  # (H, L*N, U*G)
+        keys = F.linear(x, w.key).view(seq_len, batch, heads, self.input_key_size)  # (L, N, H, K) scaled
+        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w.ih)  # (H, L*N, U*G)
         proj = proj.view(heads, seq_len, batch, u, gates).permute(1, 3, 2, 0, 4)  # (L, U, N, H, G)
         proj = proj.squeeze(3).contiguous() if heads == 1 else proj.contiguous()
-        w_ih = self.weight_ih.view(u, heads, self.input_value_size, gates)
         # unbind, not proj[t]: indexing would make backward scatter into a full (L, ...) zeros tensor per step
         proj_steps, key_steps = proj.unbind(0), keys.unbind(0)
 
-        # Constant input terms: W_ih,i b_v per head (the null value), folded into biases unless
-        # attention dropout reweights the input and null candidates separately.
-        null_proj = None
-        x_bias = None
-        if self.bias:
-            null_proj = torch.einsum("hv,uhvg->uhg", self.bias_value.view(heads, -1), w_ih)  # (U, H, G)
-            x_bias = self.bias_ih if dropping else self.bias_ih + null_proj.sum(1)
-            x_bias = x_bias.unsqueeze(1)  # (U, 1, G)
-        w_h = torch.cat([self.weight_hh, self.weight_query], dim=-1)  # (U, d, G + H*K)
-        b_h = None
-        if self.bias:
-            b_hh = self.bias_hh.unsqueeze(1) + x_bias if lstm else self.bias_hh.unsqueeze(1)
-            b_h = torch.cat([b_hh, self.bias_query.unsqueeze(1)], dim=-1)  # (U, 1, G + H*K)
-        null_key = self.bias_key.view(heads, key_size) if self.bias and self.selection == "input_score" else None
-
         comm = _Communication(self, batch)
-        scale = 1.0 / math.sqrt(key_size)
-        k = self.k
-        full = k == u
+        k, full = self.k, self.k == u
+        zeros = x.new_zeros(u, batch, 1)
         h = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
         c = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else h
         outputs: list[Tensor] = []
-        log: list[tuple[Tensor, Tensor, Tensor]] = []
+        log: list[tuple[Tensor, Tensor, Tensor | None]] = []
         for t in range(seq_len):
-            hq = torch.bmm(h, w_h) if b_h is None else torch.baddbmm(b_h, h, w_h)  # (U, N, G + H*K)
-            gh, query = hq.split([gates, heads * key_size], dim=-1)
-            query = query.view(u, batch, heads, key_size)
-            score = (query * key_steps[t]).sum(-1) * scale  # (U, N, H) input minus null score
+            hq = torch.bmm(h, w.h) if w.h_bias is None else torch.baddbmm(w.h_bias, h, w.h)  # (U, N, G + H*K)
+            gh, query = hq.split(w.h_split, dim=-1)
+            query = query.view(u, batch, heads, -1)  # (U, N, H, K)
+            score = torch.linalg.vecdot(query, key_steps[t])  # (U, N, H) input minus null score
             attn = torch.sigmoid(score)  # (U, N, H) attention on the real input
 
-            if full:
-                mask = None
-            else:
-                rank = self._selection_score(score, attn, query, null_key, scale)  # (U, N)
-                top = rank.topk(k, dim=0).indices  # (k, N)
-                mask = torch.zeros_like(rank).scatter_(0, top, 1.0).unsqueeze(-1)  # (U, N, 1) 1.0 = active
+            mask = None
+            if not full:
+                rank = self._selection_score(score, attn, query, w.null_key)  # (U, N, 1)
+                mask = zeros.scatter(0, rank.topk(k, dim=0).indices, 1.0)  # (U, N, 1) 1.0 = active
 
-            x_part = self._input_part(attn, proj_steps[t], null_proj, dropping)  # (U, N, G)
             if lstm:
-                pre = gh + x_part
-                sig = torch.sigmoid(pre[..., : 3 * d])
-                i_gate, f_gate, o_gate = sig.chunk(3, dim=-1)
+                pre = (
+                    torch.addcmul(gh, attn, proj_steps[t])
+                    if fused_input
+                    else gh + self._input_part(attn, proj_steps[t], w.null_proj, dropping)
+                )
+                i_gate, f_gate, o_gate = torch.sigmoid(pre[..., : 3 * d]).chunk(3, dim=-1)
                 c_new = torch.addcmul(f_gate * c, i_gate, torch.tanh(pre[..., 3 * d :]))
                 h_new = o_gate * torch.tanh(c_new)
             else:
-                gx = x_part if x_bias is None else x_part + x_bias
-                rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d])
-                r_gate, z_gate = rz.chunk(2, dim=-1)
+                if fused_input:
+                    gx = torch.addcmul(w.x_bias, attn, proj_steps[t]) if w.x_bias is not None else attn * proj_steps[t]
+                else:
+                    gx = self._input_part(attn, proj_steps[t], w.null_proj, dropping)
+                    gx = gx if w.x_bias is None else gx + w.x_bias
+                r_gate, z_gate = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d]).chunk(2, dim=-1)
                 n_gate = torch.tanh(torch.addcmul(gx[..., 2 * d :], r_gate, gh[..., 2 * d :]))
                 h_new = torch.addcmul(n_gate, z_gate, h - n_gate)
                 c_new = h_new
@@ -283,9 +271,7 @@ class RIMCell(nn.Module):
                 c = torch.lerp(c, c_new, mask) if lstm else h
             outputs.append(h)
             if record:
-                active = (
-                    torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask.squeeze(-1) > 0
-                )
+                active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0] > 0
                 log.append((active.t(), attn.transpose(0, 1), weights))
 
         out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
@@ -299,7 +285,54 @@ class RIMCell(nn.Module):
             )
         return out, finals, info
 
-    def _input_projection(self, x: Tensor) -> Tensor:
+    def _weights(self, dropping: bool) -> _Weights:
+        """Weights rearranged for the fast path; cached while no gradient is recorded.
+
+        Under ``torch.no_grad()`` (acting in RL) the rearranged tensors are reused until a
+        parameter changes (any in-place update bumps its version counter), dtype or device.
+
+        :param dropping: attention dropout is active, so the null value's term cannot be
+            folded into a bias.
+        """
+        caching = not torch.is_grad_enabled()
+        if caching:
+            key = (dropping, *((p.data_ptr(), p._version) for p in self.parameters()))
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
+        weights = self._build_weights(dropping)
+        self._cache = (key, weights) if caching else None
+        return weights
+
+    def _build_weights(self, dropping: bool) -> _Weights:
+        """Compute :class:`_Weights` from the parameters (differentiable)."""
+        u, heads, key_size, value = self.num_units, self.num_input_heads, self.input_key_size, self.input_value_size
+        gates = self.weight_ih.shape[2]
+        w_ih = self.weight_ih.view(u, heads, value, gates)
+        ih = w_ih.permute(1, 2, 0, 3).reshape(heads, value, u * gates)  # (H, V, U*G)
+        lstm = self.dynamics == "lstm"
+        null_proj = x_bias = h_bias = null_key = None
+        if self.bias:
+            # W_ih,i b_v per head: the null value's projection, folded into the input bias unless
+            # attention dropout reweights the input and null candidates separately.
+            per_head = torch.einsum("hv,uhvg->uhg", self.bias_value.view(heads, value), w_ih)  # (U, H, G)
+            null_proj = per_head if dropping else None
+            x_bias = (self.bias_ih if dropping else self.bias_ih + per_head.sum(1)).unsqueeze(1)  # (U, 1, G)
+            hh_bias = self.bias_hh.unsqueeze(1) + x_bias if lstm else self.bias_hh.unsqueeze(1)
+            h_bias = torch.cat([hh_bias, self.bias_query.unsqueeze(1)], dim=-1)  # (U, 1, G + H*K)
+            if self.selection == "input_score":
+                null_key = self.bias_key.view(heads, key_size) / math.sqrt(key_size)
+        return _Weights(
+            key=self.weight_key / math.sqrt(key_size),
+            ih=ih,
+            h=torch.cat([self.weight_hh, self.weight_query], dim=-1),  # (U, d, G + H*K)
+            h_bias=h_bias,
+            h_split=(gates, heads * key_size),
+            x_bias=None if lstm else x_bias,
+            null_proj=null_proj,
+            null_key=null_key,
+        )
+
+    def _input_projection(self, x: Tensor, w_ih: Tensor) -> Tensor:
         """``W_ih,i (x W_v)`` for every unit and input head, ``(H, rows, U * G)``.
 
         Computed as ``(x W_v) W_ih`` or as ``x (W_v W_ih)``, whichever needs fewer
@@ -307,41 +340,39 @@ class RIMCell(nn.Module):
         paper's 400-wide values on a 64-wide MiniGrid embedding) and there are many rows.
 
         :param x: ``(rows, input_size)``.
+        :param w_ih: ``(H, V, U * G)`` per-unit input weights side by side.
         """
         rows = x.shape[0]
         heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
-        width = self.weight_ih.shape[0] * self.weight_ih.shape[2]  # U * G
-        w_ih = self.weight_ih.view(-1, heads, value, self.weight_ih.shape[2]).permute(1, 2, 0, 3)
-        w_ih = w_ih.reshape(heads, value, width)  # (H, V, U*G)
+        width = w_ih.shape[2]
         if rows * (size * value + value * width) <= size * value * width + rows * size * width:
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
             return torch.bmm(values, w_ih)
         combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)  # (H, I, U*G)
         return torch.matmul(x, combined)
 
-    def _selection_score(
-        self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None, scale: float
-    ) -> Tensor:
-        """Score to rank units by (higher = selected), ``(U, N)``.
+    def _selection_score(self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None) -> Tensor:
+        """Score to rank units by (higher = selected), ``(U, N, 1)``.
 
         :param score: ``(U, N, H)`` input score minus null score (scaled).
         :param attn: ``(U, N, H)`` attention on the real input.
         :param query: ``(U, N, H, K)`` queries.
-        :param null_key: ``(H, K)`` null key (the key bias) for ``input_score``, else ``None``.
+        :param null_key: ``(H, K)`` scaled null key (the key bias) for ``input_score``, else ``None``.
         """
         if self.selection == "null_attention":
             # Least mean attention on null == most mean attention on the input; with one head
             # the sigmoid is monotone, so the raw score ranks identically.
-            return score.squeeze(-1) if self.num_input_heads == 1 else attn.mean(-1)
-        raw = score if null_key is None else score + (query * null_key).sum(-1) * scale
-        return raw.mean(-1)
+            return score if self.num_input_heads == 1 else attn.mean(-1, keepdim=True)
+        raw = score if null_key is None else score + torch.linalg.vecdot(query, null_key)
+        return raw.mean(-1, keepdim=True)
 
     def _input_part(self, attn: Tensor, proj: Tensor, null_proj: Tensor | None, dropping: bool) -> Tensor:
-        """Input-side gate pre-activations of one step, ``(U, N, G)``.
+        """Input-side gate pre-activations of one step without the input bias, ``(U, N, G)``.
 
         :param attn: ``(U, N, H)`` attention on the real input.
         :param proj: ``(U, N, G)`` (one head) or ``(U, N, H, G)``: ``W_ih (x W_v)`` per head.
-        :param null_proj: ``(U, H, G)``: ``W_ih b_v`` per head, or ``None`` without bias.
+        :param null_proj: ``(U, H, G)``: ``W_ih b_v`` per head when dropping, else ``None``
+            (then it is part of the input bias).
         :param dropping: apply attention dropout (training only).
         """
         if dropping:
@@ -352,6 +383,19 @@ class RIMCell(nn.Module):
         if dropping and null_proj is not None:
             part = part + torch.bmm(probs.sum(-1), null_proj)  # weight of the null value per head
         return part
+
+
+class _Weights(NamedTuple):
+    """Parameters rearranged for one forward call (``U`` units, ``G`` gate width)."""
+
+    key: Tensor  # (H*K, input_size) key weight divided by sqrt(K)
+    ih: Tensor  # (H, V, U*G) per-unit input weights side by side
+    h: Tensor  # (U, d, G + H*K) recurrent weights and query weights, one bmm per step
+    h_bias: Tensor | None  # (U, 1, G + H*K); for LSTM includes the input-side bias
+    h_split: tuple[int, int]  # (G, H*K)
+    x_bias: Tensor | None  # (U, 1, G) input-side bias (GRU only)
+    null_proj: Tensor | None  # (U, H, G) null value projection, only under attention dropout
+    null_key: Tensor | None  # (H, K) scaled key bias, only for the input_score rule
 
 
 class _Communication:
@@ -384,10 +428,13 @@ class _Communication:
             qkv = _ActiveWeightGradBmm.apply(states, self.weight_qkv, mask)  # (U, N, Hc*(2K+V))
         else:
             qkv = torch.bmm(states, self.weight_qkv)
-        q, k, v = qkv.split(self.split, dim=-1)
-        q = q.view(u, n, heads, self.key).permute(1, 2, 0, 3)  # (N, Hc, U, K)
-        k = k.view(u, n, heads, self.key).permute(1, 2, 0, 3)
-        v = v.view(u, n, heads, self.value).permute(1, 2, 0, 3)  # (N, Hc, U, V)
+        if self.key == self.value:
+            q, k, v = qkv.view(u, n, 3, heads, self.key).permute(2, 1, 3, 0, 4).unbind(0)  # (N, Hc, U, K) each
+        else:
+            q, k, v = qkv.split(self.split, dim=-1)
+            q = q.view(u, n, heads, self.key).permute(1, 2, 0, 3)  # (N, Hc, U, K)
+            k = k.view(u, n, heads, self.key).permute(1, 2, 0, 3)
+            v = v.view(u, n, heads, self.value).permute(1, 2, 0, 3)  # (N, Hc, U, V)
         weights = None
         if record:
             weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.key), dim=-1)  # (N, Hc, U, U)
