@@ -38,7 +38,9 @@ from rims._checks import (
     check_probability,
     check_rim_sizes,
 )
+from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
+from rims.unit_attention import unit_attention
 
 _GATES = {"lstm": 4, "gru": 3}
 
@@ -213,15 +215,16 @@ class RIMCell(nn.Module):
 
         # Input side for the whole sequence (one large matmul each).
         keys = F.linear(x, w.key).view(seq_len, batch, heads, self.input_key_size)  # (L, N, H, K) scaled
-        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w.ih)  # (H, L*N, U*G)
-        proj = proj.view(heads, seq_len, batch, u, gates).permute(1, 3, 2, 0, 4)  # (L, U, N, H, G)
-        proj = proj.squeeze(3).contiguous() if heads == 1 else proj.contiguous()
+        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w)  # (H, L*N, U*G)
+        # (L, U, N, H, G) as a strided view: the per-step elementwise ops read it in place
+        proj = proj.view(heads, seq_len, batch, u, gates).permute(1, 3, 2, 0, 4)
+        proj = proj.squeeze(3) if heads == 1 else proj
         # unbind, not proj[t]: indexing would make backward scatter into a full (L, ...) zeros tensor per step
         proj_steps, key_steps = proj.unbind(0), keys.unbind(0)
 
         comm = _Communication(self, batch)
         k, full = self.k, self.k == u
-        zeros = x.new_zeros(u, batch, 1)
+        inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=x.device)
         h = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
         c = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else h
         outputs: list[Tensor] = []
@@ -236,42 +239,28 @@ class RIMCell(nn.Module):
             mask = None
             if not full:
                 rank = self._selection_score(score, attn, query, w.null_key)  # (U, N, 1)
-                mask = zeros.scatter(0, rank.topk(k, dim=0).indices, 1.0)  # (U, N, 1) 1.0 = active
+                mask = inactive.scatter(0, rank.topk(k, dim=0).indices, True)  # (U, N, 1) True = active
 
             if lstm:
-                pre = (
-                    torch.addcmul(gh, attn, proj_steps[t])
-                    if fused_input
-                    else gh + self._input_part(attn, proj_steps[t], w.null_proj, dropping)
-                )
-                i_gate, f_gate, o_gate = torch.sigmoid(pre[..., : 3 * d]).chunk(3, dim=-1)
-                c_new = torch.addcmul(f_gate * c, i_gate, torch.tanh(pre[..., 3 * d :]))
-                h_new = o_gate * torch.tanh(c_new)
+                if fused_input:
+                    pre = torch.addcmul(gh, attn, proj_steps[t])
+                else:
+                    pre = gh + self._input_part(attn, proj_steps[t], w.null_proj, dropping)
+                h_tilde, c = lstm_gates(pre, h, c, mask)
             else:
                 if fused_input:
                     gx = torch.addcmul(w.x_bias, attn, proj_steps[t]) if w.x_bias is not None else attn * proj_steps[t]
                 else:
                     gx = self._input_part(attn, proj_steps[t], w.null_proj, dropping)
                     gx = gx if w.x_bias is None else gx + w.x_bias
-                r_gate, z_gate = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d]).chunk(2, dim=-1)
-                n_gate = torch.tanh(torch.addcmul(gx[..., 2 * d :], r_gate, gh[..., 2 * d :]))
-                h_new = torch.addcmul(n_gate, z_gate, h - n_gate)
-                c_new = h_new
+                h_tilde = gru_gates(gx, gh, h, mask)
 
-            if mask is None:
-                message, weights = comm(h_new, None, record)
-                h = h_new + message
-                c = c_new
-            else:
-                # lerp with a 0/1 weight returns h (or h_new) exactly and passes no gradient to the
-                # discarded side; it is several times faster than torch.where with a broadcast mask.
-                h_tilde = torch.lerp(h, h_new, mask)
-                message, weights = comm(h_tilde, mask, record)
-                h = torch.addcmul(h_tilde, mask, message)
-                c = torch.lerp(c, c_new, mask) if lstm else h
+            # Active units read from all units (inactive ones show their kept state).
+            message, weights = comm(h_tilde, mask, record)
+            h = h_tilde + message if mask is None else torch.where(mask, h_tilde + message, h_tilde)
             outputs.append(h)
             if record:
-                active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0] > 0
+                active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
                 log.append((active.t(), attn.transpose(0, 1), weights))
 
         out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
@@ -300,8 +289,23 @@ class RIMCell(nn.Module):
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
         weights = self._build_weights(dropping)
-        self._cache = (key, weights) if caching else None
+        if caching:
+            weights = weights._replace(combined=self._combined_if_cheaper(weights.ih))
+            self._cache = (key, weights)
+        else:
+            self._cache = None
         return weights
+
+    def _combined_if_cheaper(self, w_ih: Tensor) -> Tensor | None:
+        """``W_v W_ih`` ``(H, I, U*G)`` if multiplying by it beats the two-step product per row.
+
+        Only worth building when it is reused, i.e. cached between acting steps.
+        """
+        size, value, width = self.input_size, self.input_value_size, w_ih.shape[2]
+        if size * width >= size * value + value * width:
+            return None
+        heads = self.num_input_heads
+        return torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)
 
     def _build_weights(self, dropping: bool) -> _Weights:
         """Compute :class:`_Weights` from the parameters (differentiable)."""
@@ -330,25 +334,29 @@ class RIMCell(nn.Module):
             x_bias=None if lstm else x_bias,
             null_proj=null_proj,
             null_key=null_key,
+            combined=None,
         )
 
-    def _input_projection(self, x: Tensor, w_ih: Tensor) -> Tensor:
+    def _input_projection(self, x: Tensor, w: _Weights) -> Tensor:
         """``W_ih,i (x W_v)`` for every unit and input head, ``(H, rows, U * G)``.
 
         Computed as ``(x W_v) W_ih`` or as ``x (W_v W_ih)``, whichever needs fewer
         multiply-adds: the second wins when the value size is large next to the input (the
-        paper's 400-wide values on a 64-wide MiniGrid embedding) and there are many rows.
+        paper's 400-wide values on a 64-wide MiniGrid embedding) and there are many rows, or
+        when the product ``W_v W_ih`` is cached (acting under ``no_grad``).
 
         :param x: ``(rows, input_size)``.
-        :param w_ih: ``(H, V, U * G)`` per-unit input weights side by side.
+        :param w: rearranged weights; ``w.ih`` is ``(H, V, U * G)``.
         """
+        if w.combined is not None:
+            return torch.matmul(x, w.combined)
         rows = x.shape[0]
         heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
-        width = w_ih.shape[2]
+        width = w.ih.shape[2]
         if rows * (size * value + value * width) <= size * value * width + rows * size * width:
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
-            return torch.bmm(values, w_ih)
-        combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)  # (H, I, U*G)
+            return torch.bmm(values, w.ih)
+        combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w.ih)  # (H, I, U*G)
         return torch.matmul(x, combined)
 
     def _selection_score(self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None) -> Tensor:
@@ -396,6 +404,7 @@ class _Weights(NamedTuple):
     x_bias: Tensor | None  # (U, 1, G) input-side bias (GRU only)
     null_proj: Tensor | None  # (U, H, G) null value projection, only under attention dropout
     null_key: Tensor | None  # (H, K) scaled key bias, only for the input_score rule
+    combined: Tensor | None  # (H, I, U*G) W_v W_ih, only when cached and cheaper per row
 
 
 class _Communication:
@@ -411,14 +420,16 @@ class _Communication:
         self.weight_qkv = cell.weight_comm_qkv
         self.weight_out = cell.weight_comm_out
         self.dropout = cell.attention_dropout if cell.training else 0.0
-        self.block_grad = torch.is_grad_enabled() and cell.weight_comm_qkv.requires_grad
+        self.grad = torch.is_grad_enabled()
+        self.block_grad = self.grad and cell.weight_comm_qkv.requires_grad
+        self.scale = 1.0 / math.sqrt(cell.comm_key_size)
         self.split = [self.heads * self.key, self.heads * self.key, self.heads * self.value]
 
     def __call__(self, states: Tensor, mask: Tensor | None, record: bool) -> tuple[Tensor, Tensor | None]:
         """Messages to every unit.
 
         :param states: ``(U, N, d)`` states shown to the attention (inactive units: kept state).
-        :param mask: ``(U, N, 1)`` active mask (1.0 active, 0.0 inactive) or ``None`` when all units are active.
+        :param mask: ``(U, N, 1)`` bool active mask or ``None`` when all units are active.
         :param record: also return the attention weights.
         :returns: ``(messages (U, N, d), weights (N, Hc, U, U) or None)``.
         """
@@ -428,20 +439,18 @@ class _Communication:
             qkv = _ActiveWeightGradBmm.apply(states, self.weight_qkv, mask)  # (U, N, Hc*(2K+V))
         else:
             qkv = torch.bmm(states, self.weight_qkv)
-        if self.key == self.value:
-            q, k, v = qkv.view(u, n, 3, heads, self.key).permute(2, 1, 3, 0, 4).unbind(0)  # (N, Hc, U, K) each
+        if record or self.grad:
+            read, weights = unit_attention(qkv, heads, self.key, self.value, self.scale, self.dropout)
+            weights = weights if record else None
         else:
+            # Inference: one fused op is fastest; no attention weights are needed.
             q, k, v = qkv.split(self.split, dim=-1)
             q = q.view(u, n, heads, self.key).permute(1, 2, 0, 3)  # (N, Hc, U, K)
             k = k.view(u, n, heads, self.key).permute(1, 2, 0, 3)
             v = v.view(u, n, heads, self.value).permute(1, 2, 0, 3)  # (N, Hc, U, V)
-        weights = None
-        if record:
-            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.key), dim=-1)  # (N, Hc, U, U)
-            read = F.dropout(weights, self.dropout, training=self.dropout > 0.0) @ v
-        else:
-            read = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout)  # (N, Hc, U, V)
-        read = read.permute(2, 0, 1, 3).reshape(u, n, heads * self.value)  # (U, N, Hc*V)
+            read = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout, scale=self.scale)
+            read = read.permute(2, 0, 1, 3).reshape(u, n, heads * self.value)  # (U, N, Hc*V)
+            weights = None
         return torch.bmm(read, self.weight_out), weights
 
 

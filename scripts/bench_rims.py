@@ -71,10 +71,12 @@ def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
     state = (h, h.clone()) if lstm else h
     if case.train:
         model.train()
+        # A dense upstream gradient, as from a real loss (out.sum() would give a stride-0 one).
+        grad = torch.randn(case.seq_len, case.batch, case.hidden_size)
 
         def run() -> None:
             out, _ = model(x, state)
-            out.sum().backward()
+            out.backward(grad)
 
         return run
     model.eval()
