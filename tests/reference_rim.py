@@ -2,7 +2,9 @@
 
 Loops over time, batch elements, units and heads; concatenates the null input as a real row;
 no algebraic shortcuts. It reads the parameters of a :class:`rims.RIMCell` so that both compute
-the same function. Eval-mode semantics (no attention dropout).
+the same function, and it is differentiable so gradients can be compared too (an inactive
+unit's communication key/value use its detached weights: no parameter gradient from a step
+where the unit was inactive). Eval-mode semantics (no attention dropout).
 """
 
 from __future__ import annotations
@@ -29,18 +31,18 @@ def reference_sequence(
 
     def b(name: str, shape: tuple[int, ...]) -> Tensor:
         p = getattr(cell, name)
-        return torch.zeros(shape, dtype=x.dtype) if p is None else p.detach()
+        return torch.zeros(shape, dtype=x.dtype) if p is None else p
 
-    wk, bk = cell.weight_key.detach(), b("bias_key", (heads * key_size,))
-    wv, bv = cell.weight_value.detach(), b("bias_value", (heads * value_size,))
-    wq, bq = cell.weight_query.detach(), b("bias_query", (u_count, heads * key_size))
-    wih, bih = cell.weight_ih.detach(), b("bias_ih", cell.weight_ih.shape[::2])
-    whh, bhh = cell.weight_hh.detach(), b("bias_hh", cell.weight_hh.shape[::2])
-    wc, wo = cell.weight_comm_qkv.detach(), cell.weight_comm_out.detach()
+    wk, bk = cell.weight_key, b("bias_key", (heads * key_size,))
+    wv, bv = cell.weight_value, b("bias_value", (heads * value_size,))
+    wq, bq = cell.weight_query, b("bias_query", (u_count, heads * key_size))
+    wih, bih = cell.weight_ih, b("bias_ih", cell.weight_ih.shape[::2])
+    whh, bhh = cell.weight_hh, b("bias_hh", cell.weight_hh.shape[::2])
+    wc, wo = cell.weight_comm_qkv, cell.weight_comm_out
 
     seq_len, batch = x.shape[:2]
-    h = states[0].detach().clone().view(batch, u_count, d)
-    c = states[1].detach().clone().view(batch, u_count, d) if lstm else None
+    h = states[0].view(batch, u_count, d)
+    c = states[1].view(batch, u_count, d) if lstm else None
     outputs, actives = [], []
     for t in range(seq_len):
         out_t, act_t = [], []
@@ -88,7 +90,7 @@ def reference_sequence(
                     if lstm:
                         c_next[i] = c_new
 
-            qkv = torch.stack([h_tilde[i] @ wc[i] for i in range(u_count)])  # (U, Hc*(2K+V))
+            qkv = torch.stack([h_tilde[i] @ (wc[i] if active[i] else wc[i].detach()) for i in range(u_count)])
             q_all = qkv[:, : c_heads * c_key].view(u_count, c_heads, c_key)
             k_all = qkv[:, c_heads * c_key : 2 * c_heads * c_key].view(u_count, c_heads, c_key)
             v_all = qkv[:, 2 * c_heads * c_key :].view(u_count, c_heads, c_value)
