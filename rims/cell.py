@@ -263,8 +263,11 @@ class RIMCell(nn.Module):
                 active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
                 log.append((active.t(), attn.transpose(0, 1), weights))
 
-        out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
         finals = tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in ((h, c) if lstm else (h,)))
+        if seq_len == 1:  # acting: the output is the final hidden state
+            out = finals[0].unsqueeze(0)
+        else:
+            out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
         info = None
         if record:
             info = RIMInfo(
@@ -285,7 +288,7 @@ class RIMCell(nn.Module):
         """
         caching = not torch.is_grad_enabled()
         if caching:
-            key = (dropping, *((p.data_ptr(), p._version) for p in self.parameters()))
+            key = (dropping, *((p.data_ptr(), p._version) for p in self._parameters.values() if p is not None))
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
         weights = self._build_weights(dropping)
@@ -349,7 +352,7 @@ class RIMCell(nn.Module):
         :param w: rearranged weights; ``w.ih`` is ``(H, V, U * G)``.
         """
         if w.combined is not None:
-            return torch.matmul(x, w.combined)
+            return torch.mm(x, w.combined[0]).unsqueeze(0) if len(w.combined) == 1 else torch.matmul(x, w.combined)
         rows = x.shape[0]
         heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
         width = w.ih.shape[2]

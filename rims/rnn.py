@@ -130,7 +130,10 @@ class _RIMBase(nn.Module):
             finals.append(final)
             if info is not None:
                 infos.append(info)
-        out_states = tuple(torch.stack([f[j] for f in finals]) for j in range(self._n_states))
+        if len(finals) == 1:
+            out_states = tuple(s.unsqueeze(0) for s in finals[0])
+        else:
+            out_states = tuple(torch.stack([f[j] for f in finals]) for j in range(self._n_states))
         if batched and self.batch_first:
             x = x.transpose(0, 1)
         if not batched:
