@@ -305,7 +305,7 @@ class RIMCell(nn.Module):
         Only worth building when it is reused, i.e. cached between acting steps.
         """
         size, value, width = self.input_size, self.input_value_size, w_ih.shape[2]
-        if size * width >= size * value + value * width:
+        if size * width >= size * value + value * width:  # per-row costs; building it is amortised
             return None
         heads = self.num_input_heads
         return torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)
@@ -344,9 +344,8 @@ class RIMCell(nn.Module):
         """``W_ih,i (x W_v)`` for every unit and input head, ``(H, rows, U * G)``.
 
         Computed as ``(x W_v) W_ih`` or as ``x (W_v W_ih)``, whichever needs fewer
-        multiply-adds: the second wins when the value size is large next to the input (the
-        paper's 400-wide values on a 64-wide MiniGrid embedding) and there are many rows, or
-        when the product ``W_v W_ih`` is cached (acting under ``no_grad``).
+        multiply-adds forward and, when gradients are recorded, backward (see
+        :func:`_prefer_combined`); ``W_v W_ih`` is reused when cached (acting under ``no_grad``).
 
         :param x: ``(rows, input_size)``.
         :param w: rearranged weights; ``w.ih`` is ``(H, V, U * G)``.
@@ -356,7 +355,8 @@ class RIMCell(nn.Module):
         rows = x.shape[0]
         heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
         width = w.ih.shape[2]
-        if rows * (size * value + value * width) <= size * value * width + rows * size * width:
+        grad = torch.is_grad_enabled()
+        if not _prefer_combined(rows, size, value, width, grad, grad and x.requires_grad):
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
             return torch.bmm(values, w.ih)
         combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w.ih)  # (H, I, U*G)
@@ -394,6 +394,25 @@ class RIMCell(nn.Module):
         if dropping and null_proj is not None:
             part = part + torch.bmm(probs.sum(-1), null_proj)  # weight of the null value per head
         return part
+
+
+def _prefer_combined(rows: int, size: int, value: int, width: int, grad: bool, input_grad: bool) -> bool:
+    """Whether ``x (W_v W_ih)`` costs fewer multiply-adds than ``(x W_v) W_ih``.
+
+    Per input head, with ``R`` rows, input ``I``, value ``V`` and output ``W = U * G``:
+    two-step forward ``R I V + R V W``, backward ``2 R V W + R I V`` (+ ``R V I`` for the
+    input's gradient); combined forward ``I V W + R I W``, backward ``R I W + 2 I V W``
+    (+ ``R W I`` for the input's gradient).
+    """
+    two_step = rows * (size * value + value * width)
+    combined = size * value * width + rows * size * width
+    if grad:
+        two_step += 2 * rows * value * width + rows * size * value
+        combined += rows * size * width + 2 * size * value * width
+        if input_grad:
+            two_step += rows * value * size
+            combined += rows * width * size
+    return combined < two_step
 
 
 class _Weights(NamedTuple):
