@@ -75,3 +75,39 @@ def check_rim_sizes(hidden_size: object, num_units: object, k: object) -> tuple[
             f"of all units), got hidden_size={hidden_size}"
         )
     return hidden_size, num_units, k
+
+
+def check_input_shape(name: str, shape: tuple[int, ...], input_size: int) -> bool:
+    """Check a sequence input's shape the way ``nn.LSTM`` does; return whether it is batched.
+
+    :param name: module name for the message.
+    :param shape: ``(L, N, H_in)``, ``(N, L, H_in)`` or unbatched ``(L, H_in)``.
+    :param input_size: expected ``H_in``.
+    :raises ValueError: if the input is not 2-D or 3-D.
+    :raises RuntimeError: if the feature size differs from ``input_size``.
+    """
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {len(shape)}D input")
+    if shape[-1] != input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, got {shape[-1]}")
+    return len(shape) == 3
+
+
+def check_state_shapes(shapes: list[tuple[int, ...]], expected: tuple[int, ...], batched: bool) -> None:
+    """Check recurrent state shapes the way ``nn.LSTM`` / ``nn.GRU`` do.
+
+    :param shapes: shape of each state tensor (``[h]`` or ``[h, c]``).
+    :param expected: ``(num_layers, N, hidden_size)``, or ``(num_layers, hidden_size)`` unbatched.
+    :param batched: whether the input was batched (3-D).
+    :raises RuntimeError: naming the state, the expected and the given shape.
+    """
+    rank = 3 if batched else 2
+    for i, shape in enumerate(shapes):
+        if len(shape) != rank:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx should also be {rank}-D but got hx[{i}] with {len(shape)}-D shape {shape}"
+            )
+        if tuple(shape) != expected:
+            label = "hidden" if len(shapes) == 1 else f"hidden[{i}]"
+            raise RuntimeError(f"Expected {label} size {expected}, got {list(shape)}")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rims._checks import check_positive_int, check_probability
+from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.cell import RIMCell
 from rims.info import RIMInfo
 
@@ -109,13 +109,7 @@ class _RIMBase(nn.Module):
         name = type(self).__name__
         if isinstance(input, PackedSequence):
             raise TypeError(f"{name} does not support PackedSequence input; pad the batch instead")
-        if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D input")
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
-            )
-        batched = input.dim() == 3
+        batched = check_input_shape(name, tuple(input.shape), self.input_size)
         x = input if batched else input.unsqueeze(1)
         if batched and self.batch_first:
             x = x.transpose(0, 1)  # (L, N, H_in)
@@ -152,20 +146,7 @@ class _RIMBase(nn.Module):
         if hx is None:
             zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
             return (zeros,) * self._n_states
-        for i, s in enumerate(hx):
-            if not batched and s.dim() != 2:
-                raise RuntimeError(
-                    f"For unbatched 2-D input, hx should also be 2-D but got hx[{i}] with {s.dim()}-D shape "
-                    f"{tuple(s.shape)}"
-                )
-            if batched and s.dim() != 3:
-                raise RuntimeError(
-                    f"For batched 3-D input, hx should also be 3-D but got hx[{i}] with {s.dim()}-D shape "
-                    f"{tuple(s.shape)}"
-                )
-            if tuple(s.shape) != expected:
-                label = "hidden" if len(hx) == 1 else f"hidden[{i}]"
-                raise RuntimeError(f"Expected {label} size {expected}, got {list(s.shape)}")
+        check_state_shapes([tuple(s.shape) for s in hx], expected, batched)
         return tuple(hx) if batched else tuple(s.unsqueeze(1) for s in hx)
 
 
