@@ -239,7 +239,9 @@ class RIMCell(nn.Module):
             mask = None
             if not full:
                 rank = self._selection_score(score, attn, query, w.null_key)  # (U, N, 1)
-                mask = inactive.scatter(0, rank.topk(k, dim=0).indices, True)  # (U, N, 1) True = active
+                # stable sort: ties go to the lower unit index (as jax.lax.top_k)
+                top = rank.sort(dim=0, descending=True, stable=True).indices[:k]
+                mask = inactive.scatter(0, top, True)  # (U, N, 1) True = active
 
             if lstm:
                 if fused_input:

@@ -65,9 +65,9 @@ def reference_sequence(
                 null_att.append(torch.stack(nulls).mean())
                 input_score.append(torch.stack(scores).mean())
             if cell.selection == "null_attention":
-                order = torch.argsort(torch.stack(null_att))  # least null attention first
+                order = torch.argsort(torch.stack(null_att), stable=True)  # least null attention first
             else:
-                order = torch.argsort(torch.stack(input_score), descending=True)
+                order = torch.argsort(torch.stack(input_score), descending=True, stable=True)
             active = torch.zeros(u_count, dtype=torch.bool)
             active[order[: cell.k]] = True
 

@@ -1,0 +1,84 @@
+"""Weights between PyTorch RIM modules and their JAX twins, both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from jax import Array
+
+from rims import rnn as torch_rnn
+from rims.jax.modules import RIMGRU, RIMLSTM, _RIMSequence
+
+_OPTIONS = (
+    "selection",
+    "num_input_heads",
+    "input_key_size",
+    "input_value_size",
+    "num_comm_heads",
+    "comm_key_size",
+    "comm_value_size",
+    "attention_dropout",
+)
+
+
+def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequence:
+    """The Flax :class:`~rims.jax.RIMLSTM` / :class:`~rims.jax.RIMGRU` with the same arguments."""
+    if not isinstance(module, (torch_rnn.RIMLSTM, torch_rnn.RIMGRU)):
+        raise TypeError(f"expected a rims.RIMLSTM or rims.RIMGRU, got {type(module).__name__}")
+    cell = module.layers[0]
+    cls = RIMLSTM if isinstance(module, torch_rnn.RIMLSTM) else RIMGRU
+    dtype = jnp.dtype(str(cell.weight_ih.dtype).removeprefix("torch."))
+    return cls(
+        module.input_size,
+        module.hidden_size,
+        module.num_units,
+        module.k,
+        module.num_layers,
+        module.bias,
+        module.batch_first,
+        module.dropout,
+        **{name: getattr(cell, name) for name in _OPTIONS},
+        param_dtype=dtype,
+    )
+
+
+def params_from_torch(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> dict[str, Any]:
+    """Flax variables ``{"params": {"layers_0": {...}, ...}}`` holding ``module``'s weights."""
+    flax_module_for(module)  # type check
+    params: dict[str, dict[str, Array]] = {}
+    for key, value in module.state_dict().items():
+        _, layer, name = key.split(".")
+        params.setdefault(f"layers_{layer}", {})[name] = jnp.asarray(value.detach().cpu().numpy())
+    return {"params": params}
+
+
+def params_to_torch(variables: dict[str, Any], module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> None:
+    """Load Flax variables into ``module`` in place (strict: every weight must match)."""
+    state = {
+        f"layers.{layer.removeprefix('layers_')}.{name}": torch.from_numpy(np.array(value))
+        for layer, weights in variables["params"].items()
+        for name, value in weights.items()
+    }
+    module.load_state_dict(state, strict=True)
+
+
+def from_torch(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> Callable[..., tuple[Any, Any]]:
+    """A jitted ``f(x, state=None) -> (output, state)`` computing ``module`` (eval mode) in JAX.
+
+    Shapes and state layout are the PyTorch module's: ``(L, N, H_in)`` (or batch-first, or
+    unbatched) in; ``(output, (h_n, c_n))`` for ``RIMLSTM``, ``(output, h_n)`` for ``RIMGRU``.
+    The weights are copied now; later changes to ``module`` are not seen.
+    """
+    flax_module = flax_module_for(module)
+    variables = params_from_torch(module)
+    apply = jax.jit(lambda v, x, state: flax_module.apply(v, x, state))
+
+    def f(x: Array, state: Any = None) -> tuple[Any, Any]:
+        return apply(variables, jnp.asarray(x), state)
+
+    return f

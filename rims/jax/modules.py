@@ -1,0 +1,266 @@
+"""Flax (linen) modules for RIMs, mirroring :class:`rims.RIMCell`, :class:`rims.RIMLSTM` and
+:class:`rims.RIMGRU`.
+
+Parameter names and shapes equal the PyTorch ``state_dict`` (``layers_0/weight_ih`` here is
+``layers.0.weight_ih`` there), so :mod:`rims.jax.convert` moves weights both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
+from rims.jax.core import RIMConfig, State, StepInfo, layer_sequence, project_inputs, step, zero_state
+
+
+def _uniform(bound: float) -> Any:
+    def init(key: Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _rim_config(module: Any, input_size: int) -> RIMConfig:
+    """:class:`RIMConfig` from a module's fields (validates them)."""
+    return RIMConfig(
+        input_size,
+        module.hidden_size,
+        module.num_units,
+        module.k,
+        module.bias,
+        module.dynamics,
+        module.selection,
+        module.num_input_heads,
+        module.input_key_size,
+        module.input_value_size,
+        module.num_comm_heads,
+        module.comm_key_size,
+        module.comm_value_size,
+        module.attention_dropout,
+    )
+
+
+class RIMCell(nn.Module):
+    """One RIM layer. ``__call__`` is one step in Flax's carry convention (works with
+    ``nn.scan`` and ``nn.RNN``); :meth:`sequence` runs a whole sequence with ``lax.scan``.
+
+    Fields are the arguments of :class:`rims.RIMCell`; ``param_dtype`` sets the parameters'
+    dtype. Attention dropout is active when ``deterministic=False`` and needs a ``'dropout'``
+    PRNG stream.
+    """
+
+    input_size: int
+    hidden_size: int
+    num_units: int
+    k: int
+    bias: bool = True
+    dynamics: str = "lstm"
+    selection: str = "null_attention"
+    num_input_heads: int = 1
+    input_key_size: int = 64
+    input_value_size: int = 400
+    num_comm_heads: int = 4
+    comm_key_size: int = 32
+    comm_value_size: int = 32
+    attention_dropout: float = 0.1
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        self.config  # noqa: B018 - validates the fields at construction, with the PyTorch errors
+        super().__post_init__()
+
+    @property
+    def config(self) -> RIMConfig:
+        """The layer's :class:`RIMConfig`."""
+        return _rim_config(self, self.input_size)
+
+    def setup(self) -> None:
+        cfg = self.config
+        self._names = tuple(cfg.param_shapes())
+        for name, shape in cfg.param_shapes().items():
+            setattr(self, name, self.param(name, _uniform(cfg.init_bound(name)), shape, self.param_dtype))
+
+    def _params(self) -> dict[str, Array]:
+        return {name: getattr(self, name) for name in self._names}
+
+    def _rng(self, deterministic: bool) -> Array | None:
+        if deterministic or self.attention_dropout == 0.0:
+            return None
+        return self.make_rng("dropout")
+
+    def __call__(self, carry: State, x: Array, *, deterministic: bool = True) -> tuple[State, Array]:
+        """One step.
+
+        :param carry: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(N, hidden_size)``.
+        :param x: ``(N, input_size)``.
+        :returns: ``(new_carry, h')``.
+        """
+        cfg = self.config
+        keys, values = project_inputs(self._params(), cfg, x)
+        new, _ = step(self._params(), cfg, keys, values, tuple(carry), self._rng(deterministic))
+        return new, new[0]
+
+    def sequence(
+        self, x: Array, state: State, episode_starts: Array | None = None, *, deterministic: bool = True
+    ) -> tuple[Array, State, StepInfo]:
+        """Time-major sequence: see :func:`rims.jax.core.layer_sequence`."""
+        return layer_sequence(self._params(), self.config, x, state, episode_starts, self._rng(deterministic))
+
+    def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> State:
+        """Zero carry for inputs of shape ``(N, input_size)`` (``nn.RNN`` convention)."""
+        del rng
+        return zero_state(self.config, input_shape[0], self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class _RIMSequence(nn.Module):
+    """Stack of :class:`RIMCell` layers with the ``nn.LSTM`` / ``nn.GRU`` calling convention."""
+
+    dynamics: ClassVar[str] = ""
+    input_size: int
+    hidden_size: int
+    num_units: int
+    k: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0
+    selection: str = "null_attention"
+    num_input_heads: int = 1
+    input_key_size: int = 64
+    input_value_size: int = 400
+    num_comm_heads: int = 4
+    comm_key_size: int = 32
+    comm_value_size: int = 32
+    attention_dropout: float = 0.1
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_positive_int("num_layers", self.num_layers)
+        check_probability("dropout", self.dropout)
+        _rim_config(self, self.input_size)  # validates the RIM arguments at construction
+        super().__post_init__()
+
+    def _cell(self, index: int, **kw: Any) -> RIMCell:
+        return RIMCell(
+            self.input_size if index == 0 else self.hidden_size,
+            self.hidden_size,
+            self.num_units,
+            self.k,
+            self.bias,
+            self.dynamics,
+            self.selection,
+            self.num_input_heads,
+            self.input_key_size,
+            self.input_value_size,
+            self.num_comm_heads,
+            self.comm_key_size,
+            self.comm_value_size,
+            self.attention_dropout,
+            self.param_dtype,
+            **kw,
+        )
+
+    def setup(self) -> None:
+        self.layers = [self._cell(i) for i in range(self.num_layers)]
+
+    def run(
+        self,
+        x: Array,
+        state: tuple[Array, ...] | None,
+        episode_starts: Array | None,
+        deterministic: bool,
+        return_info: bool,
+    ) -> tuple[Array, tuple[Array, ...], StepInfo | None]:
+        """Shared body of ``__call__``: states as a tuple of ``(num_layers, N, H)`` arrays."""
+        name = type(self).__name__
+        batched = check_input_shape(name, tuple(x.shape), self.input_size)
+        seq = x if batched else x[:, None]
+        if batched and self.batch_first:
+            seq = jnp.swapaxes(seq, 0, 1)  # (L, N, H_in)
+        batch = seq.shape[1]
+        n_states = 2 if self.dynamics == "lstm" else 1
+        if state is None:
+            state = tuple(jnp.zeros((self.num_layers, batch, self.hidden_size), seq.dtype) for _ in range(n_states))
+        else:
+            expected = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+            check_state_shapes([tuple(s.shape) for s in state], expected, batched)
+            state = state if batched else tuple(s[:, None] for s in state)
+        starts = None
+        if episode_starts is not None:
+            starts = episode_starts if batched else episode_starts[:, None]
+            if batched and self.batch_first:
+                starts = jnp.swapaxes(starts, 0, 1)
+        finals, infos = [], []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0.0 and not deterministic:
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, seq.shape)
+                seq = jnp.where(keep, seq / (1.0 - self.dropout), 0.0)
+            seq, final, info = layer.sequence(seq, tuple(s[i] for s in state), starts, deterministic=deterministic)
+            finals.append(final)
+            infos.append(info)
+        out_state = tuple(jnp.stack([f[j] for f in finals]) for j in range(n_states))
+        if batched and self.batch_first:
+            seq = jnp.swapaxes(seq, 0, 1)
+        if not batched:
+            seq = seq[:, 0]
+            out_state = tuple(s[:, 0] for s in out_state)
+        info = None
+        if return_info:
+            info = StepInfo(*(jnp.stack([getattr(r, f) for r in infos]) for f in StepInfo._fields))
+            if not batched:
+                info = StepInfo(*(a[:, :, 0] for a in info))
+        return seq, out_state, info
+
+
+class RIMLSTM(_RIMSequence):
+    """Flax twin of :class:`rims.RIMLSTM`: ``output, (h_n, c_n) = module.apply(vars, x, (h_0, c_0))``.
+
+    Extra keywords: ``episode_starts`` (``(L, N)`` or batch-first ``(N, L)``; zero the state
+    of a batch element before that step), ``deterministic`` (``False`` enables dropout; needs
+    a ``'dropout'`` rng) and ``return_info`` (adds a :class:`StepInfo` whose arrays have
+    leading ``(num_layers, L)`` dimensions).
+    """
+
+    dynamics: ClassVar[str] = "lstm"
+
+    def __call__(
+        self,
+        x: Array,
+        state: tuple[Array, Array] | None = None,
+        *,
+        episode_starts: Array | None = None,
+        deterministic: bool = True,
+        return_info: bool = False,
+    ) -> tuple[Any, ...]:
+        out, (h, c), info = self.run(x, state, episode_starts, deterministic, return_info)
+        return (out, (h, c), info) if return_info else (out, (h, c))
+
+
+class RIMGRU(_RIMSequence):
+    """Flax twin of :class:`rims.RIMGRU`: ``output, h_n = module.apply(vars, x, h_0)``.
+
+    Same extra keywords as :class:`RIMLSTM`.
+    """
+
+    dynamics: ClassVar[str] = "gru"
+
+    def __call__(
+        self,
+        x: Array,
+        state: Array | None = None,
+        *,
+        episode_starts: Array | None = None,
+        deterministic: bool = True,
+        return_info: bool = False,
+    ) -> tuple[Any, ...]:
+        out, (h,), info = self.run(x, None if state is None else (state,), episode_starts, deterministic, return_info)
+        return (out, h, info) if return_info else (out, h)
