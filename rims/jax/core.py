@@ -130,29 +130,30 @@ def init_params(key: Array, cfg: RIMConfig, dtype: jnp.dtype = jnp.float32) -> P
 
 
 def project_inputs(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Array]:
-    """Keys and values of the real input, any leading shape.
+    """Input-side work of a step, any leading shape (hoisted out of the time loop).
+
+    The attended input ``a v(x) + (1 - a) b_v`` is affine in the attention ``a``, so its
+    projection by each unit's input weights splits into ``a W_ih,i (x W_v)``, computed here
+    for all steps at once, and a constant null-value term added in :func:`step`.
 
     :param x: ``(..., input_size)``.
-    :returns: bias-free keys ``(..., H, K)`` and values with bias ``(..., H, V)``.
+    :returns: bias-free keys ``(..., H, K)`` and ``W_ih,i (x W_v)`` per unit and head
+        ``(..., U, H, G)``.
     """
-    heads = cfg.num_input_heads
-    keys = x @ params["weight_key"].T
-    values = x @ params["weight_value"].T
-    if cfg.bias:
-        values = values + params["bias_value"]
-    return (
-        keys.reshape(*x.shape[:-1], heads, cfg.input_key_size),
-        values.reshape(*x.shape[:-1], heads, cfg.input_value_size),
-    )
+    heads, value = cfg.num_input_heads, cfg.input_value_size
+    keys = (x @ params["weight_key"].T).reshape(*x.shape[:-1], heads, cfg.input_key_size)
+    values = (x @ params["weight_value"].T).reshape(*x.shape[:-1], heads, value)
+    w_ih = params["weight_ih"].reshape(cfg.num_units, heads, value, cfg.gate_width)
+    return keys, jnp.einsum("...hv,uhvg->...uhg", values, w_ih)
 
 
 def step(
-    params: Params, cfg: RIMConfig, keys: Array, values: Array, state: State, dropout_rng: Array | None = None
+    params: Params, cfg: RIMConfig, keys: Array, proj: Array, state: State, dropout_rng: Array | None = None
 ) -> tuple[State, StepInfo]:
     """One RIM step from projected inputs (see :func:`project_inputs`).
 
     :param keys: ``(N, H, K)`` bias-free input keys.
-    :param values: ``(N, H, V)`` input values.
+    :param proj: ``(N, U, H, G)`` projected input values (see :func:`project_inputs`).
     :param state: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(N, hidden_size)``.
     :param dropout_rng: PRNG key for attention dropout, or ``None`` for none (eval).
     :returns: ``(new_state, info)``.
@@ -191,12 +192,14 @@ def step(
         keep = jax.random.bernoulli(rng_in, 1.0 - cfg.attention_dropout, (2, *attn.shape))
         p_in = jnp.where(keep[0], p_in / (1.0 - cfg.attention_dropout), 0.0)
         p_null = jnp.where(keep[1], p_null / (1.0 - cfg.attention_dropout), 0.0)
-    null_value = params["bias_value"].reshape(heads, cfg.input_value_size) if cfg.bias else jnp.zeros_like(values[0])
-    attended = p_in[..., None] * values[:, None] + p_null[..., None] * null_value  # (N, U, H, V)
-    attended = attended.reshape(n, u, heads * cfg.input_value_size)
+    # attended input p_in v(x) + p_null v(null), v(null) = b_v, through each unit's input weights
+    gx = jnp.einsum("nuh,nuhg->nug", p_in, proj)
+    if cfg.bias:
+        w_ih = params["weight_ih"].reshape(u, heads, cfg.input_value_size, cfg.gate_width)
+        null_proj = jnp.einsum("hv,uhvg->uhg", params["bias_value"].reshape(heads, -1), w_ih)  # (U, H, G)
+        gx = gx + jnp.einsum("nuh,uhg->nug", p_in + p_null, null_proj)
 
     # 3. independent dynamics (all units computed, inactive ones discarded)
-    gx = jnp.einsum("nuv,uvg->nug", attended, params["weight_ih"])
     gh = jnp.einsum("nud,udg->nug", h, params["weight_hh"])
     if cfg.bias:
         gx, gh = gx + params["bias_ih"], gh + params["bias_hh"]
@@ -267,16 +270,16 @@ def layer_sequence(
     :param dropout_rng: PRNG key for attention dropout, or ``None`` (eval).
     :returns: ``(output (L, N, hidden_size), final state, info stacked over time)``.
     """
-    keys, values = project_inputs(params, cfg, x)
+    keys, proj = project_inputs(params, cfg, x)
     length = x.shape[0]
     starts = jnp.zeros(x.shape[:2], bool) if episode_starts is None else episode_starts.astype(bool)
     rngs = None if dropout_rng is None else jax.random.split(dropout_rng, length)
 
     def body(carry: State, inputs: tuple) -> tuple[State, tuple[Array, StepInfo]]:
-        keys_t, values_t, start_t, rng_t = inputs
+        keys_t, proj_t, start_t, rng_t = inputs
         carry = tuple(jnp.where(start_t[:, None], jnp.zeros_like(s), s) for s in carry)
-        new, info = step(params, cfg, keys_t, values_t, carry, rng_t)
+        new, info = step(params, cfg, keys_t, proj_t, carry, rng_t)
         return new, (new[0], info)
 
-    final, (out, info) = jax.lax.scan(body, tuple(state), (keys, values, starts, rngs))
+    final, (out, info) = jax.lax.scan(body, tuple(state), (keys, proj, starts, rngs))
     return out, final, info

@@ -101,8 +101,8 @@ class RIMCell(nn.Module):
         :returns: ``(new_carry, h')``.
         """
         cfg = self.config
-        keys, values = project_inputs(self._params(), cfg, x)
-        new, _ = step(self._params(), cfg, keys, values, tuple(carry), self._rng(deterministic))
+        keys, proj = project_inputs(self._params(), cfg, x)
+        new, _ = step(self._params(), cfg, keys, proj, tuple(carry), self._rng(deterministic))
         return new, new[0]
 
     def sequence(
