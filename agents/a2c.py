@@ -1,0 +1,85 @@
+"""Recurrent A2C: the recurrent PPO machinery with A2C's update."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from agents.policies import RecurrentPolicy
+from agents.ppo import RecurrentPPO
+
+
+class RecurrentA2C(RecurrentPPO):
+    """Advantage actor-critic with a recurrent core (stable-baselines3 has no recurrent A2C).
+
+    Differs from :class:`RecurrentPPO` only in the update: one gradient step per rollout on the
+    whole rollout (all padded sequences), the plain policy-gradient loss (no ratio, no
+    clipping), RMSprop (``alpha=0.99, eps=1e-5``) and short rollouts, as SB3's ``A2C``
+    defaults: ``n_steps=5, learning_rate=7e-4, gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5,
+    max_grad_norm=0.5``.
+    """
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentPolicy],
+        env: Any,
+        learning_rate: float = 7e-4,
+        n_steps: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        rms_prop_eps: float = 1e-5,
+        normalize_advantage: bool = False,
+        policy_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        policy_kwargs = dict(policy_kwargs or {})
+        policy_kwargs.setdefault("optimizer_class", torch.optim.RMSprop)
+        policy_kwargs.setdefault("optimizer_kwargs", dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0))
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            n_epochs=1,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            normalize_advantage=normalize_advantage,
+            policy_kwargs=policy_kwargs,
+            **kwargs,
+        )
+
+    def train(self) -> None:
+        """One gradient step on the whole rollout."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        for data in self.rollout_buffer.get(batch_size=None):
+            actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
+            mask = data.mask > 1e-8
+            values, log_prob, entropy = self.policy.evaluate_actions(
+                data.observations, actions, data.lstm_states, data.episode_starts
+            )
+            advantages = data.advantages
+            if self.normalize_advantage:
+                advantages = (advantages - advantages[mask].mean()) / (advantages[mask].std() + 1e-8)
+            policy_loss = -(advantages * log_prob)[mask].mean()
+            value_loss = F.mse_loss(data.returns[mask], values.flatten()[mask])
+            entropy_loss = -entropy[mask].mean() if entropy is not None else log_prob[mask].mean()
+            loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += 1
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/policy_loss", policy_loss.item())
+        self.logger.record("train/value_loss", value_loss.item())
+        self.logger.record("train/entropy_loss", entropy_loss.item())

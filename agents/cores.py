@@ -1,0 +1,89 @@
+"""Recurrent cores by name, behind one interface, so every core runs through the same code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rims import RIMGRU, RIMLSTM
+
+CORES: tuple[str, ...] = ("lstm", "gru", "rim", "rim_gru")
+
+
+def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
+    """Build the recurrent core ``name`` on ``input_size`` features.
+
+    :param name: one of :data:`CORES`.
+    :param core_kwargs: ``hidden_size`` (default 128) for every core; for ``rim``/``rim_gru``
+        also ``num_units`` (default 4), ``k`` (default 3) and any keyword of
+        :class:`rims.RIMLSTM` (attention sizes, ``selection``, ...). ``attention_dropout``
+        defaults to 0: rollouts run in eval mode and training in train mode, so dropout
+        would make the PPO ratio differ from 1.
+    :raises ValueError: unknown name (listing the valid ones) or RIM options for a plain core.
+    """
+    if name not in CORES:
+        raise ValueError(f"unknown recurrent core {name!r}; valid cores are {list(CORES)}")
+    kwargs = dict(core_kwargs)
+    hidden_size = kwargs.pop("hidden_size", 128)
+    if name in ("lstm", "gru"):
+        if kwargs:
+            raise ValueError(f"core {name!r} takes only hidden_size, got extra options {sorted(kwargs)}")
+        module: nn.Module = (nn.LSTM if name == "lstm" else nn.GRU)(input_size, hidden_size)
+    else:
+        num_units = kwargs.pop("num_units", 4)
+        k = kwargs.pop("k", 3)
+        kwargs.setdefault("attention_dropout", 0.0)
+        module = (RIMLSTM if name == "rim" else RIMGRU)(input_size, hidden_size, num_units, k, **kwargs)
+    return RecurrentCore(module, has_cell=name in ("lstm", "rim"))
+
+
+class RecurrentCore(nn.Module):
+    """A one-layer-or-more recurrent module with a fixed ``(h, c)`` state interface.
+
+    GRU-type cores carry a zero ``c`` so that every core fits sb3-contrib's recurrent rollout
+    buffer, which stores two state tensors.
+
+    :param module: an ``nn.LSTM``/``nn.GRU``-compatible module (time-major).
+    :param has_cell: whether ``module`` takes and returns ``(h, c)``.
+    """
+
+    def __init__(self, module: nn.Module, has_cell: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.has_cell = has_cell
+        self.num_layers: int = module.num_layers
+        self.hidden_size: int = module.hidden_size
+
+    def forward(
+        self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run padded sequences, resetting the state where an episode starts.
+
+        :param features: ``(L, N, F)`` time-major features.
+        :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``.
+        :param episode_starts: ``(L, N)``, 1.0 where a new episode starts at that step.
+        :returns: ``(output (L, N, hidden_size), (h, c))``.
+
+        When episode starts occur only at the first step (always true for sb3-contrib's
+        training sequences, which are split at episode starts, and for one-step acting), the
+        state is reset once and the whole sequence is one call of the module; otherwise the
+        sequence is processed step by step.
+        """
+        if episode_starts.shape[0] == 1 or not torch.any(episode_starts[1:] > 0):
+            keep = (1.0 - episode_starts[0]).view(1, -1, 1)
+            return self._call(features, (states[0] * keep, states[1] * keep))
+        outputs = []
+        for t in range(features.shape[0]):
+            keep = (1.0 - episode_starts[t]).view(1, -1, 1)
+            out, states = self._call(features[t : t + 1], (states[0] * keep, states[1] * keep))
+            outputs.append(out)
+        return torch.cat(outputs), states
+
+    def _call(self, features: Tensor, states: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if self.has_cell:
+            out, (h, c) = self.module(features, states)
+            return out, (h, c)
+        out, h = self.module(features, states[0])
+        return out, (h, states[1])

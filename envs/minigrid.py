@@ -1,0 +1,47 @@
+"""A minimal MiniGrid VecEnv factory (the generalisation splits build on it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the MiniGrid environments)
+from minigrid.wrappers import ImgObsWrapper
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+Wrapper = Callable[[gym.Env], gym.Env]
+
+
+def make_minigrid_vec_env(
+    env_id: str,
+    n_envs: int = 8,
+    seed: int = 0,
+    wrapper: Wrapper | None = ImgObsWrapper,
+    subprocess: bool = False,
+    env_kwargs: dict | None = None,
+) -> VecEnv:
+    """``n_envs`` copies of a MiniGrid environment as an SB3 VecEnv.
+
+    :param env_id: a registered id, e.g. ``"MiniGrid-DoorKey-5x5-v0"``.
+    :param n_envs: number of parallel environments (must be >= 1).
+    :param seed: seed of the first environment; environment ``i`` gets ``seed + i``.
+    :param wrapper: observation wrapper applied to each environment; the default keeps only
+        the 7x7x3 symbolic image (``ImgObsWrapper``). ``None`` keeps MiniGrid's dict.
+    :param subprocess: one process per environment (``SubprocVecEnv``) instead of in-process.
+    :param env_kwargs: keyword arguments for ``gym.make``.
+    :raises ValueError: unknown ``env_id`` (listing similar registered ids) or ``n_envs < 1``.
+    """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith("MiniGrid-"))
+        raise ValueError(f"unknown environment id {env_id!r}; registered MiniGrid ids include {known[:12]} ...")
+    return make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        wrapper_class=wrapper,
+        env_kwargs=env_kwargs,
+        vec_env_cls=SubprocVecEnv if subprocess else DummyVecEnv,
+    )
