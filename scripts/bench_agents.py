@@ -1,0 +1,87 @@
+"""Training throughput (frames/s) of our recurrent PPO against sb3-contrib's, side by side.
+
+Same process, same environment (MiniGrid-DoorKey-5x5-v0, 8 envs in-process), same encoder
+(:class:`agents.MiniGridCNN`, no /255 scaling), n_steps=128, batch 256, 4 epochs, 1 torch
+thread, LSTM width 128. sb3-contrib runs with one LSTM shared by actor and critic
+(``shared_lstm=True, enable_critic_lstm=False``). Plain feed-forward PPO with the same encoder
+is the ceiling. Each entry learns ``--frames`` frames after one warm-up rollout.
+
+Usage::
+
+    python scripts/bench_agents.py --frames 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents import MiniGridCNN, RecurrentPPO
+from envs import make_minigrid_vec_env
+
+ENV_ID = "MiniGrid-DoorKey-5x5-v0"
+COMMON = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, verbose=0)
+ENCODER = dict(features_extractor_class=MiniGridCNN, normalize_images=False)
+
+
+def _candidates() -> dict[str, Callable[[object], BaseAlgorithm]]:
+    rim = dict(hidden_size=128, num_units=4, k=3)
+    return {
+        "sb3-contrib RecurrentPPO lstm (shared)": lambda env: ContribRecurrentPPO(
+            "CnnLstmPolicy",
+            env,
+            policy_kwargs=dict(**ENCODER, lstm_hidden_size=128, shared_lstm=True, enable_critic_lstm=False),
+            **COMMON,
+        ),
+        "ours lstm, sb3-contrib sequences": lambda env: RecurrentPPO(
+            "RecurrentPolicy", env, policy_kwargs=dict(core="lstm"), max_seq_len=None, **COMMON
+        ),
+        "ours lstm": lambda env: RecurrentPPO("RecurrentPolicy", env, policy_kwargs=dict(core="lstm"), **COMMON),
+        "ours gru": lambda env: RecurrentPPO("RecurrentPolicy", env, policy_kwargs=dict(core="gru"), **COMMON),
+        "ours rim (4 units, k=3)": lambda env: RecurrentPPO(
+            "RecurrentPolicy", env, policy_kwargs=dict(core="rim", core_kwargs=rim), **COMMON
+        ),
+        "ours rim_gru (4 units, k=3)": lambda env: RecurrentPPO(
+            "RecurrentPolicy", env, policy_kwargs=dict(core="rim_gru", core_kwargs=rim), **COMMON
+        ),
+        "feed-forward PPO (ceiling)": lambda env: PPO(
+            "CnnPolicy", env, policy_kwargs=dict(**ENCODER, net_arch=dict(pi=[64], vf=[64])), **COMMON
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{ENV_ID}, 8 envs, n_steps 128, batch 256, 4 epochs, torch threads {torch.get_num_threads()}")
+    results: dict[str, float] = {}
+    for name, build in _candidates().items():
+        env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0)
+        model = build(env)
+        model.learn(128 * 8)  # warm-up rollout + update
+        start = time.perf_counter()
+        model.learn(args.frames, reset_num_timesteps=False)
+        results[name] = args.frames / (time.perf_counter() - start)
+        env.close()
+        print(f"{name:40s} {results[name]:8.0f} frames/s", flush=True)
+    contrib = results["sb3-contrib RecurrentPPO lstm (shared)"]
+    ours = results["ours lstm"]
+    ceiling = results["feed-forward PPO (ceiling)"]
+    plain = results["ours lstm, sb3-contrib sequences"]
+    rim = results["ours rim (4 units, k=3)"]
+    print(f"ours lstm / sb3-contrib lstm: {ours / contrib:.2f}x")
+    print(f"ours lstm (sb3-contrib sequences) / sb3-contrib lstm: {plain / contrib:.2f}x")
+    print(f"ours rim / ours lstm: {rim / ours:.2f}x")
+    print(f"ours lstm / feed-forward: {ours / ceiling:.2f}x; ours rim / feed-forward: {rim / ceiling:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

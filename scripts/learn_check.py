@@ -1,0 +1,119 @@
+"""Learning check: frames until the mean training return reaches a threshold, per seed.
+
+Checks (issue 3): PPO with ``lstm`` and ``rim`` on MiniGrid-DoorKey-5x5-v0 within 300k
+frames; A2C with ``lstm`` and ``rim`` on MiniGrid-Empty-5x5-v0 within 200k frames; threshold
+0.9 on the mean return of the last 100 training episodes (sampled actions), 3 seeds each.
+Each run stops when it reaches the threshold. Prints a table and writes JSON.
+
+Usage::
+
+    python scripts/learn_check.py                     # all four checks, seeds 0 1 2
+    python scripts/learn_check.py --only ppo-rim --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents import RecurrentA2C, RecurrentPPO
+from envs import make_minigrid_vec_env
+
+RIM = dict(hidden_size=128, num_units=4, k=3)
+LSTM = dict(hidden_size=128)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One algorithm x core x environment learning check."""
+
+    name: str
+    algo: type[RecurrentPPO]
+    core: str
+    env_id: str
+    budget: int
+    kwargs: dict = field(default_factory=dict)
+
+
+PPO_KW = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=7e-4, gae_lambda=0.95, ent_coef=0.01)
+A2C_KW = dict(n_steps=5, learning_rate=7e-4, ent_coef=0.01)
+CHECKS = {
+    "ppo-lstm": Check("ppo-lstm", RecurrentPPO, "lstm", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_KW),
+    "ppo-rim": Check("ppo-rim", RecurrentPPO, "rim", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_KW),
+    "a2c-lstm": Check("a2c-lstm", RecurrentA2C, "lstm", "MiniGrid-Empty-5x5-v0", 200_000, A2C_KW),
+    "a2c-rim": Check("a2c-rim", RecurrentA2C, "rim", "MiniGrid-Empty-5x5-v0", 200_000, A2C_KW),
+}
+
+
+class StopAtReturn(BaseCallback):
+    """Stop training when the mean of the last ``window`` episode returns reaches ``threshold``."""
+
+    def __init__(self, threshold: float, window: int = 100) -> None:
+        super().__init__()
+        self.threshold, self.window = threshold, window
+        self.reached_at: int | None = None
+        self.best = float("-inf")
+
+    def _on_step(self) -> bool:
+        episodes = self.model.ep_info_buffer
+        if len(episodes) < self.window:
+            return True
+        mean = float(np.mean([e["r"] for e in list(episodes)[-self.window :]]))
+        self.best = max(self.best, mean)
+        if mean >= self.threshold:
+            self.reached_at = self.num_timesteps
+            return False
+        return True
+
+
+def run(check: Check, seed: int, threshold: float) -> dict:
+    env = make_minigrid_vec_env(check.env_id, n_envs=8, seed=1000 * seed)
+    core_kwargs = RIM if check.core == "rim" else LSTM
+    model = check.algo(
+        "RecurrentPolicy", env, policy_kwargs=dict(core=check.core, core_kwargs=core_kwargs), seed=seed, **check.kwargs
+    )
+    callback = StopAtReturn(threshold)
+    start = time.perf_counter()
+    model.learn(check.budget, callback=callback)
+    env.close()
+    return {
+        "check": check.name,
+        "seed": seed,
+        "env": check.env_id,
+        "budget": check.budget,
+        "frames_to_threshold": callback.reached_at,
+        "best_mean_return": round(callback.best, 4),
+        "frames_run": model.num_timesteps,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(CHECKS), default=list(CHECKS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--out", type=Path, default=Path("runs/learn_check.json"))
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.only:
+        for seed in args.seeds:
+            result = run(CHECKS[name], seed, args.threshold)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            args.out.write_text(json.dumps(results, indent=2))
+    print(f"\n{'check':10s} {'seed':>4s} {'frames to ' + str(args.threshold):>16s} {'best mean':>10s} {'s':>6s}")
+    for r in results:
+        reached = r["frames_to_threshold"] if r["frames_to_threshold"] is not None else f"> {r['budget']}"
+        print(f"{r['check']:10s} {r['seed']:4d} {reached!s:>16s} {r['best_mean_return']:10.3f} {r['seconds']:6.0f}")
+
+
+if __name__ == "__main__":
+    main()
