@@ -8,7 +8,8 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
    attention on the real input is ``a_i = sigmoid(q_i . (x W_k) / sqrt(key))``.
 2. *Selection*: the ``k`` units with the least attention on null are active (``null_attention``,
    the paper's rule) or, as a named alternative, the ``k`` with the highest raw score on the
-   real input (``input_score``; differs only when the key projection has a bias).
+   real input (``input_score``; differs only when the key projection has a bias). Ties go to
+   the lower unit index.
 3. *Independent dynamics*: every unit has its own LSTM/GRU weights, applied to all units in one
    batched matmul. Because the attended input is affine in ``a_i``, its projection by the unit's
    input weights is computed for the whole sequence before the time loop:
@@ -16,9 +17,9 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
 4. *Communication*: multi-head attention from every unit over all units' states (inactive units
    show their kept state), added residually to the active units.
 5. Inactive units keep ``h`` and ``c`` bit-identical. A unit's parameters get no gradient from a
-   step where it was inactive: its new state is discarded by a 0/1 blend and the weight
-   gradient of its communication key/value projection is masked (gradient still reaches its
-   state from earlier steps).
+   step where it was inactive: its new state is discarded (``torch.where`` in
+   :mod:`rims.gates`) and the weight gradient of its communication key/value projection is
+   masked (gradient still reaches its state from earlier steps).
 """
 
 from __future__ import annotations
