@@ -164,3 +164,13 @@ def test_unknown_environment_id() -> None:
     with pytest.raises(ValueError, match="unknown environment id 'MiniGrid-Nope-v0'"):
         make_minigrid_vec_env("MiniGrid-Nope-v0")
     assert isinstance(gym.make("MiniGrid-Empty-5x5-v0").unwrapped, gym.Env)
+
+
+def test_a2c_takes_one_rmsprop_step_per_rollout(doorkey: object) -> None:
+    model = RecurrentA2C("RecurrentPolicy", doorkey, policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=32)))
+    assert isinstance(model.policy.optimizer, torch.optim.RMSprop)
+    assert model.n_steps == 5 and model.n_epochs == 1
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(5 * 2 * 3)  # three rollouts of 5 steps x 2 envs
+    assert model._n_updates == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
