@@ -1,9 +1,27 @@
-"""MiniGrid environments for the suite: VecEnv factory and a memory test task.
+"""MiniGrid environments for the suite: generalisation splits, perturbations, VecEnv factories.
 
-Never imports :mod:`agents`. The generalisation splits come with issue 4.
+Never imports :mod:`agents`. Splits are data (``configs/env/<name>.yaml``), see :mod:`envs.splits`.
 """
 
+from envs.levels import LevelSeeds, make_condition_env, make_condition_vec_env
 from envs.memory import CueMemoryEnv
 from envs.minigrid import make_minigrid_vec_env
+from envs.perturbations import PERTURBATIONS, BackgroundTiles, Distractors, is_solvable
+from envs.splits import Condition, SeedRange, Split, available_splits, load_split
 
-__all__ = ["CueMemoryEnv", "make_minigrid_vec_env"]
+__all__ = [
+    "PERTURBATIONS",
+    "BackgroundTiles",
+    "Condition",
+    "CueMemoryEnv",
+    "Distractors",
+    "LevelSeeds",
+    "SeedRange",
+    "Split",
+    "available_splits",
+    "is_solvable",
+    "load_split",
+    "make_condition_env",
+    "make_condition_vec_env",
+    "make_minigrid_vec_env",
+]

@@ -1,0 +1,133 @@
+"""Generalisation splits as data: train levels and named, disjoint test conditions.
+
+A split is a YAML file in ``configs/env/`` (or any path)::
+
+    name: doorkey
+    train: {env_id: MiniGrid-DoorKey-5x5-v0, seeds: {start: 0, count: 100000}}
+    test:
+      doorkey_8x8: {env_id: MiniGrid-DoorKey-8x8-v0}
+    test_seeds: {start: 1000000, count: 10000}
+    perturbations: [background, distractors]
+
+Every split also gets an ``iid`` condition (the train environment on the test seeds) and, per
+listed perturbation ``p``, an ``iid_<p>`` condition (the train environment, perturbed, on the
+test seeds). Test seeds never overlap the train seeds: loading such a split is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.perturbations import PERTURBATIONS
+
+SPLIT_DIR = Path(__file__).resolve().parent.parent / "configs" / "env"
+
+
+@dataclass(frozen=True)
+class SeedRange:
+    """Level seeds ``start, start + 1, ..., start + count - 1``."""
+
+    start: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.count < 1:
+            raise ValueError(
+                f"a seed range needs start >= 0 and count >= 1, got start={self.start}, count={self.count}"
+            )
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+    def overlaps(self, other: SeedRange) -> bool:
+        return self.start < other.stop and other.start < self.stop
+
+    def __str__(self) -> str:
+        return f"[{self.start}, {self.stop})"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An environment, its level seeds and an optional perturbation."""
+
+    name: str
+    env_id: str
+    seeds: SeedRange
+    perturbation: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train condition and named test conditions (``iid`` first)."""
+
+    name: str
+    train: Condition
+    test: dict[str, Condition]
+
+    def condition(self, name: str) -> Condition:
+        """The test condition ``name``; a ``KeyError`` lists the valid ones."""
+        if name not in self.test:
+            raise KeyError(f"split {self.name!r} has no test condition {name!r}; valid: {list(self.test)}")
+        return self.test[name]
+
+
+def available_splits(directory: Path = SPLIT_DIR) -> list[str]:
+    """Names of the splits shipped in ``directory``."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_split(name_or_path: str | Path, directory: Path = SPLIT_DIR) -> Split:
+    """Load a split by name (a file in ``directory``) or from a YAML path.
+
+    :raises ValueError: unknown name (listing the valid ones), malformed file, unknown
+        perturbation, or test seeds overlapping the train seeds.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = directory / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ValueError(f"unknown split {str(name_or_path)!r}; valid splits: {available_splits(directory)}")
+    return split_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def split_from_dict(data: Any, source: str = "<dict>") -> Split:
+    """Build and validate a :class:`Split` from its YAML mapping."""
+    try:
+        name = str(data["name"])
+        train_spec = data["train"]
+        train_seeds = SeedRange(**train_spec["seeds"])
+        test_seeds = SeedRange(**data["test_seeds"])
+        tests = dict(data.get("test") or {})
+        perturbations = list(data.get("perturbations") or [])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"{source}: a split needs name, train.env_id, train.seeds.start/count and test_seeds.start/count ({error})"
+        ) from error
+    if train_seeds.overlaps(test_seeds):
+        raise ValueError(f"split {name!r}: test seeds {test_seeds} overlap train seeds {train_seeds}")
+    unknown = [p for p in perturbations if p not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"split {name!r}: unknown perturbations {unknown}; valid: {sorted(PERTURBATIONS)}")
+    kwargs = dict(train_spec.get("env_kwargs") or {})
+    train = Condition("train", str(train_spec["env_id"]), train_seeds, None, kwargs)
+    conditions = {"iid": Condition("iid", train.env_id, test_seeds, None, kwargs)}
+    for cond_name, spec in tests.items():
+        if cond_name in conditions:
+            raise ValueError(f"split {name!r}: duplicate test condition {cond_name!r}")
+        perturbation = spec.get("perturbation")
+        if perturbation is not None and perturbation not in PERTURBATIONS:
+            raise ValueError(f"split {name!r}: unknown perturbation {perturbation!r}; valid: {sorted(PERTURBATIONS)}")
+        conditions[cond_name] = Condition(
+            cond_name, str(spec["env_id"]), test_seeds, perturbation, dict(spec.get("env_kwargs") or {})
+        )
+    for perturbation in perturbations:
+        conditions[f"iid_{perturbation}"] = Condition(
+            f"iid_{perturbation}", train.env_id, test_seeds, perturbation, kwargs
+        )
+    return Split(name, train, conditions)
