@@ -23,10 +23,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import RecurrentA2C, RecurrentPPO
+from agents.presets import A2C_MINIGRID, PPO_MINIGRID, core_kwargs
 from envs import make_minigrid_vec_env
-
-RIM = dict(hidden_size=128, num_units=4, k=3)
-LSTM = dict(hidden_size=128)
 
 
 @dataclass(frozen=True)
@@ -41,13 +39,11 @@ class Check:
     kwargs: dict = field(default_factory=dict)
 
 
-PPO_KW = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=7e-4, gae_lambda=0.95, ent_coef=0.01)
-A2C_KW = dict(n_steps=5, learning_rate=7e-4, ent_coef=0.01)
 CHECKS = {
-    "ppo-lstm": Check("ppo-lstm", RecurrentPPO, "lstm", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_KW),
-    "ppo-rim": Check("ppo-rim", RecurrentPPO, "rim", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_KW),
-    "a2c-lstm": Check("a2c-lstm", RecurrentA2C, "lstm", "MiniGrid-Empty-5x5-v0", 200_000, A2C_KW),
-    "a2c-rim": Check("a2c-rim", RecurrentA2C, "rim", "MiniGrid-Empty-5x5-v0", 200_000, A2C_KW),
+    "ppo-lstm": Check("ppo-lstm", RecurrentPPO, "lstm", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_MINIGRID),
+    "ppo-rim": Check("ppo-rim", RecurrentPPO, "rim", "MiniGrid-DoorKey-5x5-v0", 300_000, PPO_MINIGRID),
+    "a2c-lstm": Check("a2c-lstm", RecurrentA2C, "lstm", "MiniGrid-Empty-5x5-v0", 200_000, A2C_MINIGRID),
+    "a2c-rim": Check("a2c-rim", RecurrentA2C, "rim", "MiniGrid-Empty-5x5-v0", 200_000, A2C_MINIGRID),
 }
 
 
@@ -74,10 +70,8 @@ class StopAtReturn(BaseCallback):
 
 def run(check: Check, seed: int, threshold: float) -> dict:
     env = make_minigrid_vec_env(check.env_id, n_envs=8, seed=1000 * seed)
-    core_kwargs = RIM if check.core == "rim" else LSTM
-    model = check.algo(
-        "RecurrentPolicy", env, policy_kwargs=dict(core=check.core, core_kwargs=core_kwargs), seed=seed, **check.kwargs
-    )
+    policy_kwargs = dict(core=check.core, core_kwargs=core_kwargs(check.core))
+    model = check.algo("RecurrentPolicy", env, policy_kwargs=policy_kwargs, seed=seed, **check.kwargs)
     callback = StopAtReturn(threshold)
     start = time.perf_counter()
     model.learn(check.budget, callback=callback)

@@ -17,12 +17,9 @@ from pathlib import Path
 
 from agents import CORES, RecurrentA2C, RecurrentPPO
 from agents.evaluation import OODEvalCallback, write_results
+from agents.presets import A2C_MINIGRID, PPO_MINIGRID, core_kwargs
 from envs.levels import make_condition_vec_env
 from envs.splits import load_split
-
-RIM = dict(hidden_size=128, num_units=4, k=3)
-PPO_KW = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=7e-4, gae_lambda=0.95, ent_coef=0.01)
-A2C_KW = dict(n_steps=5, learning_rate=7e-4, ent_coef=0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     env = make_condition_vec_env(split.train, args.n_envs, seed=args.seed)
-    algo, kwargs = (RecurrentPPO, PPO_KW) if args.algo == "ppo" else (RecurrentA2C, A2C_KW)
-    core_kwargs = RIM if args.core.startswith("rim") else dict(hidden_size=128)
-    model = algo(
-        "RecurrentPolicy", env, policy_kwargs=dict(core=args.core, core_kwargs=core_kwargs), seed=args.seed, **kwargs
-    )
+    algo, kwargs = (RecurrentPPO, PPO_MINIGRID) if args.algo == "ppo" else (RecurrentA2C, A2C_MINIGRID)
+    policy_kwargs = dict(core=args.core, core_kwargs=core_kwargs(args.core))
+    model = algo("RecurrentPolicy", env, policy_kwargs=policy_kwargs, seed=args.seed, **kwargs)
     callback = OODEvalCallback(split, args.eval_every, args.eval_episodes)
     model.learn(args.frames, callback=callback, progress_bar=True)
     args.out.mkdir(parents=True, exist_ok=True)
