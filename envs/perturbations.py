@@ -76,14 +76,15 @@ class _LevelPerturbation(gym.Wrapper):
 
 
 class BackgroundTiles(_LevelPerturbation):
-    """Coloured floor tiles on ``fraction`` of the free cells, in colours the level does not use.
+    """Coloured floor tiles on ``fraction`` of the free cells (at least one), in colours the
+    level does not use.
 
     :param fraction: share of free cells covered, in (0, 1].
     """
 
     salt = 1
 
-    def __init__(self, env: gym.Env, fraction: float = 0.3) -> None:
+    def __init__(self, env: gym.Env, fraction: float = 0.5) -> None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         super().__init__(env)
@@ -92,7 +93,7 @@ class BackgroundTiles(_LevelPerturbation):
     def _perturb(self, env: MiniGridEnv, rng: np.random.Generator) -> None:
         free = _free_cells(env)
         colors = [c for c in COLOR_NAMES if c not in _used_colors(env)] or list(COLOR_NAMES)
-        for index in rng.permutation(len(free))[: round(self.fraction * len(free))]:
+        for index in rng.permutation(len(free))[: max(1, round(self.fraction * len(free)))]:
             x, y = free[index]
             env.grid.set(x, y, Floor(colors[int(rng.integers(len(colors)))]))
 
