@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.models:
             model = ALGOS[args.algo].load(path, device="cpu")
             for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):
-                rows.append({"run": path.stem, **row})
+                rows.append({"run": path.parent.name if path.stem == "model" else path.stem, **row})
     elapsed = time.perf_counter() - start
     json_path, csv_path = write_results(rows, args.out)
     print(format_table(rows))
