@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -107,12 +108,15 @@ def evaluate_split(
     modes: Iterable[str] = MODES,
     n_envs: int = 8,
     progress: Any = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One summary row per test condition and action mode.
 
     :param conditions: names to evaluate (default: all of the split's test conditions).
     :param modes: ``deterministic`` and/or ``sampled`` actions.
     :param progress: optional object with ``update(n)`` (e.g. a tqdm bar), called per condition.
+    :param seed: torch seed set before each condition and mode, so sampled actions repeat
+        whatever else ran before.
     """
     names = list(split.test) if conditions is None else list(conditions)
     modes = list(modes)
@@ -123,6 +127,7 @@ def evaluate_split(
     for name in names:
         condition = split.condition(name)
         for mode in modes:
+            torch.manual_seed(seed)
             played = run_episodes(model, condition, episodes, deterministic=mode == "deterministic", n_envs=n_envs)
             rows.append({"split": split.name, "condition": name, "mode": mode, **summarize(played)})
             if progress is not None:

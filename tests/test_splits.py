@@ -218,3 +218,13 @@ def test_ood_callback_logs_every_condition(tmp_path: Path) -> None:
     model.learn(64, callback=callback)
     assert {row["condition"] for row in callback.history} == {"iid", "empty_6x6"}
     assert sorted({row["frames"] for row in callback.history}) == [32, 64]
+
+
+def test_sampled_evaluation_repeats_whatever_ran_before(tiny_model: RecurrentPPO) -> None:
+    import torch
+
+    split = load_split("empty")
+    first = evaluate_split(tiny_model, split, ["iid"], episodes=4, modes=["sampled"], n_envs=2)
+    torch.rand(100)  # other work consumes the global RNG
+    again = evaluate_split(tiny_model, split, ["iid"], episodes=4, modes=["sampled"], n_envs=2)
+    assert first == again
