@@ -10,13 +10,14 @@ from torch import Tensor, nn
 from rims import RIMGRU, RIMLSTM
 
 CORES: tuple[str, ...] = ("lstm", "gru", "rim", "rim_gru")
+DEFAULT_HIDDEN_SIZE = 128
 
 
 def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
     """Build the recurrent core ``name`` on ``input_size`` features.
 
     :param name: one of :data:`CORES`.
-    :param core_kwargs: ``hidden_size`` (default 128) for every core; for ``rim``/``rim_gru``
+    :param core_kwargs: ``hidden_size`` (default :data:`DEFAULT_HIDDEN_SIZE`) for every core; for ``rim``/``rim_gru``
         also ``num_units`` (default 4), ``k`` (default 3) and any keyword of
         :class:`rims.RIMLSTM` (attention sizes, ``selection``, ...). ``attention_dropout``
         defaults to 0: rollouts run in eval mode and training in train mode, so dropout
@@ -26,7 +27,7 @@ def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
     if name not in CORES:
         raise ValueError(f"unknown recurrent core {name!r}; valid cores are {list(CORES)}")
     kwargs = dict(core_kwargs)
-    hidden_size = kwargs.pop("hidden_size", 128)
+    hidden_size = kwargs.pop("hidden_size", DEFAULT_HIDDEN_SIZE)
     if name in ("lstm", "gru"):
         if kwargs:
             raise ValueError(f"core {name!r} takes only hidden_size, got extra options {sorted(kwargs)}")

@@ -14,7 +14,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from agents.cores import RecurrentCore, make_core
+from agents.cores import DEFAULT_HIDDEN_SIZE, RecurrentCore, make_core
 from agents.extractors import MiniGridCNN
 
 
@@ -56,7 +56,7 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
             features_extractor_class = MiniGridCNN if is_image else FlattenExtractor
         self.core_name = core
         self.core_kwargs = dict(core_kwargs or {})
-        self.lstm_output_dim = self.core_kwargs.get("hidden_size", 128)
+        self.lstm_output_dim = self.core_kwargs.get("hidden_size", DEFAULT_HIDDEN_SIZE)
         ActorCriticPolicy.__init__(
             self,
             observation_space,
