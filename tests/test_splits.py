@@ -146,18 +146,18 @@ def test_bootstrap_ci_brackets_the_mean() -> None:
     assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
 
 
+def _tiny_ppo(core: str) -> RecurrentPPO:
+    """An untrained 16-wide recurrent PPO on the empty split's train levels (2 envs)."""
+    env = make_condition_vec_env(load_split("empty").train, n_envs=2)
+    kwargs = dict(n_steps=16, batch_size=32, n_epochs=1)
+    return RecurrentPPO(
+        "RecurrentPolicy", env, policy_kwargs=dict(core=core, core_kwargs=dict(hidden_size=16)), **kwargs
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_model() -> RecurrentPPO:
-    split = load_split("empty")
-    env = make_condition_vec_env(split.train, n_envs=2)
-    model = RecurrentPPO(
-        "RecurrentPolicy",
-        env,
-        n_steps=16,
-        batch_size=32,
-        n_epochs=1,
-        policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=16)),
-    )
+    model = _tiny_ppo("gru")
     model.learn(64)
     return model
 
@@ -203,17 +203,9 @@ def test_evaluate_cli_exit_codes(tiny_model: RecurrentPPO, tmp_path: Path) -> No
     assert bad.returncode == 2 and "unknown split 'nope'" in bad.stderr
 
 
-def test_ood_callback_logs_every_condition(tmp_path: Path) -> None:
+def test_ood_callback_logs_every_condition() -> None:
     split = load_split("empty")
-    env = make_condition_vec_env(split.train, n_envs=2)
-    model = RecurrentPPO(
-        "RecurrentPolicy",
-        env,
-        n_steps=16,
-        batch_size=32,
-        n_epochs=1,
-        policy_kwargs=dict(core="lstm", core_kwargs=dict(hidden_size=16)),
-    )
+    model = _tiny_ppo("lstm")
     callback = OODEvalCallback(split, every_frames=32, episodes=2, conditions=["iid", "empty_6x6"], n_envs=2)
     model.learn(64, callback=callback)
     assert {row["condition"] for row in callback.history} == {"iid", "empty_6x6"}
