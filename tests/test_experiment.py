@@ -1,0 +1,96 @@
+"""Hydra config tree composes per group; train() writes a run folder; bad configs fail early."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from agents.experiment import ConfigError, build_model, train, validate
+from envs.levels import make_condition_vec_env
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+TINY = [
+    "total_frames=64", "n_envs=2", "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=2",
+    "agent.n_steps=16", "model.hidden_size=16",
+]  # fmt: skip
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize("group", ["model=lstm", "model=gru", "model=rim", "model=rim_gru", "agent=ppo", "agent=a2c"])
+def test_every_model_and_agent_composes_and_builds(group: str) -> None:
+    cfg = _compose([group, "n_envs=2"])
+    split = validate(cfg)
+    env = make_condition_vec_env(split.train, 2)
+    model = build_model(cfg, env)
+    assert model.policy.core_name == cfg.model.core
+    env.close()
+
+
+@pytest.mark.parametrize("split", ["empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms"])
+def test_every_env_composes(split: str) -> None:
+    assert validate(_compose([f"env={split}"])).name == split
+
+
+def test_defaults_are_rim_ppo_on_doorkey() -> None:
+    cfg = _compose([])
+    assert (cfg.model.core, cfg.agent.name, cfg.env.name) == ("rim", "ppo", "doorkey")
+    assert cfg.seed == 0 and cfg.total_frames > 0 and cfg.eval.every_frames > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.k=5"], r"model.k must be in \[1, model.num_units\] = \[1, 4\], got 5"),
+        (["model.hidden_size=130"], r"model.hidden_size must be divisible by model.num_units=4, got 130"),
+        (["total_frames=0"], r"total_frames must be a positive integer, got 0"),
+        (["env.test_seeds.start=5"], r"test seeds \[5, 10005\) overlap train seeds"),
+    ],
+)
+def test_invalid_configs_fail_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train(_compose(overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_writes_the_run_folder(tmp_path: Path) -> None:
+    metrics = train(_compose(["model=gru", "env=empty", *TINY]), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "model.zip",
+        "ood_curves.csv",
+        "ood_curves.json",
+        "eval.csv",
+        "eval.json",
+        "metrics.json",
+    ):
+        assert (run / name).is_file(), name
+    assert set(metrics) == {
+        "iid",
+        "empty_6x6",
+        "empty_8x8",
+        "empty_16x16",
+        "empty_random_6x6",
+        "iid_background",
+        "iid_distractors",
+    }
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_cli_exits_2_with_the_reason_and_leaves_no_run(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "model.k=9", f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "invalid config: model.k must be in [1, model.num_units] = [1, 4], got 9" in result.stderr
+    assert not (tmp_path / "bad").exists()
