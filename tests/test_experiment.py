@@ -94,3 +94,14 @@ def test_cli_exits_2_with_the_reason_and_leaves_no_run(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "invalid config: model.k must be in [1, model.num_units] = [1, 4], got 9" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_two_run_sweep_gives_each_run_its_own_folder(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "-m", "model=lstm,gru", "env=empty", *TINY, f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "model.zip").is_file())
+    assert [r.name.split("_")[2] for r in runs] == ["lstm", "gru"]
