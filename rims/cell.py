@@ -310,8 +310,12 @@ class RIMCell(nn.Module):
         size, value, width = self.input_size, self.input_value_size, w_ih.shape[2]
         if size * width >= size * value + value * width:  # per-row costs; building it is amortised
             return None
-        heads = self.num_input_heads
-        return torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w_ih)
+        return self._combined(w_ih)
+
+    def _combined(self, w_ih: Tensor) -> Tensor:
+        """``W_v W_ih`` per input head, ``(H, I, U*G)``, from ``w_ih`` ``(H, V, U*G)``."""
+        value_weight = self.weight_value.view(self.num_input_heads, self.input_value_size, self.input_size)
+        return torch.bmm(value_weight.transpose(1, 2), w_ih)
 
     def _build_weights(self, dropping: bool) -> _Weights:
         """Compute :class:`_Weights` from the parameters (differentiable)."""
@@ -362,8 +366,7 @@ class RIMCell(nn.Module):
         if not _prefer_combined(rows, size, value, width, grad, grad and x.requires_grad):
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
             return torch.bmm(values, w.ih)
-        combined = torch.bmm(self.weight_value.view(heads, value, size).transpose(1, 2), w.ih)  # (H, I, U*G)
-        return torch.matmul(x, combined)
+        return torch.matmul(x, self._combined(w.ih))
 
     def _selection_score(self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None) -> Tensor:
         """Score to rank units by (higher = selected), ``(U, N, 1)``.

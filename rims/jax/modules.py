@@ -7,6 +7,7 @@ Parameter names and shapes equal the PyTorch ``state_dict`` (``layers_0/weight_i
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -26,23 +27,9 @@ def _uniform(bound: float) -> Any:
 
 
 def _rim_config(module: Any, input_size: int) -> RIMConfig:
-    """:class:`RIMConfig` from a module's fields (validates them)."""
-    return RIMConfig(
-        input_size,
-        module.hidden_size,
-        module.num_units,
-        module.k,
-        module.bias,
-        module.dynamics,
-        module.selection,
-        module.num_input_heads,
-        module.input_key_size,
-        module.input_value_size,
-        module.num_comm_heads,
-        module.comm_key_size,
-        module.comm_value_size,
-        module.attention_dropout,
-    )
+    """:class:`RIMConfig` from a module's fields of the same names (validates them)."""
+    names = [f.name for f in fields(RIMConfig) if f.name != "input_size"]
+    return RIMConfig(input_size, **{name: getattr(module, name) for name in names})
 
 
 class RIMCell(nn.Module):
@@ -149,25 +136,9 @@ class _RIMSequence(nn.Module):
         _rim_config(self, self.input_size)  # validates the RIM arguments at construction
         super().__post_init__()
 
-    def _cell(self, index: int, **kw: Any) -> RIMCell:
-        return RIMCell(
-            self.input_size if index == 0 else self.hidden_size,
-            self.hidden_size,
-            self.num_units,
-            self.k,
-            self.bias,
-            self.dynamics,
-            self.selection,
-            self.num_input_heads,
-            self.input_key_size,
-            self.input_value_size,
-            self.num_comm_heads,
-            self.comm_key_size,
-            self.comm_value_size,
-            self.attention_dropout,
-            self.param_dtype,
-            **kw,
-        )
+    def _cell(self, index: int) -> RIMCell:
+        cfg = _rim_config(self, self.input_size if index == 0 else self.hidden_size)
+        return RIMCell(**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, param_dtype=self.param_dtype)
 
     def setup(self) -> None:
         self.layers = [self._cell(i) for i in range(self.num_layers)]
