@@ -189,6 +189,14 @@ class OODEvalCallback(BaseCallback):
         self.history: list[dict[str, Any]] = []
         self._next = every_frames
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must hold to continue the curves (see :meth:`load_state`)."""
+        return {"history": list(self.history), "next": self._next}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` of an earlier run."""
+        self.history, self._next = list(state["history"]), int(state["next"])
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every_frames

@@ -44,5 +44,10 @@ class MiniGridCNN(BaseFeaturesExtractor):
         self.head = nn.Identity() if flat == features_dim else nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> ``(N, features_dim)``."""
-        return self.head(self.cnn(observations.float()))
+        """``(N, C, H, W)`` -> ``(N, features_dim)``.
+
+        The input is made contiguous first: SB3's ``VecTransposeImage`` hands in transposed
+        views and a resumed checkpoint a contiguous copy, and convolutions on the two memory
+        layouts round differently; one layout keeps results independent of where obs came from.
+        """
+        return self.head(self.cnn(observations.float().contiguous()))

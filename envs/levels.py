@@ -52,14 +52,20 @@ class LevelSeeds(gym.Wrapper):
 
 
 def make_condition_env(
-    condition: Condition, sequential: bool = False, first: int = 0, stride: int = 1, monitor: bool = True
+    condition: Condition,
+    sequential: bool = False,
+    first: int = 0,
+    stride: int = 1,
+    monitor: bool = True,
+    render_mode: str | None = None,
 ) -> gym.Env:
     """One environment of ``condition``: base env -> perturbation -> level seeds -> image only.
 
     :param condition: what to build (see :mod:`envs.splits`).
     :param sequential: evaluation order of level seeds (see :class:`LevelSeeds`).
+    :param render_mode: gymnasium render mode, e.g. ``"rgb_array"`` for recording frames.
     """
-    env: gym.Env = gym.make(condition.env_id, **condition.env_kwargs)
+    env: gym.Env = gym.make(condition.env_id, render_mode=render_mode, **condition.env_kwargs)
     if condition.perturbation is not None:
         env = PERTURBATIONS[condition.perturbation](env)
     env = LevelSeeds(env, condition.seeds, sequential=sequential, first=first, stride=stride)

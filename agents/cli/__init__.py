@@ -1,0 +1,1 @@
+"""Command-line entry points (``rims-train``, ``rims-compare``, ``rims-evaluate``, ``rims-visualize``)."""

@@ -1,0 +1,417 @@
+"""Which RIM units are active: activation GIFs, heatmaps and per-unit statistics of trained runs.
+
+Everything renders with matplotlib's Agg canvas (no pyplot, no display). ``R`` below is the
+number of heatmap rows: ``num_units`` for a one-layer core, ``num_layers * num_units``
+(layer-major) otherwise; ``T`` is the number of steps of an episode.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from minigrid.core.actions import Actions
+from omegaconf import OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents.recording import Recording, is_rim_core, record_episode, save_gif
+from agents.runs import load_run, load_run_config
+from envs.splits import Condition, Split
+
+log = logging.getLogger(__name__)
+
+RIM_CORES: tuple[str, ...] = ("rim", "rim_gru")
+GIF_FIGSIZE: tuple[float, float] = (10.0, 4.0)
+GIF_DPI = 72
+STATS_STEM = "activation_stats"
+_CMAP = ListedColormap(["#eeeeee", "#2166ac"]).with_extremes(bad="white")
+_MARKER_COLOR = "#d6604d"
+
+
+def _layers(recording: Recording) -> np.ndarray:
+    """The ``(T, num_layers, U)`` bool active mask of ``recording``.
+
+    :raises ValueError: the recording has no mask (a non-RIM core).
+    """
+    if recording.active_layers is not None:
+        return np.asarray(recording.active_layers, dtype=bool)
+    if recording.active is not None:
+        return np.asarray(recording.active, dtype=bool)[:, None, :]
+    raise ValueError(f"the recording of {recording.condition!r} has no active-unit mask (not a RIM core)")
+
+
+def _unit_labels(num_layers: int, num_units: int) -> list[str]:
+    """Row labels: ``u0, u1, ...``, or ``l0u0, l0u1, ...`` for several layers."""
+    if num_layers == 1:
+        return [f"u{u}" for u in range(num_units)]
+    return [f"l{layer}u{u}" for layer in range(num_layers) for u in range(num_units)]
+
+
+def _activity(recording: Recording) -> tuple[np.ndarray, list[str]]:
+    """The heatmap matrix ``(R, T)`` float (1.0 active, 0.0 inactive) and its row labels."""
+    layers = _layers(recording)
+    steps, num_layers, num_units = layers.shape
+    return layers.reshape(steps, -1).T.astype(float), _unit_labels(num_layers, num_units)
+
+
+def _draw_heatmap(ax: Axes, activity: np.ndarray, labels: list[str]) -> AxesImage:
+    """Draw units (rows) x steps (columns) on ``ax``; NaN cells (steps not yet shown) stay blank.
+
+    :param activity: ``(R, T)`` with 1.0 active, 0.0 inactive, NaN hidden.
+    """
+    image = ax.imshow(
+        np.ma.masked_invalid(activity), aspect="auto", interpolation="nearest", cmap=_CMAP, vmin=0.0, vmax=1.0
+    )
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("step")
+    ax.set_ylabel("unit (blue: active)")
+    return image
+
+
+def _action_name(action: int) -> str:
+    """MiniGrid's name of ``action`` (``left``, ``forward``, ...), or the number."""
+    try:
+        return Actions(action).name
+    except ValueError:
+        return str(action)
+
+
+def _frame_title(recording: Recording, step: int, reward_so_far: float) -> str:
+    """Title of GIF frame ``step`` (0 .. T): where, which step, which action, reward so far."""
+    action = f"action {_action_name(int(recording.actions[step]))}" if step < recording.length else "episode over"
+    return (
+        f"{recording.condition}  level {recording.level_seed}  step {step}/{recording.length}  "
+        f"{action}  reward {reward_so_far:.2f}"
+    )
+
+
+class _ActivationFigure:
+    """The fixed-size figure of the activation GIF, redrawn per step by blitting.
+
+    Axes, ticks and labels are drawn once; each frame redraws only the environment image,
+    the heatmap, the step marker and the title.
+    """
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.activity, labels = _activity(recording)  # (R, T)
+        self.shown = np.full_like(self.activity, np.nan)
+        self.rewards_so_far = np.concatenate([[0.0], np.cumsum(recording.rewards)])  # (T + 1,)
+        fig = Figure(figsize=GIF_FIGSIZE, dpi=GIF_DPI)
+        self.fig, self.canvas = fig, FigureCanvasAgg(fig)
+        env_ax, heat_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
+        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.14, top=0.86, wspace=0.12)
+        env_ax.set_axis_off()
+        self.env_image = env_ax.imshow(recording.frames[0])
+        self.heatmap = _draw_heatmap(heat_ax, self.shown, labels)
+        self.marker = heat_ax.axvline(0.0, color=_MARKER_COLOR, linewidth=2)
+        self.title = fig.suptitle("")
+        for artist in (self.env_image, self.heatmap, self.marker, self.title):
+            artist.set_animated(True)
+        self.changing = [self.env_image, self.heatmap, *heat_ax.spines.values(), self.marker, self.title]
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+
+    def render(self, step: int) -> np.ndarray:
+        """GIF frame ``step`` (0 .. T), ``(H, W, 3)`` uint8."""
+        steps = self.activity.shape[1]
+        self.env_image.set_data(self.recording.frames[step])
+        self.shown[:, : step + 1] = self.activity[:, : step + 1]
+        self.heatmap.set_data(np.ma.masked_invalid(self.shown))
+        self.marker.set_xdata([min(step, steps - 1)] * 2)
+        self.marker.set_visible(step < steps)
+        self.title.set_text(_frame_title(self.recording, step, float(self.rewards_so_far[step])))
+        self.canvas.restore_region(self.background)
+        for artist in self.changing:
+            self.fig.draw_artist(artist)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+
+def activation_frames(recording: Recording) -> Iterator[np.ndarray]:
+    """The ``T + 1`` frames of :func:`activation_gif`, each ``(H, W, 3)`` uint8 of one fixed size.
+
+    Frame ``i`` shows the environment frame ``i`` beside the units x steps heatmap of steps
+    ``0 .. i`` (the units that chose the action taken from frame ``i`` are in column ``i``,
+    marked by a vertical line); the last frame, after the final step, shows the whole episode.
+
+    :raises ValueError: the recording has no frames or no active-unit mask.
+    """
+    if not recording.frames:
+        raise ValueError(f"the recording of {recording.condition!r} has no frames (recorded with render=False?)")
+    figure = _ActivationFigure(recording)
+    for step in range(len(recording.frames)):
+        yield figure.render(step)
+
+
+def activation_gif(recording: Recording, path: str | Path, fps: float = 4) -> Path:
+    """Write the activation GIF of a RIM recording: environment beside the growing unit heatmap.
+
+    :param recording: an episode recorded from a RIM core with frames (see :func:`activation_frames`).
+    :param path: GIF to write (atomically; parent folders are created).
+    :param fps: frames per second.
+    :returns: ``path``.
+    :raises ValueError: no frames, no active-unit mask, or ``fps <= 0``.
+    """
+    _layers(recording)
+    return save_gif(activation_frames(recording), path, fps=fps)
+
+
+def _save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` as PNG to ``path`` atomically, creating parent folders."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        FigureCanvasAgg(fig).print_png(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def save_activation_heatmap(recording: Recording, path: str | Path) -> Path:
+    """Write the full-episode units x steps heatmap of a RIM recording as a PNG.
+
+    Steps that received a non-zero reward are marked by a vertical line.
+
+    :returns: ``path``.
+    :raises ValueError: the recording has no active-unit mask.
+    """
+    activity, labels = _activity(recording)
+    steps = activity.shape[1]
+    fig = Figure(figsize=(min(max(6.0, 2.0 + 0.08 * steps), 16.0), max(2.5, 1.4 + 0.3 * len(labels))), dpi=100)
+    ax = fig.subplots()
+    _draw_heatmap(ax, activity, labels)
+    for step in np.flatnonzero(recording.rewards):
+        ax.axvline(float(step), color=_MARKER_COLOR, linewidth=1.5)
+    ax.set_title(
+        f"{recording.condition}  level {recording.level_seed}  {steps} steps  return {recording.total_return:.2f}"
+    )
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
+    """Activation statistics over recorded RIM episodes (of one condition).
+
+    :returns: ``condition``, ``episodes``, ``steps`` (total), ``mean_return``, ``mean_success``
+        (share of episodes with positive return), ``mean_length``, ``num_layers``,
+        ``num_units``, ``units`` (``R`` labels), ``unit_frequency`` (``R`` fractions of steps
+        each unit was active; they sum to ``k * num_layers``), ``mean_active`` (active units
+        per step and layer: ``k``) and ``switch_rate`` (fraction of units whose active flag
+        changed between consecutive steps, pooled over all step pairs; 0 if no episode has
+        two steps).
+    :raises ValueError: no recordings, one without an active-unit mask, or masks of different widths.
+    """
+    if not recordings:
+        raise ValueError("summarize_activations needs at least one recording")
+    masks = [_layers(r) for r in recordings]  # each (T, num_layers, U)
+    widths = {m.shape[1:] for m in masks}
+    if len(widths) != 1:
+        raise ValueError(f"recordings have different (num_layers, num_units): {sorted(widths)}")
+    num_layers, num_units = masks[0].shape[1:]
+    stacked = np.concatenate(masks)  # (steps, num_layers, U)
+    changes = sum(int(np.sum(m[1:] != m[:-1])) for m in masks)
+    pairs = sum(max(len(m) - 1, 0) for m in masks) * num_layers * num_units
+    returns = [r.total_return for r in recordings]
+    return {
+        "condition": recordings[0].condition,
+        "episodes": len(recordings),
+        "steps": len(stacked),
+        "mean_return": float(np.mean(returns)),
+        "mean_success": float(np.mean([ret > 0 for ret in returns])),
+        "mean_length": len(stacked) / len(recordings),
+        "num_layers": int(num_layers),
+        "num_units": int(num_units),
+        "units": _unit_labels(num_layers, num_units),
+        "unit_frequency": [float(f) for f in stacked.mean(axis=0).reshape(-1)],
+        "mean_active": float(stacked.sum(axis=2).mean()),
+        "switch_rate": changes / pairs if pairs else 0.0,
+    }
+
+
+def _record_episodes(
+    model: BaseAlgorithm, condition: Condition, episodes: int, deterministic: bool, max_steps: int | None, frames: int
+) -> list[Recording]:
+    """Record level seeds ``0 .. episodes - 1`` of ``condition``; only the first ``frames`` with frames."""
+    return [
+        record_episode(model, condition, i, deterministic=deterministic, max_steps=max_steps, render=i < frames)
+        for i in range(episodes)
+    ]
+
+
+def activation_stats(
+    model: BaseAlgorithm,
+    condition: Condition,
+    episodes: int = 10,
+    deterministic: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Play the first ``episodes`` level seeds of ``condition`` and summarise the active units.
+
+    :param model: a trained RIM-core :class:`agents.RecurrentPPO` / :class:`agents.RecurrentA2C`.
+    :returns: see :func:`summarize_activations`.
+    :raises ValueError: a non-RIM core or ``episodes < 1``.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not is_rim_core(model.policy.core):
+        raise ValueError(f"activation_stats needs a RIM core, got {model.policy.core_name!r}")
+    return summarize_activations(_record_episodes(model, condition, episodes, deterministic, max_steps, frames=0))
+
+
+def _stats_row(stats: dict[str, Any]) -> dict[str, Any]:
+    """One flat CSV row: scalar statistics, then one ``freq_<unit>`` column per unit."""
+    row = {key: value for key, value in stats.items() if key not in ("units", "unit_frequency")}
+    row.update({f"freq_{u}": f for u, f in zip(stats["units"], stats["unit_frequency"], strict=True)})
+    return row
+
+
+def format_stats_table(stats: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`summarize_activations` results, one row per condition."""
+    units = list(stats[0]["units"]) if stats else []
+    header = ["condition", "episodes", "return", "success", "mean active", "switch rate", *units]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in stats:
+        cells = [
+            s["condition"],
+            str(s["episodes"]),
+            f"{s['mean_return']:.3f}",
+            f"{s['mean_success']:.2f}",
+            f"{s['mean_active']:.2f}",
+            f"{s['switch_rate']:.3f}",
+            *(f"{f:.2f}" for f in s["unit_frequency"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_activation_stats(stats: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Write ``activation_stats.json``, ``.csv`` (``freq_<unit>`` columns) and ``.md`` into ``out_dir``.
+
+    :param stats: :func:`summarize_activations` results, one per condition.
+    :returns: the three paths.
+    """
+    if not stats:
+        raise ValueError("write_activation_stats needs at least one condition's statistics")
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [_stats_row(s) for s in stats]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return [
+        _write_text(directory / f"{STATS_STEM}.json", json.dumps(list(stats), indent=2)),
+        _write_text(directory / f"{STATS_STEM}.csv", buffer.getvalue()),
+        _write_text(directory / f"{STATS_STEM}.md", format_stats_table(stats) + "\n"),
+    ]
+
+
+def save_frequency_plot(stats: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Bar chart of each unit's activation frequency, one bar group per unit, one bar per condition.
+
+    A dashed line marks ``k / num_units``, the frequency every unit would have if all shared the work.
+
+    :returns: ``path``.
+    """
+    if not stats:
+        raise ValueError("save_frequency_plot needs at least one condition's statistics")
+    units = list(stats[0]["units"])
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.5 * len(units) * (1 + 0.25 * len(stats))), 4.0), dpi=100)
+    ax = fig.subplots()
+    width = 0.8 / len(stats)
+    x = np.arange(len(units))
+    for i, s in enumerate(stats):
+        ax.bar(x + (i - (len(stats) - 1) / 2) * width, s["unit_frequency"], width, label=s["condition"])
+    even = stats[0]["mean_active"] / stats[0]["num_units"]
+    ax.axhline(even, color="black", linestyle="--", linewidth=1, label="k / num_units")
+    ax.set_xticks(x, units)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("unit")
+    ax.set_ylabel("fraction of steps active")
+    ax.legend(fontsize="small", ncols=min(len(stats) + 1, 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _conditions(split: Split, conditions: Sequence[str] | None) -> list[str]:
+    """The condition names to visualise, checked against ``split.test``."""
+    names = list(split.test) if conditions is None else list(conditions)
+    if not names:
+        raise ValueError("no conditions to visualise")
+    unknown = [name for name in names if name not in split.test]
+    if unknown:
+        raise ValueError(f"split {split.name!r} has no test condition(s) {unknown}; valid: {list(split.test)}")
+    return names
+
+
+def visualize_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    conditions: Sequence[str] | None = None,
+    episodes: int = 10,
+    fps: float = 4,
+    max_steps: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Activation GIFs, heatmaps and statistics of a trained RIM run, per test condition.
+
+    Writes into ``out_dir``: ``<condition>.gif`` (episode 0, see :func:`activation_gif`),
+    ``<condition>_heatmap.png`` (episode 0, full), ``activation_stats.{json,csv,md}`` over
+    level seeds ``0 .. episodes - 1`` of each condition (deterministic actions) and
+    ``activation_frequency.png``.
+
+    :param run_dir: a run folder written by :func:`agents.experiment.train`.
+    :param out_dir: default ``<run_dir>/visualize``.
+    :param conditions: test conditions (default: all of the split's).
+    :param episodes: episodes per condition for the statistics.
+    :param fps: GIF frames per second.
+    :param max_steps: cut episodes after this many steps (default: play them out).
+    :param device: torch device to load the model on.
+    :returns: ``{"out_dir": Path, "files": [Path, ...], "stats": {condition: statistics}}``.
+    :raises ValueError: a folder without ``config.yaml``/``model.zip``, a non-RIM core, an
+        unknown condition (listing the valid ones), ``episodes < 1`` or ``fps <= 0``.
+    """
+    run = Path(run_dir)
+    core = OmegaConf.select(load_run_config(run), "model.core")
+    if core not in RIM_CORES:
+        raise ValueError(f"run {run} has core {core!r}; visualize needs a RIM core, one of {list(RIM_CORES)}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    model, split, _ = load_run(run, device=device)
+    names = _conditions(split, conditions)
+    out = run / "visualize" if out_dir is None else Path(out_dir)
+    files: list[Path] = []
+    stats: dict[str, dict[str, Any]] = {}
+    for name in names:
+        log.info("visualising %s: %d episodes", name, episodes)
+        recordings = _record_episodes(model, split.test[name], episodes, True, max_steps, frames=1)
+        files.append(activation_gif(recordings[0], out / f"{name}.gif", fps=fps))
+        files.append(save_activation_heatmap(recordings[0], out / f"{name}_heatmap.png"))
+        stats[name] = summarize_activations(recordings)
+    files += write_activation_stats(list(stats.values()), out)
+    files.append(save_frequency_plot(list(stats.values()), out / "activation_frequency.png"))
+    return {"out_dir": out, "files": files, "stats": stats}
