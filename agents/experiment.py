@@ -31,6 +31,7 @@ from agents.evaluation import OODEvalCallback, evaluate_split, format_table, wri
 from agents.interrupt import GracefulInterrupt
 from agents.metrics_log import MetricsLog
 from agents.ppo import RecurrentPPO
+from agents.recording import record_episode, save_gif
 from agents.wandb_logger import WandbRun
 from envs.levels import make_condition_vec_env
 from envs.splits import Split, split_from_dict
@@ -70,7 +71,7 @@ def validate(cfg: DictConfig) -> Split:
     """
     for key in (
         "total_frames", "n_envs", "eval.every_frames", "eval.episodes", "eval.final_episodes",
-        "checkpoint.every_frames",
+        "checkpoint.every_frames", "eval.gif_max_steps",
     ):  # fmt: skip
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -209,8 +210,18 @@ def _train(
     metrics = {r["condition"]: r["mean_return"] for r in rows}
     _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     wandb_run.log_table("eval/final", rows, step=model.num_timesteps)
+    if cfg.eval.gifs:
+        _record_gifs(model, split, run_dir / "media", cfg.eval.gif_max_steps, wandb_run)
     wandb_run.summary({f"eval/{r['condition']}/{key}": r[key] for r in rows for key in ("mean_return", "mean_success")})
     return metrics
+
+
+def _record_gifs(model: RecurrentPPO, split: Split, directory: Path, max_steps: int, wandb_run: WandbRun) -> None:
+    """One deterministic episode (the first test level) per condition as ``<condition>.gif``."""
+    for name, condition in split.test.items():
+        recording = record_episode(model, condition, episode=0, deterministic=True, max_steps=max_steps)
+        path = save_gif(recording.frames, directory / f"{name}.gif")
+        wandb_run.log_gif(f"episode/{name}", path, step=model.num_timesteps)
 
 
 def _start_wandb(cfg: DictConfig, run_dir: Path, run_id: str | None) -> WandbRun:

@@ -8,10 +8,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.a2c import RecurrentA2C
+from agents.experiment import ALGORITHMS
 from agents.ppo import RecurrentPPO
 from envs.splits import Split, split_from_dict
 
-RUN_ALGORITHMS: dict[str, type[RecurrentPPO] | type[RecurrentA2C]] = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.zip"
 
@@ -50,10 +50,10 @@ def load_run(
     run = Path(run_dir)
     cfg = load_run_config(run)
     agent = OmegaConf.select(cfg, "agent.name")
-    if agent not in RUN_ALGORITHMS:
-        raise ValueError(f"{run / CONFIG_FILE}: agent.name must be one of {sorted(RUN_ALGORITHMS)}, got {agent!r}")
+    if agent not in ALGORITHMS:
+        raise ValueError(f"{run / CONFIG_FILE}: agent.name must be one of {sorted(ALGORITHMS)}, got {agent!r}")
     if OmegaConf.select(cfg, "env") is None:
         raise ValueError(f"{run / CONFIG_FILE} has no env section")
     split = split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source=str(run / CONFIG_FILE))
-    model = RUN_ALGORITHMS[agent].load(run / MODEL_FILE, device=device)
+    model = ALGORITHMS[agent].load(run / MODEL_FILE, device=device)
     return model, split, cfg

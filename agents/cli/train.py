@@ -29,6 +29,7 @@ from agents.experiment import ConfigError, TrainingInterruptedError, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 HYDRA_FILES = (".hydra", "train.log")
+RESUME_MAY_SET = ("resume=", "hydra.", "progress_bar=")  # overrides allowed beside resume=<folder>
 log = logging.getLogger(__name__)
 
 
@@ -40,18 +41,25 @@ def _resume_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def _prepare(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """Load the saved config for ``resume=<folder>``; name the W&B group of a sweep."""
+def _prepare(cfg: DictConfig) -> DictConfig:
+    """Load the saved config for ``resume=<folder>``; name the W&B group of a sweep.
+
+    :raises ConfigError: ``resume`` names no run folder, or comes with overrides that would
+        change the saved config.
+    """
+    hydra_cfg = HydraConfig.get()
     if isinstance(cfg.resume, str) and cfg.resume.lower() not in ("true", "false"):
         saved_path = Path(cfg.resume) / "config.yaml"
         if not saved_path.is_file():
             raise ConfigError(f"resume must be true, false or a run folder with config.yaml, got {cfg.resume!r}")
+        extra = [o for o in hydra_cfg.overrides.task if not o.startswith(RESUME_MAY_SET)]
+        if extra:
+            raise ConfigError(
+                f"resume={cfg.resume} continues that run with its saved config; drop the overrides {extra}"
+            )
         saved = OmegaConf.load(saved_path)
         saved.resume = True
-        if "logger" not in saved:
-            saved.logger = cfg.logger
         return saved
-    hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
         with open_dict(cfg):
             cfg.logger.group = "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])
@@ -68,7 +76,7 @@ def _remove_if_empty(run_dir: Path) -> None:
 def _main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        metrics = train(_prepare(cfg, run_dir), run_dir)
+        metrics = train(_prepare(cfg), run_dir)
     except ConfigError as error:
         print(f"error: invalid config: {error}", file=sys.stderr)
         _remove_if_empty(run_dir)

@@ -1,0 +1,91 @@
+"""Evaluate trained agents on every test condition of a generalisation split.
+
+For each model and condition: ``--episodes`` episodes on fixed level seeds (the first seeds of
+the split's test range), in deterministic and/or sampled action mode; mean return, success
+rate and mean episode length with 95% bootstrap confidence intervals. Writes
+``<out>/eval.json`` and ``<out>/eval.csv`` and prints a table.
+
+Models are run folders written by ``rims-train`` (their split and algorithm come from
+``config.yaml``) or saved ``.zip`` files (then ``--split`` is required and ``--algo`` says
+which algorithm saved them).
+
+Usage::
+
+    rims-evaluate runs/2026-11-28/10-00-00_ppo_rim_doorkey_s0 --out runs/eval
+    python scripts/evaluate.py runs/ppo_rim.zip runs/ppo_lstm.zip --split doorkey --out runs/eval
+    python scripts/evaluate.py model.zip --split configs/env/mysplit.yaml --conditions iid doorkey_8x8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from agents import RecurrentA2C, RecurrentPPO
+from agents.evaluation import MODES, evaluate_split, format_table, write_results
+from agents.runs import load_run
+from envs.splits import Split, load_split
+
+ALGOS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
+
+
+def _run_split(paths: list[Path]) -> Split:
+    """The split of the given run folders (all must share it) when ``--split`` is not given."""
+    if not all(p.is_dir() for p in paths):
+        raise ValueError("--split is required when evaluating .zip files")
+    splits = {p: load_run(p)[1] for p in paths}
+    names = {s.name for s in splits.values()}
+    if len(names) > 1:
+        raise ValueError(f"run folders use different splits {sorted(names)}; pass --split")
+    return next(iter(splits.values()))
+
+
+def _zip_name(path: Path) -> str:
+    return path.parent.name if path.stem == "model" else path.stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", type=Path, help="run folders or saved models (.zip)")
+    parser.add_argument("--split", help="split name (configs/env/<name>.yaml) or a YAML path (default: the run's)")
+    parser.add_argument("--conditions", nargs="*", default=None, help="test conditions (default: all)")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
+    parser.add_argument("--n-envs", type=int, default=8, help="parallel environments per condition")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        split = load_split(args.split) if args.split else _run_split(args.models)
+        names = list(split.test) if args.conditions is None else [split.condition(c).name for c in args.conditions]
+    except (ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    missing = [str(p) for p in args.models if not (p.is_file() or (p / "model.zip").is_file())]
+    if missing:
+        print(f"error: neither model files nor run folders: {missing}", file=sys.stderr)
+        return 2
+    rows = []
+    start = time.perf_counter()
+    with tqdm(total=len(args.models) * len(names) * len(args.modes), desc="evaluate", unit="cond") as bar:
+        for path in args.models:
+            model = load_run(path)[0] if path.is_dir() else ALGOS[args.algo].load(path, device="cpu")
+            for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):
+                rows.append({"run": path.name if path.is_dir() else _zip_name(path), **row})
+    elapsed = time.perf_counter() - start
+    json_path, csv_path = write_results(rows, args.out)
+    print(format_table(rows))
+    episodes = sum(r["episodes"] for r in rows)
+    print(f"{episodes} episodes in {elapsed:.1f} s ({100 * elapsed / episodes:.2f} s per 100 episodes)")
+    print(f"wrote {json_path} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Read the records of a W&B offline run file (``run-<id>.wandb``) for tests.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB
+blocks of chunks ``crc32 (4) | length (2) | type (1) | data``; types 1 full, 2 first,
+3 middle, 4 last. Each reassembled record is a ``wandb_internal_pb2.Record``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32768
+HEADER = 7
+
+
+def records(path: Path) -> Iterator[Any]:
+    """Every protobuf record of the run file, in order."""
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file")
+    pos, parts = HEADER, b""
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:
+            pos += BLOCK - pos % BLOCK
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind in (1, 2):
+            parts = chunk
+        elif kind in (3, 4):
+            parts += chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def logged(path: Path) -> dict[str, dict[str, Any]]:
+    """``{"history": {key: last value}, "summary": {...}, "config": {...}}`` of a run file."""
+    found: dict[str, dict[str, Any]] = {"history": {}, "summary": {}, "config": {}}
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            found["history"].update({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            found["summary"].update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "run":
+            found["config"].update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            found["config"].update({_key(i): json.loads(i.value_json) for i in record.config.update})
+    return found
+
+
+def run_file(run_dir: Path) -> Path:
+    """The single offline run file under ``run_dir/wandb``."""
+    (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    return path
