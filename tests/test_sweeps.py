@@ -35,6 +35,18 @@ def test_sweep_presets_compose_with_their_grid(preset: str, params: dict[str, st
     assert validate(cfg).name == "empty"
 
 
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"), ("joblib", "JoblibLauncher")],
+)
+def test_launcher_presets_compose(launcher: str, target: str) -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.cpus_per_task == 2 and "export OMP_NUM_THREADS=1" in cfg.hydra.launcher.setup
+
+
 @pytest.mark.parametrize("logger", ["wandb", "none"])
 def test_logger_group_composes(logger: str) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -57,7 +69,7 @@ def _sweep(tmp_path: Path, *extra: str) -> list[Path]:
 @pytest.mark.parametrize(
     "launcher",
     [
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+        ["hydra/launcher=local", "hydra.launcher.timeout_min=10"],
         ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ],
     ids=["submitit_local", "joblib"],
