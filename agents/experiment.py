@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from tqdm import tqdm
 
 from agents import checkpoint
 from agents.a2c import RecurrentA2C
@@ -174,6 +175,7 @@ def _train(
         extras = {"ood": ood.state(), "metrics_rows": list(metrics_log.rows), "wandb_id": wandb_run.run_id}
         checkpoint.atomic_torch_save(checkpoint.capture(model, env, extras), run_dir / checkpoint.CHECKPOINT)
 
+    show_progress = bool(OmegaConf.select(cfg, "progress_bar", default=False))
     with GracefulInterrupt() as interrupt:
         saver = checkpoint.CheckpointCallback(save, cfg.checkpoint.every_frames, interrupt)
         remaining = cfg.total_frames - model.num_timesteps
@@ -182,7 +184,7 @@ def _train(
                 remaining,
                 callback=[saver, ood, *callbacks],
                 reset_num_timesteps=state is None,
-                progress_bar=bool(OmegaConf.select(cfg, "progress_bar", default=False)),
+                progress_bar=show_progress,
             )
             if not saver.stopping:
                 save()
@@ -199,12 +201,14 @@ def _train(
             write_results(ood.history, run_dir, stem="ood_curves")
             wandb_run.log_table("ood/curves", ood.history, step=model.num_timesteps)
         rows = []
-        for name in split.test:
-            if interrupt.requested:
-                raise TrainingInterruptedError(run_dir, model.num_timesteps, interrupt.signum)
-            rows += evaluate_split(
-                model, split, [name], episodes=cfg.eval.final_episodes, modes=["deterministic"], seed=cfg.seed
-            )
+        with tqdm(total=len(split.test), desc="final evaluation", unit="condition", disable=not show_progress) as bar:
+            for name in split.test:
+                if interrupt.requested:
+                    raise TrainingInterruptedError(run_dir, model.num_timesteps, interrupt.signum)
+                rows += evaluate_split(
+                    model, split, [name], episodes=cfg.eval.final_episodes, modes=["deterministic"], seed=cfg.seed
+                )
+                bar.update(1)
     write_results(rows, run_dir, stem="eval")
     log.info("final evaluation\n%s", format_table(rows))
     metrics = {r["condition"]: r["mean_return"] for r in rows}
