@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,21 @@ FORMAT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` through a uniquely named temporary file, fsync and rename.
+
+    A failed or killed write leaves the previous file as it was (and removes its temporary
+    file when the process survives).
+    """
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def capture(model: BaseAlgorithm, env: VecEnv, extra: dict[str, Any]) -> dict[str, Any]:

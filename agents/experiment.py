@@ -11,11 +11,14 @@ evaluation), ``model.zip``, ``eval.{json,csv}`` and ``metrics.json`` (final eval
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from agents import checkpoint
@@ -60,9 +64,31 @@ class TrainingInterruptedError(RuntimeError):
     :param signum: the signal that asked for the stop.
     """
 
-    def __init__(self, run_dir: Path, frames: int, signum: int) -> None:
+    def __init__(self, run_dir: Path, frames: int, signum: int, previous_handler: Any = None) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} at {frames} frames; checkpoint in {run_dir}")
         self.run_dir, self.frames, self.signum = run_dir, frames, signum
+        self.previous_handler = previous_handler  # the signal's handler before training (e.g. submitit's)
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+
+
+def _check_device(device: Any) -> None:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device must be available: got {device!r}, but torch.cuda.is_available() is False")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"device index must be < {torch.cuda.device_count()} GPUs here, got {device!r}")
+    elif parsed.type != "cpu":
+        raise ConfigError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}")
 
 
 def validate(cfg: DictConfig) -> Split:
@@ -71,22 +97,34 @@ def validate(cfg: DictConfig) -> Split:
     :raises ConfigError: on the first problem found.
     """
     for key in (
-        "total_frames", "n_envs", "eval.every_frames", "eval.episodes", "eval.final_episodes",
-        "checkpoint.every_frames", "eval.gif_max_steps",
+        "total_frames", "n_envs", "torch_threads", "eval.every_frames", "eval.episodes", "eval.final_episodes",
+        "checkpoint.every_frames", "eval.gif_max_steps", "model.hidden_size",
     ):  # fmt: skip
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        _positive_int(cfg, key)
+    _positive_int(cfg, "seed", minimum=0)
+    for key in ("eval.gifs", "progress_bar"):
+        if not isinstance(OmegaConf.select(cfg, key, default=False), bool):
+            raise ConfigError(f"{key} must be true or false, got {OmegaConf.select(cfg, key)!r}")
+    resume = OmegaConf.select(cfg, "resume", default=False)
+    if not isinstance(resume, (bool, str)):
+        raise ConfigError(f"resume must be true, false or a run folder, got {resume!r}")
+    _check_device(cfg.device)
     if cfg.model.core not in CORES:
         raise ConfigError(f"model.core must be one of {list(CORES)}, got {cfg.model.core!r}")
     logger_name = OmegaConf.select(cfg, "logger.name")
     if logger_name not in ("wandb", "none"):
         raise ConfigError(f"logger.name must be 'wandb' or 'none', got {logger_name!r}")
-    if logger_name == "wandb" and cfg.logger.mode not in ("offline", "online", "disabled"):
-        raise ConfigError(f"logger.mode must be one of ['offline', 'online', 'disabled'], got {cfg.logger.mode!r}")
+    if logger_name == "wandb":
+        if cfg.logger.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode must be one of ['offline', 'online', 'disabled'], got {cfg.logger.mode!r}")
+        timeout = cfg.logger.get("init_timeout", 60)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(f"logger.init_timeout must be a positive number of seconds, got {timeout!r}")
     if cfg.agent.name not in ALGORITHMS:
         raise ConfigError(f"agent.name must be one of {sorted(ALGORITHMS)}, got {cfg.agent.name!r}")
     if cfg.model.core.startswith("rim"):
+        _positive_int(cfg, "model.num_units")
+        _positive_int(cfg, "model.k")
         units, k, hidden = cfg.model.num_units, cfg.model.k, cfg.model.hidden_size
         if not 1 <= k <= units:
             raise ConfigError(f"model.k must be in [1, model.num_units] = [1, {units}], got {k}")
@@ -121,50 +159,111 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
 def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()) -> dict[str, float]:
     """Validate, train on the split's train levels, evaluate every test condition, save.
 
-    With ``cfg.resume`` true and a checkpoint in ``run_dir``, training continues from it
-    (on CPU with the same seed, the result equals an uninterrupted run's). SIGINT/SIGTERM
-    stop training at the next rollout boundary with a checkpoint.
+    The config is validated and the environments and agent are built before anything is
+    written. With ``cfg.resume`` true and a checkpoint in ``run_dir``, training continues from
+    it (on CPU the result equals an uninterrupted run's); a finished run returns its metrics.
+    SIGINT/SIGTERM (and SLURM's SIGUSR2) stop training at the next rollout boundary with a
+    checkpoint. One process at a time may hold a run folder (an exclusive lock on ``.lock``).
 
     :param callbacks: extra SB3 callbacks for ``learn``.
     :returns: ``{condition: mean deterministic return}`` of the final evaluation.
-    :raises ConfigError: before anything is written, if the config cannot run, or if
-        ``run_dir`` already holds a run and ``cfg.resume`` is false, or holds a run of
-        another config.
+    :raises ConfigError: before anything is written, if the config cannot run, if ``run_dir``
+        already holds a run and ``cfg.resume`` is false, holds a run of another config, or is
+        in use by another process.
     :raises TrainingInterruptedError: after writing a checkpoint, when a signal stopped training.
     """
     split = validate(cfg)
-    ckpt_path = run_dir / checkpoint.CHECKPOINT
-    state = None
-    if OmegaConf.select(cfg, "resume", default=False) and ckpt_path.is_file():
-        _check_same_config(cfg, run_dir)
-        state = checkpoint.load(ckpt_path)
-        log.info("resuming %s from %d frames", run_dir, state["num_timesteps"])
-    elif ckpt_path.is_file() or (run_dir / "model.zip").is_file():
-        raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
+    resume = bool(OmegaConf.select(cfg, "resume", default=False))
+    state = _previous_run(cfg, run_dir, resume)
+    if state is not None and state["num_timesteps"] >= cfg.total_frames and (run_dir / "metrics.json").is_file():
+        log.info("%s is finished; its final evaluation is in eval.json", run_dir)
+        return json.loads((run_dir / "metrics.json").read_text())
+    env, model = _build(cfg, split, state)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        _atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    extra = state["extra"] if state else {}
-    wandb_run = _start_wandb(cfg, run_dir, extra.get("wandb_id"))
+    with _exclusive(run_dir):
+        if state is None and (run_dir / "config.yaml").is_file() and not resume:
+            env.close()
+            raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
+        if state is None:
+            _atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        extra = state["extra"] if state else {}
+        wandb_run = _start_wandb(cfg, run_dir, extra.get("wandb_id"))
+        exit_code = 1
+        try:
+            metrics = _train(cfg, split, run_dir, env, model, state, wandb_run, callbacks)
+            exit_code = 0
+            return metrics
+        except TrainingInterruptedError:
+            exit_code = 0
+            raise
+        finally:
+            wandb_run.finish(exit_code=exit_code)
+
+
+def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or ``None`` for a fresh run.
+
+    :raises ConfigError: the folder holds a run and ``resume`` is false, or a run of another config.
+    """
+    holds_run = (run_dir / "config.yaml").is_file()
+    if not holds_run:
+        return None
+    if not resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
+    _check_same_config(cfg, run_dir)
+    ckpt_path = run_dir / checkpoint.CHECKPOINT
+    if not ckpt_path.is_file():
+        log.info("%s has no checkpoint yet; starting it again from the beginning", run_dir)
+        return None
+    state = checkpoint.load(ckpt_path)
+    log.info("resuming %s from %d frames", run_dir, state["num_timesteps"])
+    return state
+
+
+def _build(cfg: DictConfig, split: Split, state: dict[str, Any] | None) -> tuple[VecEnv, RecurrentPPO]:
+    """Environments (fresh, or as checkpointed) and the agent on them.
+
+    :raises ConfigError: the agent cannot be built from ``cfg`` (e.g. an unknown or invalid
+        ``agent.*`` option).
+    """
+    torch.manual_seed(cfg.seed)
+    env = checkpoint.restore_env(state) if state else make_condition_vec_env(split.train, cfg.n_envs, seed=cfg.seed)
     try:
-        return _train(cfg, split, run_dir, state, wandb_run, callbacks)
-    finally:
-        wandb_run.finish()
+        return env, build_model(cfg, env)
+    except (ValueError, TypeError, AssertionError, RuntimeError) as error:
+        env.close()
+        raise ConfigError(f"cannot build the agent from this config: {type(error).__name__}: {error}") from error
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir/.lock`` (released on exit, also if the process dies).
+
+    :raises ConfigError: another process holds it.
+    """
+    with (run_dir / ".lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise ConfigError(f"{run_dir} is in use by another process (lock on {run_dir / '.lock'})") from error
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train(
     cfg: DictConfig,
     split: Split,
     run_dir: Path,
+    env: VecEnv,
+    model: RecurrentPPO,
     state: dict[str, Any] | None,
     wandb_run: WandbRun,
     callbacks: Sequence[BaseCallback],
 ) -> dict[str, float]:
     extra = state["extra"] if state else {}
     metrics_log = MetricsLog(run_dir / "metrics.csv", wandb_run, rows=extra.get("metrics_rows"))
-    torch.manual_seed(cfg.seed)
-    env = checkpoint.restore_env(state) if state else make_condition_vec_env(split.train, cfg.n_envs, seed=cfg.seed)
-    model = build_model(cfg, env)
     model.set_logger(Logger(folder=None, output_formats=[metrics_log]))
     ood = OODEvalCallback(split, cfg.eval.every_frames, cfg.eval.episodes)
     if state:
@@ -188,43 +287,73 @@ def _train(
             )
             if not saver.stopping:
                 save()
-        if interrupt.requested:
-            env.close()
-            raise TrainingInterruptedError(
-                run_dir, int(checkpoint.load(run_dir / checkpoint.CHECKPOINT)["num_timesteps"]), interrupt.signum
-            )
-        tmp = run_dir / "model.tmp.zip"
-        model.save(tmp)
-        tmp.replace(run_dir / "model.zip")
         env.close()
+        if interrupt.requested:
+            frames = int(checkpoint.load(run_dir / checkpoint.CHECKPOINT)["num_timesteps"])
+            raise TrainingInterruptedError(run_dir, frames, interrupt.signum, interrupt.previous.get(interrupt.signum))
+        _atomic_save_model(model, run_dir / "model.zip")
         if ood.history:
             write_results(ood.history, run_dir, stem="ood_curves")
             wandb_run.log_table("ood/curves", ood.history, step=model.num_timesteps)
-        rows = []
-        with tqdm(total=len(split.test), desc="final evaluation", unit="condition", disable=not show_progress) as bar:
-            for name in split.test:
-                if interrupt.requested:
-                    raise TrainingInterruptedError(run_dir, model.num_timesteps, interrupt.signum)
-                rows += evaluate_split(
-                    model, split, [name], episodes=cfg.eval.final_episodes, modes=["deterministic"], seed=cfg.seed
-                )
-                bar.update(1)
-    write_results(rows, run_dir, stem="eval")
-    log.info("final evaluation\n%s", format_table(rows))
-    metrics = {r["condition"]: r["mean_return"] for r in rows}
-    _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    wandb_run.log_table("eval/final", rows, step=model.num_timesteps)
-    if cfg.eval.gifs:
-        _record_gifs(model, split, run_dir / "media", cfg.eval.gif_max_steps, wandb_run)
-    wandb_run.summary({f"eval/{r['condition']}/{key}": r[key] for r in rows for key in ("mean_return", "mean_success")})
+        rows = _final_evaluation(cfg, split, model, interrupt, run_dir, show_progress)
+        write_results(rows, run_dir, stem="eval")
+        log.info("final evaluation\n%s", format_table(rows))
+        metrics = {r["condition"]: r["mean_return"] for r in rows}
+        wandb_run.log_table("eval/final", rows, step=model.num_timesteps)
+        summary = {f"eval/{r['condition']}/{key}": r[key] for r in rows for key in ("mean_return", "mean_success")}
+        wandb_run.summary(summary)
+        if cfg.eval.gifs:
+            _record_gifs(model, split, run_dir / "media", cfg.eval.gif_max_steps, wandb_run, interrupt)
+        _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
-def _record_gifs(model: RecurrentPPO, split: Split, directory: Path, max_steps: int, wandb_run: WandbRun) -> None:
-    """One deterministic episode (the first test level) per condition as ``<condition>.gif``."""
+def _final_evaluation(
+    cfg: DictConfig, split: Split, model: RecurrentPPO, interrupt: GracefulInterrupt, run_dir: Path, progress: bool
+) -> list[dict[str, Any]]:
+    """``cfg.eval.final_episodes`` deterministic episodes per test condition, stoppable between conditions."""
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(split.test), desc="final evaluation", unit="condition", disable=not progress) as bar:
+        for name in split.test:
+            if interrupt.requested:
+                handler = interrupt.previous.get(interrupt.signum)
+                raise TrainingInterruptedError(run_dir, model.num_timesteps, interrupt.signum, handler)
+            rows += evaluate_split(
+                model, split, [name], episodes=cfg.eval.final_episodes, modes=["deterministic"], seed=cfg.seed
+            )
+            bar.update(1)
+    return rows
+
+
+def _atomic_save_model(model: RecurrentPPO, path: Path) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.zip")
+    os.close(handle)
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _record_gifs(
+    model: RecurrentPPO,
+    split: Split,
+    directory: Path,
+    max_steps: int,
+    wandb_run: WandbRun,
+    interrupt: GracefulInterrupt,
+) -> None:
+    """One deterministic episode (the first test level) per condition as ``<condition>.gif``.
+
+    GIFs are a by-product: a failure is a warning, and a stop request skips the rest.
+    """
     for name, condition in split.test.items():
-        recording = record_episode(model, condition, episode=0, deterministic=True, max_steps=max_steps)
-        path = save_gif(recording.frames, directory / f"{name}.gif")
+        if interrupt.requested:
+            log.warning("stop requested: skipping the remaining GIFs")
+            return
+        try:
+            recording = record_episode(model, condition, episode=0, deterministic=True, max_steps=max_steps)
+            path = save_gif(recording.frames, directory / f"{name}.gif")
+        except Exception as error:  # a GIF must not fail a finished run
+            log.warning("could not record the GIF of %s (%s: %s)", name, type(error).__name__, error)
+            continue
         wandb_run.log_gif(f"episode/{name}", path, step=model.num_timesteps)
 
 
@@ -270,6 +399,7 @@ def _first_difference(saved: Any, given: Any, prefix: str = "") -> tuple[str, An
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
     os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import numbers
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,8 @@ class MetricsLog(KVWriter):
 
     def _write_csv(self) -> None:
         columns = ["frames", *sorted({key for row in self.rows for key in row} - {"frames"})]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as handle:
+        descriptor, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+        with os.fdopen(descriptor, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)

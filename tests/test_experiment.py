@@ -16,7 +16,7 @@ from envs.levels import make_condition_vec_env
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = [
     "total_frames=64", "n_envs=2", "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=2",
-    "agent.n_steps=16", "model.hidden_size=16",
+    "agent.n_steps=16", "model.hidden_size=16", "progress_bar=false",
 ]  # fmt: skip
 
 
@@ -53,6 +53,14 @@ def test_defaults_are_rim_ppo_on_doorkey() -> None:
         (["model.hidden_size=130"], r"model.hidden_size must be divisible by model.num_units=4, got 130"),
         (["total_frames=0"], r"total_frames must be a positive integer, got 0"),
         (["env.test_seeds.start=5"], r"test seeds \[5, 10005\) overlap train seeds"),
+        (["device=cuda"], r"device must be available: got 'cuda', but torch.cuda.is_available\(\) is False"),
+        (["device=gpu"], r"device must be 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"),
+        (["model.k=abc"], r"model.k must be a positive integer, got 'abc'"),
+        (["seed=-1"], r"seed must be an integer >= 0, got -1"),
+        (["eval.gifs=off"], r"eval.gifs must be true or false, got 'off'"),
+        (["logger.mode=ofline"], r"logger.mode must be one of \['offline', 'online', 'disabled'\], got 'ofline'"),
+        (["+agent.bogus=1"], r"cannot build the agent from this config: TypeError: .*bogus"),
+        (["agent.max_seq_len=0"], r"cannot build the agent from this config: ValueError: max_seq_len must be >= 1"),
     ],
 )
 def test_invalid_configs_fail_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from agents import checkpoint
 from agents.experiment import ConfigError, TrainingInterruptedError, train
+from agents.interrupt import GracefulInterrupt
 from agents.wandb_logger import WandbRun
 from tests.wandb_records import logged, run_file
 
@@ -70,13 +72,16 @@ def test_resumed_run_equals_the_uninterrupted_run(
 ) -> None:
     run = tmp_path / "run"
     handler = signal.getsignal(signum)
+    logger = "logger=none" if signum == signal.SIGINT else "logger=wandb"
     with pytest.raises(TrainingInterruptedError) as stop:
-        train(_compose([*TINY, "logger=none"]), run, callbacks=[_SignalAt(40, signum)])
+        train(_compose([*TINY, logger]), run, callbacks=[_SignalAt(40, signum)])
     assert stop.value.signum == signum and stop.value.frames == 64  # the next rollout boundary
     assert not (run / "model.zip").exists() and not (run / "metrics.json").exists()
     assert signal.getsignal(signum) is handler  # handlers restored
-    metrics = train(_compose([*TINY, "logger=none", "resume=true"]), run)
+    metrics = train(_compose([*TINY, logger, "resume=true"]), run)
     reference, reference_metrics = uninterrupted
+    if logger == "logger=wandb":  # the resumed run continues the same W&B run
+        assert len({p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}) == 1
     assert metrics == reference_metrics
     expected, got = _policy(reference), _policy(run)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -84,11 +89,14 @@ def test_resumed_run_equals_the_uninterrupted_run(
     assert (run / "ood_curves.json").read_text() == (reference / "ood_curves.json").read_text()
 
 
-def test_resume_of_a_finished_run_only_reevaluates(uninterrupted: tuple[Path, dict[str, float]]) -> None:
+def test_resume_of_a_finished_run_returns_its_metrics_without_work(
+    uninterrupted: tuple[Path, dict[str, float]],
+) -> None:
     run, metrics = uninterrupted
-    state = checkpoint.load(run / checkpoint.CHECKPOINT)
-    assert state["num_timesteps"] == 128
+    assert checkpoint.load(run / checkpoint.CHECKPOINT)["num_timesteps"] == 128
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     assert train(_compose([*TINY, "logger=none", "resume=true"]), run) == metrics
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
 def test_a_run_folder_is_never_overwritten_or_resumed_with_another_config(
@@ -101,6 +109,40 @@ def test_a_run_folder_is_never_overwritten_or_resumed_with_another_config(
     with pytest.raises(ConfigError, match=r"cannot resume .*: seed was 0 in that run, got 1"):
         train(_compose([*TINY, "logger=none", "resume=true", "seed=1"]), run)
     assert (run / "model.zip").read_bytes() == before
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / ".lock").open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="is in use by another process"):
+            train(_compose([*TINY, "logger=none"]), run)
+    assert not (run / "config.yaml").exists()
+
+
+def test_resume_before_the_first_checkpoint_starts_over_with_the_same_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(_compose([*TINY, "logger=none"]), resolve=True))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_compose([*TINY, "logger=none"]), run)
+    with pytest.raises(ConfigError, match=r"seed was 0 in that run, got 1"):
+        train(_compose([*TINY, "logger=none", "resume=true", "seed=1"]), run)
+    metrics = train(_compose([*TINY, "logger=none", "resume=true"]), run)
+    assert "iid" in metrics and (run / "model.zip").is_file()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_graceful_interrupt_signals() -> None:
+    with GracefulInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's time-limit warning under submitit
+        assert interrupt.signum == signal.SIGUSR2
+        os.kill(os.getpid(), signal.SIGTERM)  # repeated scheduler signals are ignored
+        assert interrupt.signum == signal.SIGUSR2
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
 
 
 def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
@@ -194,4 +236,6 @@ def test_cli_sigterm_checkpoints_exits_143_and_resume_finishes(tmp_path: Path) -
     assert refused.returncode == 2 and "drop the overrides ['seed=3']" in refused.stderr
     resumed = subprocess.run([sys.executable, script, f"resume={run}"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "total_frames=2048" in (run / ".hydra" / "overrides.yaml").read_text()  # the original command
+    assert len(list((run / ".hydra").glob("resume-*/overrides.yaml"))) == 2
     assert (run / "metrics.json").is_file() and checkpoint.load(run / checkpoint.CHECKPOINT)["num_timesteps"] == 2048

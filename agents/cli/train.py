@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -29,41 +30,67 @@ from agents.experiment import ConfigError, TrainingInterruptedError, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 HYDRA_FILES = (".hydra", "train.log")
-RESUME_MAY_SET = ("resume=", "hydra.", "progress_bar=")  # overrides allowed beside resume=<folder>
 log = logging.getLogger(__name__)
 
 
+def _resume_value(argv: list[str]) -> str | None:
+    """The value of the last ``resume=`` (or ``+resume=``, ``++resume=``) override, if any."""
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("resume=")]
+    return given[-1] if given else None
+
+
 def _resume_argv(argv: list[str]) -> list[str]:
-    """With ``resume=<run folder>``, run in that folder (``hydra.run.dir``) unless told otherwise."""
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
-    if given and given[-1].lower() not in ("true", "false") and not any(a.startswith("hydra.run.dir=") for a in argv):
-        return [*argv, f"hydra.run.dir={given[-1]}"]
-    return argv
+    """With ``resume=<run folder>``, run in that folder and keep its original ``.hydra`` record.
+
+    Adds ``hydra.run.dir=<folder>`` (unless given) and puts this call's Hydra files under
+    ``.hydra/resume-<time>`` instead of overwriting the ones of the original command.
+    """
+    value = _resume_value(argv)
+    if value is None or value.lower() in ("true", "false"):
+        return argv
+    extra = [] if any(a.startswith("hydra.run.dir=") for a in argv) else [f"hydra.run.dir={value}"]
+    return [*argv, *extra, "hydra.output_subdir=.hydra/resume-${now:%Y-%m-%d_%H-%M-%S}"]
 
 
-def _prepare(cfg: DictConfig) -> DictConfig:
+def _allowed_beside_resume(override: str) -> bool:
+    return override.lstrip("+").startswith(("resume=", "hydra.", "progress_bar=", "logger=", "logger."))
+
+
+def _prepare(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """Load the saved config for ``resume=<folder>``; name the W&B group of a sweep.
 
-    :raises ConfigError: ``resume`` names no run folder, or comes with overrides that would
-        change the saved config.
+    With ``resume=<folder>`` the saved config is used as it is, except ``progress_bar`` and
+    ``logger`` which come from this call.
+
+    :raises ConfigError: ``resume`` names no run folder, is not this run's folder, or comes
+        with overrides that would change the saved config.
     """
     hydra_cfg = HydraConfig.get()
     if isinstance(cfg.resume, str) and cfg.resume.lower() not in ("true", "false"):
-        saved_path = Path(cfg.resume) / "config.yaml"
-        if not saved_path.is_file():
+        folder = Path(cfg.resume)
+        if not (folder / "config.yaml").is_file():
             raise ConfigError(f"resume must be true, false or a run folder with config.yaml, got {cfg.resume!r}")
-        extra = [o for o in hydra_cfg.overrides.task if not o.startswith(RESUME_MAY_SET)]
+        if folder.resolve() != run_dir.resolve():
+            raise ConfigError(f"resume={cfg.resume} must run in that folder, but this run's folder is {run_dir}")
+        extra = [o for o in hydra_cfg.overrides.task if not _allowed_beside_resume(o)]
         if extra:
             raise ConfigError(
                 f"resume={cfg.resume} continues that run with its saved config; drop the overrides {extra}"
             )
-        saved = OmegaConf.load(saved_path)
-        saved.resume = True
+        saved = OmegaConf.load(folder / "config.yaml")
+        with open_dict(saved):
+            saved.resume = True
+            saved.progress_bar = cfg.progress_bar
+            saved.logger = cfg.logger if "logger" not in saved or _logger_overridden(hydra_cfg) else saved.logger
         return saved
     if hydra_cfg.mode == RunMode.MULTIRUN and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
         with open_dict(cfg):
             cfg.logger.group = "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])
     return cfg
+
+
+def _logger_overridden(hydra_cfg: DictConfig) -> bool:
+    return any(o.lstrip("+").startswith(("logger=", "logger.")) for o in hydra_cfg.overrides.task)
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -75,14 +102,19 @@ def _remove_if_empty(run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = train(_prepare(cfg), run_dir)
+        metrics = train(_prepare(cfg, run_dir), run_dir)
     except ConfigError as error:
         print(f"error: invalid config: {error}", file=sys.stderr)
         _remove_if_empty(run_dir)
+        if multirun:  # fail this job only; Hydra runs the others and reports the failure at the end
+            raise
         sys.exit(2)
     except TrainingInterruptedError as stop:
         print(f"{stop}\nresume with: rims-train resume={run_dir}", file=sys.stderr)
+        if stop.signum == getattr(signal, "SIGUSR2", None) and callable(stop.previous_handler):
+            stop.previous_handler(stop.signum, None)  # submitit: requeue the job on SLURM
         sys.exit(128 + stop.signum)
     print(f"run folder: {run_dir}")
     return float(metrics["iid"])
