@@ -14,9 +14,7 @@ checkpoint, so a kill during a write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.atomic import atomic_path
 from agents.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint.pt"
@@ -40,16 +39,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     A failed or killed write leaves the previous file as it was (and removes its temporary
     file when the process survives).
     """
-    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as tmp, tmp.open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def capture(model: BaseAlgorithm, env: VecEnv, extra: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.atomic import atomic_write_text, write_csv
 from envs.levels import make_condition_vec_env
 from envs.splits import Condition, Split
 
@@ -137,17 +137,9 @@ def evaluate_split(
 
 def write_results(rows: list[dict[str, Any]], directory: Path, stem: str = "eval") -> tuple[Path, Path]:
     """Write ``rows`` as ``<stem>.json`` and ``<stem>.csv`` in ``directory`` (atomically)."""
-    directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / f"{stem}.json", directory / f"{stem}.csv"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=2))
-    tmp.replace(json_path)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(csv_path)
+    atomic_write_text(json_path, json.dumps(rows, indent=2))
+    write_csv(csv_path, rows, list(rows[0]))
     return json_path, csv_path
 
 

@@ -15,9 +15,7 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import signal
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tqdm import tqdm
 
 from agents import checkpoint
 from agents.a2c import RecurrentA2C
+from agents.atomic import atomic_path, atomic_write_text
 from agents.cores import CORES
 from agents.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
 from agents.interrupt import GracefulInterrupt
@@ -185,7 +184,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
             env.close()
             raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
         if state is None:
-            _atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         extra = state["extra"] if state else {}
         wandb_run = _start_wandb(cfg, run_dir, extra.get("wandb_id"))
         exit_code = 1
@@ -304,7 +303,7 @@ def _train(
         wandb_run.summary(summary)
         if cfg.eval.gifs:
             _record_gifs(model, split, run_dir / "media", cfg.eval.gif_max_steps, wandb_run, interrupt)
-        _atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -326,10 +325,8 @@ def _final_evaluation(
 
 
 def _atomic_save_model(model: RecurrentPPO, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.zip")
-    os.close(handle)
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def _record_gifs(
@@ -396,10 +393,3 @@ def _first_difference(saved: Any, given: Any, prefix: str = "") -> tuple[str, An
                 return found
         return None
     return None if saved == given else (prefix.rstrip("."), saved, given)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)

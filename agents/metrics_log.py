@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import numbers
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.logger import KVWriter
 
+from agents.atomic import write_csv
 from agents.wandb_logger import WandbRun
 
 
@@ -50,12 +48,7 @@ class MetricsLog(KVWriter):
 
     def _write_csv(self) -> None:
         columns = ["frames", *sorted({key for row in self.rows for key in row} - {"frames"})]
-        descriptor, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
-        with os.fdopen(descriptor, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        write_csv(self.path, self.rows, columns)
 
     def close(self) -> None:
         """Nothing to release: every dump is already on disk."""

@@ -8,7 +8,6 @@ can be asked for its :class:`rims.RIMInfo`; the actions are exactly those of a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import Tensor
 
+from agents.atomic import atomic_path
 from agents.cores import RecurrentCore
 from agents.policies import RecurrentPolicy
 from envs.levels import make_condition_env
@@ -234,11 +234,6 @@ def save_gif(frames: Iterable[np.ndarray], path: str | Path, fps: float = 4) -> 
     if first is None:
         raise ValueError("save_gif needs at least one frame")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         first.save(tmp, format="GIF", save_all=True, append_images=images, duration=round(1000 / fps), loop=0)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from minigrid.core.actions import Actions
 from omegaconf import OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from agents.atomic import atomic_path, atomic_write_text
 from agents.recording import Recording, is_rim_core, record_episode, save_gif
 from agents.runs import load_run, load_run_config
 from envs.splits import Condition, Split
@@ -171,13 +171,8 @@ def activation_gif(recording: Recording, path: str | Path, fps: float = 4) -> Pa
 def _save_figure(fig: Figure, path: str | Path) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically, creating parent folders."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         FigureCanvasAgg(fig).print_png(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -298,14 +293,6 @@ def format_stats_table(stats: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_activation_stats(stats: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """Write ``activation_stats.json``, ``.csv`` (``freq_<unit>`` columns) and ``.md`` into ``out_dir``.
 
@@ -321,11 +308,14 @@ def write_activation_stats(stats: Sequence[dict[str, Any]], out_dir: str | Path)
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return [
-        _write_text(directory / f"{STATS_STEM}.json", json.dumps(list(stats), indent=2)),
-        _write_text(directory / f"{STATS_STEM}.csv", buffer.getvalue()),
-        _write_text(directory / f"{STATS_STEM}.md", format_stats_table(stats) + "\n"),
-    ]
+    texts = {
+        directory / f"{STATS_STEM}.json": json.dumps(list(stats), indent=2),
+        directory / f"{STATS_STEM}.csv": buffer.getvalue(),
+        directory / f"{STATS_STEM}.md": format_stats_table(stats) + "\n",
+    }
+    for path, text in texts.items():
+        atomic_write_text(path, text)
+    return list(texts)
 
 
 def save_frequency_plot(stats: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -19,6 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from agents import checkpoint
+from agents.atomic import atomic_path, atomic_write_text
 from agents.experiment import ConfigError, TrainingInterruptedError, train
 from agents.interrupt import GracefulInterrupt
 from agents.wandb_logger import WandbRun
@@ -161,6 +162,17 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         checkpoint.atomic_torch_save({"frames": 2}, path)
     assert checkpoint.load(path)["frames"] == 1
+
+
+def test_atomic_writes_leave_the_old_file_and_no_temporary_files_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_wandb_offline_run_holds_config_scalars_curves_table_and_gifs(tmp_path: Path) -> None:

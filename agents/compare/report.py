@@ -7,11 +7,12 @@ import io
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from agents.atomic import atomic_path, atomic_write_text
 
 from .plots import plot_learning_curves, plot_ood_bars
 from .stats import ALL_OOD, Comparison
@@ -85,23 +86,6 @@ def render_report(comparison: Comparison, out_dir: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     """``rows`` as CSV with the :data:`SUMMARY_FIELDS` columns."""
     buffer = io.StringIO()
@@ -125,10 +109,12 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
         out / "ood_bars.png",
     )  # fmt: skip
     rows = summary_rows(comparison)
-    _atomic_write_text(files.summary_csv, _csv_text(rows))
-    _atomic_write_text(files.summary_json, json.dumps(rows, indent=2) + "\n")
-    _atomic_write(files.learning_curves, lambda tmp: plot_learning_curves(comparison, tmp))
-    _atomic_write(files.ood_bars, lambda tmp: plot_ood_bars(comparison, tmp))
-    _atomic_write_text(files.report, render_report(comparison, out))
+    atomic_write_text(files.summary_csv, _csv_text(rows))
+    atomic_write_text(files.summary_json, json.dumps(rows, indent=2) + "\n")
+    with atomic_path(files.learning_curves) as tmp:
+        plot_learning_curves(comparison, tmp)
+    with atomic_path(files.ood_bars) as tmp:
+        plot_ood_bars(comparison, tmp)
+    atomic_write_text(files.report, render_report(comparison, out))
     log.info("wrote the comparison report to %s", files.report)
     return files
