@@ -220,22 +220,3 @@ def test_sampled_evaluation_repeats_whatever_ran_before(tiny_model: RecurrentPPO
     torch.rand(100)  # other work consumes the global RNG
     again = evaluate_split(tiny_model, split, ["iid"], episodes=4, modes=["sampled"], n_envs=2)
     assert first == again
-
-
-def test_train_split_cli_writes_model_and_curves_and_rejects_bad_input(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "train_split.py"
-    out = tmp_path / "run"
-    ok = subprocess.run(
-        [sys.executable, str(script), "--split", "empty", "--core", "gru", "--frames", "256", "--n-envs", "2",
-         "--eval-every", "256", "--eval-episodes", "1", "--out", str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
-    assert (out / "model.zip").is_file() and (out / "ood_curves.csv").is_file()
-    bad = subprocess.run(
-        [sys.executable, str(script), "--split", "nope", "--out", str(out)], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "unknown split 'nope'" in bad.stderr
