@@ -1,4 +1,4 @@
-"""Hyperparameters used for MiniGrid by the scripts (learning checks, split training)."""
+"""Hyperparameters used for MiniGrid by the learning-check and benchmark scripts."""
 
 from __future__ import annotations
 
