@@ -122,5 +122,7 @@ def _main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point (``rims-train``)."""
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        sys.exit(f"error: no config tree at {CONFIG_DIR}; install the project from its checkout (pip install -e .)")
     sys.argv = [sys.argv[0], *_resume_argv(sys.argv[1:])]
     _main()
