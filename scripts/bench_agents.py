@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
@@ -55,6 +56,21 @@ def _candidates() -> dict[str, Callable[[object], BaseAlgorithm]]:
     }
 
 
+def _timed(model: BaseAlgorithm, seconds: dict[str, float]) -> None:
+    """Accumulate the time of ``model``'s rollouts and updates into ``seconds``."""
+    for phase, attribute in (("rollout", "collect_rollouts"), ("update", "train")):
+        method = getattr(model, attribute)
+
+        def timed(*args: object, _method: Callable[..., Any] = method, _phase: str = phase, **kwargs: object) -> Any:
+            start = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                seconds[_phase] += time.perf_counter() - start
+
+        setattr(model, attribute, timed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
@@ -66,11 +82,14 @@ def main() -> None:
         env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0)
         model = build(env)
         model.learn(128 * 8)  # warm-up rollout + update
+        seconds = {"rollout": 0.0, "update": 0.0}
+        _timed(model, seconds)
         start = time.perf_counter()
         model.learn(args.frames, reset_num_timesteps=False)
         results[name] = args.frames / (time.perf_counter() - start)
         env.close()
-        print(f"{name:40s} {results[name]:8.0f} frames/s", flush=True)
+        split = f"rollouts {seconds['rollout']:5.2f} s, updates {seconds['update']:5.2f} s"
+        print(f"{name:40s} {results[name]:8.0f} frames/s  ({split})", flush=True)
     contrib = results["sb3-contrib RecurrentPPO lstm (shared)"]
     ours = results["ours lstm"]
     ceiling = results["feed-forward PPO (ceiling)"]
