@@ -251,3 +251,16 @@ def test_cli_sigterm_checkpoints_exits_143_and_resume_finishes(tmp_path: Path) -
     assert "total_frames=2048" in (run / ".hydra" / "overrides.yaml").read_text()  # the original command
     assert len(list((run / ".hydra").glob("resume-*/overrides.yaml"))) == 2
     assert (run / "metrics.json").is_file() and checkpoint.load(run / checkpoint.CHECKPOINT)["num_timesteps"] == 2048
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("core", ["lstm", "rim"])
+def test_the_suite_learns_the_empty_split(core: str, tmp_path: Path) -> None:
+    """End to end through ``train``: PPO solves the train levels of ``empty`` (``pytest -m slow``).
+
+    In the 2-seed sweep of the closing note (100k frames) every run reached iid return 0.955.
+    """
+    overrides = [f"model={core}", "env=empty", "total_frames=60000", "eval.every_frames=60000",
+                 "eval.final_episodes=20", "eval.gifs=false", "logger=none", "progress_bar=false"]  # fmt: skip
+    metrics = train(_compose(overrides), tmp_path / "run")
+    assert metrics["iid"] >= 0.9
