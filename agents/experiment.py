@@ -180,9 +180,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
     env, model = _build(cfg, split, state)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):
-        if state is None and (run_dir / "config.yaml").is_file() and not resume:
+        if state is None and (run_dir / "config.yaml").is_file() and not resume:  # written since the check above
             env.close()
-            raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
+            raise _holds_run_error(run_dir)
         if state is None:
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         extra = state["extra"] if state else {}
@@ -208,7 +208,7 @@ def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any
     if not holds_run:
         return None
     if not resume:
-        raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
+        raise _holds_run_error(run_dir)
     _check_same_config(cfg, run_dir)
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     if not ckpt_path.is_file():
@@ -217,6 +217,10 @@ def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any
     state = checkpoint.load(ckpt_path)
     log.info("resuming %s from %d frames", run_dir, state["num_timesteps"])
     return state
+
+
+def _holds_run_error(run_dir: Path) -> ConfigError:
+    return ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
 
 
 def _build(cfg: DictConfig, split: Split, state: dict[str, Any] | None) -> tuple[VecEnv, RecurrentPPO]:

@@ -34,6 +34,17 @@ def load_run_config(run_dir: str | Path) -> DictConfig:
     return cfg
 
 
+def run_split(cfg: DictConfig, source: str) -> Split:
+    """The split of a run's config (its resolved ``env`` section).
+
+    :param source: where the config came from, for error messages.
+    :raises ValueError: no ``env`` section or an invalid split.
+    """
+    if OmegaConf.select(cfg, "env") is None:
+        raise ValueError(f"{source} has no env section")
+    return split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source=source)
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[RecurrentPPO | RecurrentA2C, Split, DictConfig]:
@@ -52,8 +63,6 @@ def load_run(
     agent = OmegaConf.select(cfg, "agent.name")
     if agent not in ALGORITHMS:
         raise ValueError(f"{run / CONFIG_FILE}: agent.name must be one of {sorted(ALGORITHMS)}, got {agent!r}")
-    if OmegaConf.select(cfg, "env") is None:
-        raise ValueError(f"{run / CONFIG_FILE} has no env section")
-    split = split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source=str(run / CONFIG_FILE))
+    split = run_split(cfg, source=str(run / CONFIG_FILE))
     model = ALGORITHMS[agent].load(run / MODEL_FILE, device=device)
     return model, split, cfg

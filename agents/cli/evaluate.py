@@ -24,24 +24,19 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from agents import RecurrentA2C, RecurrentPPO
 from agents.evaluation import MODES, evaluate_split, format_table, write_results
-from agents.runs import load_run, load_run_config
-from envs.splits import Split, load_split, split_from_dict
-
-ALGOS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
+from agents.experiment import ALGORITHMS
+from agents.runs import load_run, load_run_config, run_split
+from envs.splits import Split, load_split
 
 
 def _run_split(paths: list[Path]) -> Split:
     """The split of the given run folders (all must share it) when ``--split`` is not given."""
     if not all(p.is_dir() for p in paths):
         raise ValueError("--split is required when evaluating .zip files")
-    splits = [
-        split_from_dict(OmegaConf.to_container(load_run_config(p).env, resolve=True), source=str(p)) for p in paths
-    ]
+    splits = [run_split(load_run_config(p), source=str(p / "config.yaml")) for p in paths]
     names = {s.name for s in splits}
     if len(names) > 1:
         raise ValueError(f"run folders use different splits {sorted(names)}; pass --split")
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", nargs="+", default=None, help="test conditions (default: all)")
     parser.add_argument("--episodes", type=_positive, default=100)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="ppo")
     parser.add_argument("--n-envs", type=_positive, default=8, help="parallel environments per condition")
     parser.add_argument("--device", default="cpu", help="torch device to evaluate on")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"))
@@ -86,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tqdm(total=len(args.models) * len(names) * len(args.modes), desc="evaluate", unit="cond") as bar:
         for path in args.models:
-            model = load_run(path, args.device)[0] if path.is_dir() else ALGOS[args.algo].load(path, device=args.device)
+            if path.is_dir():
+                model = load_run(path, args.device)[0]
+            else:
+                model = ALGORITHMS[args.algo].load(path, device=args.device)
             for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):
                 rows.append({"run": path.name if path.is_dir() else _zip_name(path), **row})
     elapsed = time.perf_counter() - start
