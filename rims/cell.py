@@ -20,6 +20,11 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
    step where it was inactive: its new state is discarded (``torch.where`` in
    :mod:`rims.gates`) and the weight gradient of its communication key/value projection is
    masked (gradient still reaches its state from earlier steps).
+
+When gradients are recorded (training) and there is one input head, :meth:`RIMCell.sequence`
+runs the whole sequence as one autograd node with a hand-written backward
+(:mod:`rims.fused`); otherwise (inference, several input heads, ``record=True``) it steps
+through time with autograd. Both paths compute the same function; tests compare them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from rims._checks import (
     check_probability,
     check_rim_sizes,
 )
+from rims.fused import SequenceSpec, fused_sequence
 from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
 from rims.unit_attention import unit_attention
@@ -134,6 +140,7 @@ class RIMCell(nn.Module):
             for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
                 self.register_parameter(name, None)
         self._cache: tuple[tuple[object, ...], _Weights] | None = None
+        self._fused_training = True  # False: step-by-step autograd path (tests compare both)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -212,6 +219,8 @@ class RIMCell(nn.Module):
         dropping = self.training and self.attention_dropout > 0.0
         lstm = self.dynamics == "lstm"
         w = self._weights(dropping)
+        if self._fused_training and heads == 1 and not record and torch.is_grad_enabled():
+            return self._fused_sequence(x, states, w, dropping)
         fused_input = heads == 1 and not dropping  # input part is one addcmul
 
         # Input side for the whole sequence (one large matmul each).
@@ -279,6 +288,39 @@ class RIMCell(nn.Module):
                 comm_attention=torch.stack([r[2] for r in log]).unsqueeze(0).detach(),
             )
         return out, finals, info
+
+    def _fused_sequence(
+        self, x: Tensor, states: tuple[Tensor, ...], w: _Weights, dropping: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...], None]:
+        """Training path of :meth:`sequence` for one input head: one autograd node
+        (:mod:`rims.fused`). Same arguments and results, without recording."""
+        seq_len, batch = x.shape[0], x.shape[1]
+        u, d = self.num_units, self.unit_size
+        lstm = self.dynamics == "lstm"
+        keys = F.linear(x, w.key)  # (L, N, K) scaled
+        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w)  # (1, L*N, U*G)
+        proj = proj.view(seq_len, batch, u, -1)  # (L, N, U, G)
+        h0 = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
+        c0 = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else None
+        spec = SequenceSpec(
+            lstm=lstm,
+            k=self.k,
+            num_units=u,
+            unit_size=d,
+            key_size=self.input_key_size,
+            comm_heads=self.num_comm_heads,
+            comm_key=self.comm_key_size,
+            comm_value=self.comm_value_size,
+            comm_scale=1.0 / math.sqrt(self.comm_key_size),
+            dropout=self.attention_dropout if dropping else 0.0,
+            null_key=None if w.null_key is None else w.null_key.detach().view(-1),
+        )
+        hidden, c_n = fused_sequence(
+            spec, proj, keys, h0, c0, w.h, w.h_bias, w.x_bias, w.null_proj, self.weight_comm_qkv, self.weight_comm_out
+        )  # hidden (U, L + 1, N, d)
+        out = hidden[:, 1:].permute(1, 2, 0, 3).reshape(seq_len, batch, self.hidden_size)
+        finals = (hidden[:, seq_len],) if c_n is None else (hidden[:, seq_len], c_n)
+        return out, tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in finals), None
 
     def _weights(self, dropping: bool) -> _Weights:
         """Weights rearranged for the fast path; cached while no gradient is recorded.

@@ -1,0 +1,457 @@
+"""Training path of one RIM layer over a whole sequence: one autograd node, hand-written BPTT.
+
+With autograd, every RIM step is some forty small graph nodes, and every step's backward
+computes its own small weight gradients and adds them up. Here the forward runs the same
+equations as :meth:`rims.RIMCell.sequence` without recording a graph, keeps what the backward
+needs in buffers laid out ``(U, L, N, ...)``, and the backward walks the steps in reverse
+carrying only the state gradients. The weight gradients come at the end from one batched
+matmul per weight over all ``L * N`` rows.
+
+Used for one input head and without recording attention; everything else (LSTM and GRU
+dynamics, both selection rules, bias or not, attention dropout, ``k == num_units``) takes this
+path when gradients are recorded. Random numbers for attention dropout are drawn in the same
+order and shapes as the step-by-step path, so both give the same result for a seed.
+
+Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
+``3d`` GRU), ``K`` input key size, ``Hc`` communication heads with key ``Kc`` and value ``Vc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rims import _workspace
+
+
+class SequenceSpec(NamedTuple):
+    """Static settings of one fused call."""
+
+    lstm: bool
+    k: int
+    num_units: int
+    unit_size: int
+    key_size: int  # K, input attention key size (one head)
+    comm_heads: int
+    comm_key: int
+    comm_value: int
+    comm_scale: float
+    dropout: float  # attention dropout probability, 0 outside training
+    null_key: Tensor | None  # (K,) scaled key bias for the ``input_score`` rule, else None
+
+
+def fused_sequence(
+    spec: SequenceSpec,
+    proj: Tensor,
+    keys: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    w_h: Tensor,
+    h_bias: Tensor | None,
+    x_bias: Tensor | None,
+    null_proj: Tensor | None,
+    w_qkv: Tensor,
+    w_out: Tensor,
+) -> tuple[Tensor, Tensor | None]:
+    """Run one RIM layer over a sequence as a single autograd node.
+
+    :param spec: static settings.
+    :param proj: ``(L, N, U, G)`` input projection ``W_ih,i (x W_v)`` per step and unit.
+    :param keys: ``(L, N, K)`` input keys, already divided by ``sqrt(K)``.
+    :param h0: ``(U, N, d)`` initial hidden state.
+    :param c0: ``(U, N, d)`` initial cell state (LSTM) or ``None`` (GRU).
+    :param w_h: ``(U, d, G + K)`` recurrent and query weights side by side.
+    :param h_bias: ``(U, 1, G + K)`` their bias (LSTM: includes the input-side bias) or ``None``.
+    :param x_bias: ``(U, 1, G)`` input-side bias for GRU dynamics, else ``None``.
+    :param null_proj: ``(U, 1, G)`` null value's projection ``W_ih,i b_v`` when attention dropout
+        weighs it separately, else ``None`` (then it is part of the bias).
+    :param w_qkv: ``(U, d, Hc * (2 Kc + Vc))`` communication query/key/value weights.
+    :param w_out: ``(U, Hc * Vc, d)`` communication output weights.
+    :returns: ``(hidden, c_n)``: ``hidden (U, L + 1, N, d)`` holds ``h0`` then the state after
+        every step; ``c_n (U, N, d)`` is the final cell state (``None`` for GRU).
+    """
+    if spec.lstm:
+        return _FusedSequence.apply(spec, proj, keys, h0, c0, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
+    return _FusedSequence.apply(spec, proj, keys, h0, c0, w_h, h_bias, x_bias, null_proj, w_qkv, w_out), None
+
+
+class _Buffers:
+    """Per-step values the backward needs, each ``(U, L, ...)`` unless noted.
+
+    All but ``hidden`` (an output of the autograd node) come from :mod:`rims._workspace` and go
+    back to it when the autograd graph that holds them is freed.
+    """
+
+    def __init__(self, spec: SequenceSpec, proj: Tensor, h0: Tensor, c0: Tensor | None) -> None:
+        seq_len, batch = proj.shape[0], proj.shape[1]
+        u, d = spec.num_units, spec.unit_size
+        rows = batch * spec.comm_heads
+        self._owned: list[Tensor] = []
+        new = self._new
+        self.hidden: Tensor = h0.new_empty(u, seq_len + 1, batch, d)  # h0, then h after each step
+        self.hidden[:, 0] = h0
+        self.tilde = new(h0, u, seq_len, batch, d)  # state after the dynamics, before communication
+        self.query = new(h0, u, seq_len, batch, spec.key_size)
+        self.attn = new(h0, u, seq_len, batch, 1)  # attention on the real input
+        self.mask = None if spec.k == u else new(h0, u, seq_len, batch, 1)  # 1.0 = active
+        self.noise = new(h0, u, seq_len, batch, 2) if spec.dropout > 0 else None  # input dropout scale
+        self.read = new(h0, u, seq_len, batch, spec.comm_heads * spec.comm_value)
+        self.qk = new(h0, seq_len, 2, rows, u, spec.comm_key)  # (L, 2, N*Hc, U, Kc)
+        self.value = new(h0, seq_len, rows, u, spec.comm_value)  # (L, N*Hc, U, Vc)
+        self.weights = new(h0, seq_len, rows, u, u)  # (L, N*Hc, U, U) attention weights
+        self.keep = new(h0, seq_len, rows, u, u) if spec.dropout > 0 else None
+        if spec.lstm:
+            assert c0 is not None
+            self.cell = new(h0, u, seq_len + 1, batch, d)  # c0, then c after each step
+            self.cell[:, 0] = c0
+            self.gates = new(h0, u, seq_len, batch, 4 * d)  # sigmoid(i, f, o), tanh(g)
+            self.tanh_c = new(h0, u, seq_len, batch, d)
+        else:
+            self.gates = new(h0, u, seq_len, batch, 2 * d)  # sigmoid(r, z)
+            self.cand = new(h0, u, seq_len, batch, d)  # candidate n
+            self.hidden_n = new(h0, u, seq_len, batch, d)  # hidden-side n pre-activation (with bias)
+
+    def _new(self, like: Tensor, *shape: int) -> Tensor:
+        tensor = _workspace.take(shape, like)
+        self._owned.append(tensor)
+        return tensor
+
+    def __del__(self) -> None:
+        if _workspace is not None:  # None only at interpreter shutdown
+            _workspace.give(self._owned)
+
+
+class _FusedSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        spec: SequenceSpec,
+        proj: Tensor,
+        keys: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        w_h: Tensor,
+        h_bias: Tensor | None,
+        x_bias: Tensor | None,
+        null_proj: Tensor | None,
+        w_qkv: Tensor,
+        w_out: Tensor,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        buf = _Buffers(spec, proj, h0, c0)
+        u, batch = spec.num_units, proj.shape[1]
+        gate_width = w_h.shape[2] - spec.key_size
+        inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=proj.device)
+        h, c = h0, c0
+        for t in range(proj.shape[0]):
+            hq = torch.bmm(h, w_h) if h_bias is None else torch.baddbmm(h_bias, h, w_h)  # (U, N, G + K)
+            gh, query = hq[..., :gate_width], hq[..., gate_width:]
+            buf.query[:, t] = query
+            score = torch.linalg.vecdot(query, keys[t]).unsqueeze(-1)  # (U, N, 1)
+            attn = torch.sigmoid(score, out=buf.attn[:, t])
+            mask = None
+            if buf.mask is not None:
+                rank = score if spec.null_key is None else score + torch.linalg.vecdot(query, spec.null_key)[..., None]
+                top = rank.sort(dim=0, descending=True, stable=True).indices[: spec.k]
+                mask = inactive.scatter(0, top, True)  # (U, N, 1)
+                buf.mask[:, t] = mask
+            proj_t = proj[t].transpose(0, 1)  # (U, N, G)
+            part = _input_forward(spec, attn, proj_t, null_proj, buf, t)
+            if spec.lstm:
+                pre = torch.addcmul(gh, attn, proj_t) if part is None else gh + part
+                h_tilde, c = _lstm_forward(pre, h, c, mask, buf, t)
+            else:
+                h_tilde = _gru_forward(_gru_input(part, attn, proj_t, x_bias), gh, h, mask, buf, t)
+            message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
+            h = buf.hidden[:, t + 1]
+            if mask is None:
+                torch.add(h_tilde, message, out=h)
+            else:
+                torch.where(mask, h_tilde + message, h_tilde, out=h)
+        hidden = buf.hidden
+        del buf.hidden  # an output: saved below, not on ctx (no reference cycle)
+        ctx.spec, ctx.buf = spec, buf
+        ctx.has_bias = (h_bias is not None, x_bias is not None)
+        ctx.save_for_backward(proj, keys, w_h, null_proj, w_qkv, w_out, hidden)
+        if spec.lstm:
+            return hidden, c.clone()
+        return hidden
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_hidden: Tensor, grad_c: Tensor | None = None) -> tuple[Tensor | None, ...]:
+        spec: SequenceSpec = ctx.spec
+        buf: _Buffers = ctx.buf
+        proj, keys, w_h, null_proj, w_qkv, w_out, hidden = ctx.saved_tensors
+        buf.hidden = hidden
+        u, d = spec.num_units, spec.unit_size
+        seq_len, batch = proj.shape[0], proj.shape[1]
+        gate_width = w_h.shape[2] - spec.key_size
+        grad_hq = _workspace.take((u, seq_len, batch, w_h.shape[2]), proj)  # gradient on h W_h + b per step
+        grad_qkv = _workspace.take((u, seq_len, batch, w_qkv.shape[2]), proj)
+        grad_msg = _workspace.take((u, seq_len, batch, d), proj)
+        scratch = [grad_hq, grad_qkv, grad_msg]
+        if spec.lstm:
+            grad_x = grad_hq[..., :gate_width]
+        else:
+            grad_x = _workspace.take((u, seq_len, batch, gate_width), proj)
+            scratch.append(grad_x)
+        grad_proj = torch.empty_like(proj)
+        grad_keys = torch.empty_like(keys)
+        w_h_t, w_qkv_t, w_out_t = w_h.transpose(1, 2), w_qkv.transpose(1, 2), w_out.transpose(1, 2)
+
+        carry_h = grad_hidden[:, seq_len].clone()
+        carry_c = grad_c.clone() if spec.lstm else None
+        for t in range(seq_len - 1, -1, -1):
+            g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden[:, t + 1]
+            mask = None if buf.mask is None else buf.mask[:, t]
+            # h = h_tilde + message for active units, h_tilde for the others
+            g_msg = grad_msg[:, t]
+            if mask is None:
+                g_msg.copy_(g_h)
+            else:
+                torch.mul(g_h, mask, out=g_msg)
+            g_read = torch.bmm(g_msg, w_out_t)  # (U, N, Hc*Vc)
+            _attention_backward(spec, g_read, buf, t, grad_qkv[:, t])
+            g_tilde = torch.baddbmm(g_h, grad_qkv[:, t], w_qkv_t)  # (U, N, d)
+            if spec.lstm:
+                kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq[:, t])
+            else:
+                kept_h = _gru_backward(g_tilde, mask, buf, t, grad_x[:, t], grad_hq[:, t])
+            _input_backward(
+                spec,
+                grad_x[:, t],
+                proj[t].transpose(0, 1),
+                keys[t],
+                null_proj,
+                buf,
+                t,
+                grad_proj[t].transpose(0, 1),
+                grad_hq[:, t, :, gate_width:],
+                grad_keys[t],
+            )
+            carry_h = torch.bmm(grad_hq[:, t], w_h_t) if kept_h is None else torch.baddbmm(kept_h, grad_hq[:, t], w_h_t)
+
+        rows = seq_len * batch
+        hq_rows = grad_hq.view(u, rows, -1)
+        grad_w_h = torch.bmm(buf.hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
+        has_h_bias, has_x_bias = ctx.has_bias
+        grad_h_bias = hq_rows.sum(1, keepdim=True) if has_h_bias else None
+        x_rows = grad_x.reshape(u, rows, gate_width)
+        grad_x_bias = x_rows.sum(1, keepdim=True) if has_x_bias else None
+        grad_null = None
+        if null_proj is not None:
+            assert buf.noise is not None
+            weight = buf.attn * (buf.noise[..., :1] - buf.noise[..., 1:]) + buf.noise[..., 1:]  # (U, L, N, 1)
+            grad_null = torch.bmm(weight.view(u, 1, rows), x_rows)
+        tilde = buf.tilde if buf.mask is None else buf.tilde * buf.mask
+        grad_w_qkv = torch.bmm(tilde.view(u, rows, d).transpose(1, 2), grad_qkv.view(u, rows, -1))
+        grad_w_out = torch.bmm(buf.read.view(u, rows, -1).transpose(1, 2), grad_msg.view(u, rows, d))
+        grad_h0 = carry_h + grad_hidden[:, 0]
+        _workspace.give(scratch)
+        return (
+            None,
+            grad_proj,
+            grad_keys,
+            grad_h0,
+            carry_c,
+            grad_w_h,
+            grad_h_bias,
+            grad_x_bias,
+            grad_null,
+            grad_w_qkv,
+            grad_w_out,
+        )
+
+
+def _input_forward(
+    spec: SequenceSpec, attn: Tensor, proj_t: Tensor, null_proj: Tensor | None, buf: _Buffers, t: int
+) -> Tensor | None:
+    """Input-side pre-activations under attention dropout, ``(U, N, G)``; ``None`` without dropout.
+
+    Without dropout the caller fuses ``attn * proj_t`` into one ``addcmul``.
+    """
+    if buf.noise is None:
+        return None
+    # the step-by-step path drops out stack([attn, 1 - attn]) with F.dropout: same draws
+    noise = torch.empty(*attn.shape, 2, dtype=attn.dtype, device=attn.device)
+    noise.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)  # (U, N, 1, 2)
+    noise = noise.view(*attn.shape[:-1], 2)
+    buf.noise[:, t] = noise
+    p_in = attn * noise[..., :1]
+    part = p_in * proj_t
+    if null_proj is not None:
+        total = torch.addcmul(p_in, 1.0 - attn, noise[..., 1:])  # weight of the null value's projection
+        part = torch.addcmul(part, total, null_proj)
+    return part
+
+
+def _gru_input(part: Tensor | None, attn: Tensor, proj_t: Tensor, x_bias: Tensor | None) -> Tensor:
+    """GRU input-side pre-activations with bias, ``(U, N, G)``, from :func:`_input_forward`'s
+    result (``None`` without dropout: then ``attn * proj_t``)."""
+    if part is None:
+        return attn * proj_t if x_bias is None else torch.addcmul(x_bias, attn, proj_t)
+    return part if x_bias is None else part + x_bias
+
+
+def _input_backward(
+    spec: SequenceSpec,
+    g_x: Tensor,
+    proj_t: Tensor,
+    key_t: Tensor,
+    null_proj: Tensor | None,
+    buf: _Buffers,
+    t: int,
+    g_proj_t: Tensor,
+    g_query: Tensor,
+    g_key_t: Tensor,
+) -> None:
+    """Gradients of one step's input side.
+
+    :param g_x: ``(U, N, G)`` gradient on the input-side pre-activations.
+    :param proj_t: ``(U, N, G)``; ``key_t`` ``(N, K)``.
+    :param g_proj_t: ``(U, N, G)`` written: gradient on ``proj_t``.
+    :param g_query: ``(U, N, K)`` written: gradient on the query.
+    :param g_key_t: ``(N, K)`` written: gradient on ``key_t``.
+    """
+    attn = buf.attn[:, t]
+    g_attn = torch.linalg.vecdot(g_x, proj_t).unsqueeze(-1)  # (U, N, 1)
+    if buf.noise is None:
+        torch.mul(g_x, attn, out=g_proj_t)
+    else:
+        keep_in, keep_null = buf.noise[:, t, :, :1], buf.noise[:, t, :, 1:]
+        torch.mul(g_x, attn * keep_in, out=g_proj_t)
+        g_attn = g_attn * keep_in
+        if null_proj is not None:
+            g_total = torch.linalg.vecdot(g_x, null_proj).unsqueeze(-1)
+            g_attn = torch.addcmul(g_attn, g_total, keep_in - keep_null)
+    g_score = g_attn * attn * (1.0 - attn)  # (U, N, 1)
+    torch.mul(g_score, key_t, out=g_query)
+    torch.sum(g_score * buf.query[:, t], dim=0, out=g_key_t)
+
+
+def _lstm_forward(
+    pre: Tensor, h: Tensor, c: Tensor, mask: Tensor | None, buf: _Buffers, t: int
+) -> tuple[Tensor, Tensor]:
+    """LSTM gates of one step; records the gates. Returns ``(h_tilde, c)`` each ``(U, N, d)``."""
+    d = h.shape[-1]
+    gates = buf.gates[:, t]
+    torch.sigmoid(pre[..., : 3 * d], out=gates[..., : 3 * d])
+    torch.tanh(pre[..., 3 * d :], out=gates[..., 3 * d :])
+    i, f, o, g = gates[..., :d], gates[..., d : 2 * d], gates[..., 2 * d : 3 * d], gates[..., 3 * d :]
+    c_new = torch.addcmul(f * c, i, g)
+    tanh_c = torch.tanh(c_new, out=buf.tanh_c[:, t])
+    h_new = o * tanh_c
+    c_next, tilde = buf.cell[:, t + 1], buf.tilde[:, t]
+    if mask is None:
+        c_next.copy_(c_new)
+        tilde.copy_(h_new)
+    else:
+        torch.where(mask, c_new, c, out=c_next)
+        torch.where(mask, h_new, h, out=tilde)
+    return tilde, c_next
+
+
+def _lstm_backward(
+    g_tilde: Tensor, g_c: Tensor, mask: Tensor | None, buf: _Buffers, t: int, g_hq: Tensor
+) -> tuple[Tensor | None, Tensor]:
+    """Backward of :func:`_lstm_forward`; writes the gate gradient into ``g_hq[..., :4d]``.
+
+    :returns: ``(kept_h, g_c_prev)``: the gradient on the previous ``h`` through the kept state
+        of inactive units (``None`` when all are active) and the gradient on the previous ``c``.
+    """
+    d = g_tilde.shape[-1]
+    gates = buf.gates[:, t]
+    i, f, o, g = gates[..., :d], gates[..., d : 2 * d], gates[..., 2 * d : 3 * d], gates[..., 3 * d :]
+    tanh_c, c = buf.tanh_c[:, t], buf.cell[:, t]
+    act_h = g_tilde if mask is None else g_tilde * mask
+    act_c = g_c if mask is None else g_c * mask
+    dc = torch.addcmul(act_c, act_h * o, 1.0 - tanh_c * tanh_c)
+    torch.mul(dc * g, i * (1.0 - i), out=g_hq[..., :d])
+    torch.mul(dc * c, f * (1.0 - f), out=g_hq[..., d : 2 * d])
+    torch.mul(act_h * tanh_c, o * (1.0 - o), out=g_hq[..., 2 * d : 3 * d])
+    torch.mul(dc * i, 1.0 - g * g, out=g_hq[..., 3 * d : 4 * d])
+    if mask is None:
+        return None, dc * f
+    inactive = 1.0 - mask
+    return g_tilde * inactive, torch.addcmul(dc * f, g_c, inactive)
+
+
+def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: _Buffers, t: int) -> Tensor:
+    """GRU gates of one step; records the gates. Returns ``h_tilde`` ``(U, N, d)``."""
+    d = h.shape[-1]
+    rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d], out=buf.gates[:, t])
+    r, z = rz[..., :d], rz[..., d:]
+    buf.hidden_n[:, t] = gh[..., 2 * d :]
+    n = torch.tanh(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]), out=buf.cand[:, t])
+    h_new = torch.addcmul(n, z, h - n)
+    tilde = buf.tilde[:, t]
+    if mask is None:
+        tilde.copy_(h_new)
+    else:
+        torch.where(mask, h_new, h, out=tilde)
+    return tilde
+
+
+def _gru_backward(g_tilde: Tensor, mask: Tensor | None, buf: _Buffers, t: int, g_x: Tensor, g_hq: Tensor) -> Tensor:
+    """Backward of :func:`_gru_forward`; writes the input-side gradient into ``g_x`` and the
+    hidden-side one into ``g_hq[..., :3d]``. Returns the gradient on the previous ``h``
+    that does not pass through ``W_hh`` (``z`` path and kept state)."""
+    d = g_tilde.shape[-1]
+    rz, n, gh_n, h = buf.gates[:, t], buf.cand[:, t], buf.hidden_n[:, t], buf.hidden[:, t]
+    r, z = rz[..., :d], rz[..., d:]
+    act = g_tilde if mask is None else g_tilde * mask
+    dn = act * (1.0 - z) * (1.0 - n * n)
+    torch.mul(dn * gh_n, r * (1.0 - r), out=g_x[..., :d])
+    torch.mul(act * (h - n), z * (1.0 - z), out=g_x[..., d : 2 * d])
+    g_x[..., 2 * d :] = dn
+    g_hq[..., : 2 * d] = g_x[..., : 2 * d]
+    torch.mul(dn, r, out=g_hq[..., 2 * d : 3 * d])
+    through_z = act * z
+    return through_z if mask is None else torch.addcmul(through_z, g_tilde, 1.0 - mask)
+
+
+def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tensor, buf: _Buffers, t: int) -> Tensor:
+    """Messages of one step, ``(U, N, d)``; records the attention for the backward."""
+    u, n = tilde.shape[0], tilde.shape[1]
+    heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
+    qkv = torch.bmm(tilde, w_qkv)  # (U, N, Hc*(2Kc+Vc))
+    qk_width = 2 * heads * key
+    qk = buf.qk[t]
+    qk.view(2, n, heads, u, key).copy_(qkv[..., :qk_width].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4))
+    v = buf.value[t]
+    v.view(n, heads, u, value).copy_(qkv[..., qk_width:].view(u, n, heads, value).permute(1, 2, 0, 3))
+    scores = torch.bmm(qk[0], qk[1].transpose(1, 2)).mul_(spec.comm_scale)  # (N*Hc, U, U)
+    weights = torch.exp(scores.sub_(scores.amax(-1, keepdim=True)))
+    weights = torch.div(weights, weights.sum(-1, keepdim=True), out=buf.weights[t])
+    used = weights
+    if buf.keep is not None:
+        keep = buf.keep[t]
+        keep.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)
+        used = weights * keep
+    read = torch.bmm(used, v)  # (N*Hc, U, Vc)
+    buf.read[:, t].view(u, n, heads, value).copy_(read.view(n, heads, u, value).permute(2, 0, 1, 3))
+    return torch.bmm(buf.read[:, t], w_out)
+
+
+def _attention_backward(spec: SequenceSpec, g_read: Tensor, buf: _Buffers, t: int, g_qkv: Tensor) -> None:
+    """Backward of the attention of :func:`_comm_forward` from ``g_read`` ``(U, N, Hc*Vc)``;
+    writes the gradient on ``qkv`` into ``g_qkv`` ``(U, N, Hc*(2Kc+Vc))``."""
+    u, n = g_read.shape[0], g_read.shape[1]
+    heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
+    qk, v, weights = buf.qk[t], buf.value[t], buf.weights[t]
+    g = g_read.view(u, n, heads, value).permute(1, 2, 0, 3).reshape(n * heads, u, value)
+    used = weights if buf.keep is None else weights * buf.keep[t]
+    grad_v = torch.bmm(used.transpose(1, 2), g)  # (N*Hc, U, Vc)
+    grad_w = torch.bmm(g, v.transpose(1, 2))  # (N*Hc, U, U)
+    if buf.keep is not None:
+        grad_w = grad_w * buf.keep[t]
+    grad_s = weights * (grad_w - (grad_w * weights).sum(-1, keepdim=True))
+    grad_s = grad_s.mul_(spec.comm_scale)
+    qk_width = 2 * heads * key
+    g_qk = g_qkv[..., :qk_width].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4)  # (2, N, Hc, U, Kc)
+    g_qk[0].copy_(torch.bmm(grad_s, qk[1]).view(n, heads, u, key))
+    g_qk[1].copy_(torch.bmm(grad_s.transpose(1, 2), qk[0]).view(n, heads, u, key))
+    g_qkv[..., qk_width:].view(u, n, heads, value).copy_(grad_v.view(n, heads, u, value).permute(2, 0, 1, 3))

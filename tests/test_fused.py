@@ -1,0 +1,144 @@
+"""The fused training path (rims.fused) equals the step-by-step autograd path it replaces."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from rims import RIMLSTM, RIMCell
+
+CASES = list(itertools.product(["lstm", "gru"], [True, False], ["null_attention", "input_score"], [0.0, 0.3], [2, 4]))
+
+
+def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> RIMCell:
+    cell = RIMCell(
+        5,
+        12,
+        4,
+        k,
+        bias=bias,
+        dynamics=dynamics,
+        selection=selection,
+        input_key_size=6,
+        input_value_size=7,
+        num_comm_heads=2,
+        comm_key_size=3,
+        comm_value_size=5,
+        attention_dropout=dropout,
+    )
+    return cell.double().train()
+
+
+def _run(cell: RIMCell, x: torch.Tensor, states: tuple[torch.Tensor, ...], fused: bool) -> list[torch.Tensor]:
+    """Output, final states and gradients of a fixed loss w.r.t. input, states and parameters."""
+    cell._fused_training = fused
+    x = x.clone().requires_grad_(True)
+    states = tuple(s.clone().requires_grad_(True) for s in states)
+    params = list(cell.parameters())
+    torch.manual_seed(3)  # the same dropout draws on both paths
+    out, finals, _ = cell.sequence(x, states)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    loss = (out * weight).sum() + sum((f * f).sum() for f in finals)
+    grads = torch.autograd.grad(loss, [x, *states, *params], allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip([x, *states, *params], grads, strict=True)]
+    return [out.detach(), *(f.detach() for f in finals), *grads]
+
+
+@pytest.mark.parametrize(("dynamics", "bias", "selection", "dropout", "k"), CASES)
+def test_fused_equals_step_by_step(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> None:
+    torch.manual_seed(0)
+    cell = _cell(dynamics, bias, selection, dropout, k)
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    states = tuple(torch.randn(3, 12, dtype=torch.float64) for _ in range(2 if dynamics == "lstm" else 1))
+    fused, stepwise = _run(cell, x, states, True), _run(cell, x, states, False)
+    for a, b in zip(fused, stepwise, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def test_fused_path_is_taken_only_where_it_applies() -> None:
+    x = torch.randn(4, 2, 5)
+    one_head = RIMLSTM(5, 12, 4, 2)
+    assert "_FusedSequenceBackward" in _graph_nodes(one_head(x)[0])
+    out, _, _ = one_head(x, return_info=True)  # recording uses the step-by-step path
+    assert "_FusedSequenceBackward" not in _graph_nodes(out)
+    two_heads = RIMLSTM(5, 12, 4, 2, num_input_heads=2)
+    assert "_FusedSequenceBackward" not in _graph_nodes(two_heads(x)[0])
+    with torch.no_grad():
+        assert one_head(x)[0].grad_fn is None
+
+
+@pytest.mark.parametrize("dynamics", ["lstm", "gru"])
+def test_fused_gradcheck(dynamics: str) -> None:
+    cell = (
+        RIMCell(
+            3,
+            6,
+            3,
+            2,
+            dynamics=dynamics,
+            input_key_size=4,
+            input_value_size=4,
+            num_comm_heads=2,
+            comm_key_size=2,
+            comm_value_size=3,
+            attention_dropout=0.2,
+        )
+        .double()
+        .train()
+    )
+    n_states = 2 if dynamics == "lstm" else 1
+
+    def run(x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(5)  # the same dropout draws on every evaluation
+        out, finals, _ = cell.sequence(x, states)
+        return (out, *finals)
+
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    states = [torch.randn(2, 6, dtype=torch.float64, requires_grad=True) for _ in range(n_states)]
+    assert gradcheck(run, (x, *states))
+
+
+def test_scratch_reuse_keeps_live_graphs_intact() -> None:
+    """Two graphs alive at once, backward in either order, and retain_graph: all exact."""
+    torch.manual_seed(0)
+    m = RIMLSTM(5, 12, 4, 2, attention_dropout=0.0).double()
+    x1, x2 = torch.randn(2, 7, 3, 5, dtype=torch.float64).unbind(0)
+
+    def current() -> list[torch.Tensor]:
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in m.parameters()]
+
+    def grads_alone(x: torch.Tensor) -> list[torch.Tensor]:
+        m.zero_grad()
+        m(x)[0].square().sum().backward()
+        return current()
+
+    expected1, expected2 = grads_alone(x1), grads_alone(x2)
+    m.zero_grad()
+    loss1, loss2 = m(x1)[0].square().sum(), m(x2)[0].square().sum()
+    loss2.backward(retain_graph=True)
+    got2 = current()
+    m.zero_grad()
+    m(x1)[0].sum().backward()  # a third call while both graphs are alive
+    m.zero_grad()
+    loss1.backward()
+    got1 = current()
+    m.zero_grad()
+    loss2.backward()
+    again2 = current()
+    for a, b, c, d, e in zip(got1, expected1, got2, expected2, again2, strict=True):
+        assert torch.equal(a, b) and torch.equal(c, d) and torch.equal(e, d)
