@@ -26,6 +26,8 @@ from torch.autograd.function import once_differentiable
 
 from rims import _workspace
 
+_ONE = torch.tensor(1.0)  # 0-dim: broadcasts to any dtype and device in addcmul(1, x, x, value=-1)
+
 
 class SequenceSpec(NamedTuple):
     """Static settings of one fused call."""
@@ -114,6 +116,31 @@ class _Buffers:
             self.cand = new(h0, u, seq_len, batch, d)  # candidate n
             self.hidden_n = new(h0, u, seq_len, batch, d)  # hidden-side n pre-activation (with bias)
 
+        self._split_steps(spec)
+
+    def _split_steps(self, spec: SequenceSpec) -> None:
+        """Per-step views (``unbind`` once per call instead of indexing in every step)."""
+        d = spec.unit_size
+        self.tilde_t = self.tilde.unbind(1)
+        self.query_t = self.query.unbind(1)
+        self.attn_t = self.attn.unbind(1)
+        self.mask_t = None if self.mask is None else self.mask.unbind(1)
+        self.noise_t = None if self.noise is None else self.noise.unbind(1)
+        self.read_t = self.read.unbind(1)
+        self.qk_t, self.value_t, self.weights_t = self.qk.unbind(0), self.value.unbind(0), self.weights.unbind(0)
+        self.keep_t = None if self.keep is None else self.keep.unbind(0)
+        self.gates_t = self.gates.unbind(1)
+        if spec.lstm:
+            self.cell_t = self.cell.unbind(1)
+            self.tanh_c_t = self.tanh_c.unbind(1)
+            self.sig_t = self.gates[..., : 3 * d].unbind(1)
+            self.i_t, self.f_t = self.gates[..., :d].unbind(1), self.gates[..., d : 2 * d].unbind(1)
+            self.o_t, self.g_t = self.gates[..., 2 * d : 3 * d].unbind(1), self.gates[..., 3 * d :].unbind(1)
+        else:
+            self.cand_t = self.cand.unbind(1)
+            self.hidden_n_t = self.hidden_n.unbind(1)
+            self.r_t, self.z_t = self.gates[..., :d].unbind(1), self.gates[..., d:].unbind(1)
+
     def _new(self, like: Tensor, *shape: int) -> Tensor:
         tensor = _workspace.take(shape, like)
         self._owned.append(tensor)
@@ -145,19 +172,21 @@ class _FusedSequence(torch.autograd.Function):
         gate_width = w_h.shape[2] - spec.key_size
         inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=proj.device)
         h, c = h0, c0
+        hidden_t = buf.hidden.unbind(1)
+        proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)  # (U, N, G) and (N, K) each
         for t in range(proj.shape[0]):
             hq = torch.bmm(h, w_h) if h_bias is None else torch.baddbmm(h_bias, h, w_h)  # (U, N, G + K)
             gh, query = hq[..., :gate_width], hq[..., gate_width:]
-            buf.query[:, t] = query
-            score = torch.linalg.vecdot(query, keys[t]).unsqueeze(-1)  # (U, N, 1)
-            attn = torch.sigmoid(score, out=buf.attn[:, t])
+            buf.query_t[t].copy_(query)
+            score = torch.linalg.vecdot(query, key_steps[t]).unsqueeze(-1)  # (U, N, 1)
+            attn = torch.sigmoid(score, out=buf.attn_t[t])
             mask = None
             if buf.mask is not None:
                 rank = score if spec.null_key is None else score + torch.linalg.vecdot(query, spec.null_key)[..., None]
                 top = rank.sort(dim=0, descending=True, stable=True).indices[: spec.k]
                 mask = inactive.scatter(0, top, True)  # (U, N, 1)
-                buf.mask[:, t] = mask
-            proj_t = proj[t].transpose(0, 1)  # (U, N, G)
+                buf.mask_t[t].copy_(mask)
+            proj_t = proj_steps[t]
             part = _input_forward(spec, attn, proj_t, null_proj, buf, t)
             if spec.lstm:
                 pre = torch.addcmul(gh, attn, proj_t) if part is None else gh + part
@@ -165,7 +194,7 @@ class _FusedSequence(torch.autograd.Function):
             else:
                 h_tilde = _gru_forward(_gru_input(part, attn, proj_t, x_bias), gh, h, mask, buf, t)
             message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
-            h = buf.hidden[:, t + 1]
+            h = hidden_t[t + 1]
             if mask is None:
                 torch.add(h_tilde, message, out=h)
             else:
@@ -185,7 +214,6 @@ class _FusedSequence(torch.autograd.Function):
         spec: SequenceSpec = ctx.spec
         buf: _Buffers = ctx.buf
         proj, keys, w_h, null_proj, w_qkv, w_out, hidden = ctx.saved_tensors
-        buf.hidden = hidden
         u, d = spec.num_units, spec.unit_size
         seq_len, batch = proj.shape[0], proj.shape[1]
         gate_width = w_h.shape[2] - spec.key_size
@@ -202,41 +230,39 @@ class _FusedSequence(torch.autograd.Function):
         grad_keys = torch.empty_like(keys)
         w_h_t, w_qkv_t, w_out_t = w_h.transpose(1, 2), w_qkv.transpose(1, 2), w_out.transpose(1, 2)
 
-        carry_h = grad_hidden[:, seq_len].clone()
+        hidden_t, grad_hidden_t = hidden.unbind(1), grad_hidden.unbind(1)
+        grad_hq_t, grad_qkv_t, grad_msg_t, grad_x_t = (g.unbind(1) for g in (grad_hq, grad_qkv, grad_msg, grad_x))
+        grad_query_t = grad_hq[..., gate_width:].unbind(1)
+        grad_proj_t, grad_keys_t = grad_proj.transpose(1, 2).unbind(0), grad_keys.unbind(0)
+        proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)
+        carry_h = grad_hidden_t[seq_len].clone()
         carry_c = grad_c.clone() if spec.lstm else None
         for t in range(seq_len - 1, -1, -1):
-            g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden[:, t + 1]
-            mask = None if buf.mask is None else buf.mask[:, t]
+            g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden_t[t + 1]
+            mask = None if buf.mask_t is None else buf.mask_t[t]
             # h = h_tilde + message for active units, h_tilde for the others
-            g_msg = grad_msg[:, t]
+            g_msg = grad_msg_t[t]
             if mask is None:
                 g_msg.copy_(g_h)
             else:
                 torch.mul(g_h, mask, out=g_msg)
             g_read = torch.bmm(g_msg, w_out_t)  # (U, N, Hc*Vc)
-            _attention_backward(spec, g_read, buf, t, grad_qkv[:, t])
-            g_tilde = torch.baddbmm(g_h, grad_qkv[:, t], w_qkv_t)  # (U, N, d)
+            _attention_backward(spec, g_read, buf, t, grad_qkv_t[t])
+            g_tilde = torch.baddbmm(g_h, grad_qkv_t[t], w_qkv_t)  # (U, N, d)
             if spec.lstm:
-                kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq[:, t])
+                kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq_t[t])
             else:
-                kept_h = _gru_backward(g_tilde, mask, buf, t, grad_x[:, t], grad_hq[:, t])
+                kept_h = _gru_backward(g_tilde, mask, buf, t, hidden_t[t], grad_x_t[t], grad_hq_t[t])
+            g_query = grad_query_t[t]
             _input_backward(
-                spec,
-                grad_x[:, t],
-                proj[t].transpose(0, 1),
-                keys[t],
-                null_proj,
-                buf,
-                t,
-                grad_proj[t].transpose(0, 1),
-                grad_hq[:, t, :, gate_width:],
-                grad_keys[t],
+                grad_x_t[t], proj_steps[t], key_steps[t], null_proj, buf, t, grad_proj_t[t], g_query, grad_keys_t[t]
             )
-            carry_h = torch.bmm(grad_hq[:, t], w_h_t) if kept_h is None else torch.baddbmm(kept_h, grad_hq[:, t], w_h_t)
+            g_hq = grad_hq_t[t]
+            carry_h = torch.bmm(g_hq, w_h_t) if kept_h is None else torch.baddbmm(kept_h, g_hq, w_h_t)
 
         rows = seq_len * batch
         hq_rows = grad_hq.view(u, rows, -1)
-        grad_w_h = torch.bmm(buf.hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
+        grad_w_h = torch.bmm(hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
         has_h_bias, has_x_bias = ctx.has_bias
         grad_h_bias = hq_rows.sum(1, keepdim=True) if has_h_bias else None
         x_rows = grad_x.reshape(u, rows, gate_width)
@@ -279,7 +305,7 @@ def _input_forward(
     noise = torch.empty(*attn.shape, 2, dtype=attn.dtype, device=attn.device)
     noise.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)  # (U, N, 1, 2)
     noise = noise.view(*attn.shape[:-1], 2)
-    buf.noise[:, t] = noise
+    buf.noise_t[t].copy_(noise)
     p_in = attn * noise[..., :1]
     part = p_in * proj_t
     if null_proj is not None:
@@ -297,7 +323,6 @@ def _gru_input(part: Tensor | None, attn: Tensor, proj_t: Tensor, x_bias: Tensor
 
 
 def _input_backward(
-    spec: SequenceSpec,
     g_x: Tensor,
     proj_t: Tensor,
     key_t: Tensor,
@@ -316,20 +341,20 @@ def _input_backward(
     :param g_query: ``(U, N, K)`` written: gradient on the query.
     :param g_key_t: ``(N, K)`` written: gradient on ``key_t``.
     """
-    attn = buf.attn[:, t]
+    attn = buf.attn_t[t]
     g_attn = torch.linalg.vecdot(g_x, proj_t).unsqueeze(-1)  # (U, N, 1)
-    if buf.noise is None:
+    if buf.noise_t is None:
         torch.mul(g_x, attn, out=g_proj_t)
     else:
-        keep_in, keep_null = buf.noise[:, t, :, :1], buf.noise[:, t, :, 1:]
+        keep_in, keep_null = buf.noise_t[t][..., :1], buf.noise_t[t][..., 1:]
         torch.mul(g_x, attn * keep_in, out=g_proj_t)
         g_attn = g_attn * keep_in
         if null_proj is not None:
             g_total = torch.linalg.vecdot(g_x, null_proj).unsqueeze(-1)
             g_attn = torch.addcmul(g_attn, g_total, keep_in - keep_null)
-    g_score = g_attn * attn * (1.0 - attn)  # (U, N, 1)
+    g_score = g_attn * torch.addcmul(attn, attn, attn, value=-1.0)  # (U, N, 1), sigmoid'
     torch.mul(g_score, key_t, out=g_query)
-    torch.sum(g_score * buf.query[:, t], dim=0, out=g_key_t)
+    torch.sum(g_score * buf.query_t[t], dim=0, out=g_key_t)
 
 
 def _lstm_forward(
@@ -337,14 +362,13 @@ def _lstm_forward(
 ) -> tuple[Tensor, Tensor]:
     """LSTM gates of one step; records the gates. Returns ``(h_tilde, c)`` each ``(U, N, d)``."""
     d = h.shape[-1]
-    gates = buf.gates[:, t]
-    torch.sigmoid(pre[..., : 3 * d], out=gates[..., : 3 * d])
-    torch.tanh(pre[..., 3 * d :], out=gates[..., 3 * d :])
-    i, f, o, g = gates[..., :d], gates[..., d : 2 * d], gates[..., 2 * d : 3 * d], gates[..., 3 * d :]
+    torch.sigmoid(pre[..., : 3 * d], out=buf.sig_t[t])
+    torch.tanh(pre[..., 3 * d :], out=buf.g_t[t])
+    i, f, o, g = buf.i_t[t], buf.f_t[t], buf.o_t[t], buf.g_t[t]
     c_new = torch.addcmul(f * c, i, g)
-    tanh_c = torch.tanh(c_new, out=buf.tanh_c[:, t])
+    tanh_c = torch.tanh(c_new, out=buf.tanh_c_t[t])
     h_new = o * tanh_c
-    c_next, tilde = buf.cell[:, t + 1], buf.tilde[:, t]
+    c_next, tilde = buf.cell_t[t + 1], buf.tilde_t[t]
     if mask is None:
         c_next.copy_(c_new)
         tilde.copy_(h_new)
@@ -363,31 +387,31 @@ def _lstm_backward(
         of inactive units (``None`` when all are active) and the gradient on the previous ``c``.
     """
     d = g_tilde.shape[-1]
-    gates = buf.gates[:, t]
-    i, f, o, g = gates[..., :d], gates[..., d : 2 * d], gates[..., 2 * d : 3 * d], gates[..., 3 * d :]
-    tanh_c, c = buf.tanh_c[:, t], buf.cell[:, t]
+    i, f, o, g = buf.i_t[t], buf.f_t[t], buf.o_t[t], buf.g_t[t]
+    tanh_c, c = buf.tanh_c_t[t], buf.cell_t[t]
     act_h = g_tilde if mask is None else g_tilde * mask
     act_c = g_c if mask is None else g_c * mask
-    dc = torch.addcmul(act_c, act_h * o, 1.0 - tanh_c * tanh_c)
-    torch.mul(dc * g, i * (1.0 - i), out=g_hq[..., :d])
-    torch.mul(dc * c, f * (1.0 - f), out=g_hq[..., d : 2 * d])
-    torch.mul(act_h * tanh_c, o * (1.0 - o), out=g_hq[..., 2 * d : 3 * d])
-    torch.mul(dc * i, 1.0 - g * g, out=g_hq[..., 3 * d : 4 * d])
+    # x - x*x is sigmoid' at the output x; 1 - x*x is tanh'
+    dc = torch.addcmul(act_c, act_h * o, torch.addcmul(_ONE, tanh_c, tanh_c, value=-1.0))
+    torch.mul(dc * g, torch.addcmul(i, i, i, value=-1.0), out=g_hq[..., :d])
+    torch.mul(dc * c, torch.addcmul(f, f, f, value=-1.0), out=g_hq[..., d : 2 * d])
+    torch.mul(act_h * tanh_c, torch.addcmul(o, o, o, value=-1.0), out=g_hq[..., 2 * d : 3 * d])
+    torch.mul(dc * i, torch.addcmul(_ONE, g, g, value=-1.0), out=g_hq[..., 3 * d : 4 * d])
     if mask is None:
         return None, dc * f
-    inactive = 1.0 - mask
+    inactive = torch.rsub(mask, 1.0)
     return g_tilde * inactive, torch.addcmul(dc * f, g_c, inactive)
 
 
 def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: _Buffers, t: int) -> Tensor:
     """GRU gates of one step; records the gates. Returns ``h_tilde`` ``(U, N, d)``."""
     d = h.shape[-1]
-    rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d], out=buf.gates[:, t])
-    r, z = rz[..., :d], rz[..., d:]
-    buf.hidden_n[:, t] = gh[..., 2 * d :]
-    n = torch.tanh(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]), out=buf.cand[:, t])
+    torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d], out=buf.gates_t[t])
+    r, z = buf.r_t[t], buf.z_t[t]
+    buf.hidden_n_t[t].copy_(gh[..., 2 * d :])
+    n = torch.tanh(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]), out=buf.cand_t[t])
     h_new = torch.addcmul(n, z, h - n)
-    tilde = buf.tilde[:, t]
+    tilde = buf.tilde_t[t]
     if mask is None:
         tilde.copy_(h_new)
     else:
@@ -395,22 +419,23 @@ def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: _B
     return tilde
 
 
-def _gru_backward(g_tilde: Tensor, mask: Tensor | None, buf: _Buffers, t: int, g_x: Tensor, g_hq: Tensor) -> Tensor:
+def _gru_backward(
+    g_tilde: Tensor, mask: Tensor | None, buf: _Buffers, t: int, h: Tensor, g_x: Tensor, g_hq: Tensor
+) -> Tensor:
     """Backward of :func:`_gru_forward`; writes the input-side gradient into ``g_x`` and the
     hidden-side one into ``g_hq[..., :3d]``. Returns the gradient on the previous ``h``
-    that does not pass through ``W_hh`` (``z`` path and kept state)."""
+    that does not pass through ``W_hh`` (``z`` path and kept state). ``h`` is the previous state."""
     d = g_tilde.shape[-1]
-    rz, n, gh_n, h = buf.gates[:, t], buf.cand[:, t], buf.hidden_n[:, t], buf.hidden[:, t]
-    r, z = rz[..., :d], rz[..., d:]
+    n, gh_n, r, z = buf.cand_t[t], buf.hidden_n_t[t], buf.r_t[t], buf.z_t[t]
     act = g_tilde if mask is None else g_tilde * mask
-    dn = act * (1.0 - z) * (1.0 - n * n)
-    torch.mul(dn * gh_n, r * (1.0 - r), out=g_x[..., :d])
-    torch.mul(act * (h - n), z * (1.0 - z), out=g_x[..., d : 2 * d])
+    dn = torch.addcmul(act, act, z, value=-1.0) * torch.addcmul(_ONE, n, n, value=-1.0)
+    torch.mul(dn * gh_n, torch.addcmul(r, r, r, value=-1.0), out=g_x[..., :d])
+    torch.mul(act * (h - n), torch.addcmul(z, z, z, value=-1.0), out=g_x[..., d : 2 * d])
     g_x[..., 2 * d :] = dn
     g_hq[..., : 2 * d] = g_x[..., : 2 * d]
     torch.mul(dn, r, out=g_hq[..., 2 * d : 3 * d])
     through_z = act * z
-    return through_z if mask is None else torch.addcmul(through_z, g_tilde, 1.0 - mask)
+    return through_z if mask is None else torch.addcmul(through_z, g_tilde, torch.rsub(mask, 1.0))
 
 
 def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tensor, buf: _Buffers, t: int) -> Tensor:
@@ -419,21 +444,21 @@ def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tenso
     heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
     qkv = torch.bmm(tilde, w_qkv)  # (U, N, Hc*(2Kc+Vc))
     qk_width = 2 * heads * key
-    qk = buf.qk[t]
+    qk = buf.qk_t[t]
     qk.view(2, n, heads, u, key).copy_(qkv[..., :qk_width].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4))
-    v = buf.value[t]
+    v = buf.value_t[t]
     v.view(n, heads, u, value).copy_(qkv[..., qk_width:].view(u, n, heads, value).permute(1, 2, 0, 3))
     scores = torch.bmm(qk[0], qk[1].transpose(1, 2)).mul_(spec.comm_scale)  # (N*Hc, U, U)
     weights = torch.exp(scores.sub_(scores.amax(-1, keepdim=True)))
-    weights = torch.div(weights, weights.sum(-1, keepdim=True), out=buf.weights[t])
+    weights = torch.div(weights, weights.sum(-1, keepdim=True), out=buf.weights_t[t])
     used = weights
-    if buf.keep is not None:
-        keep = buf.keep[t]
+    if buf.keep_t is not None:
+        keep = buf.keep_t[t]
         keep.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)
         used = weights * keep
     read = torch.bmm(used, v)  # (N*Hc, U, Vc)
-    buf.read[:, t].view(u, n, heads, value).copy_(read.view(n, heads, u, value).permute(2, 0, 1, 3))
-    return torch.bmm(buf.read[:, t], w_out)
+    buf.read_t[t].view(u, n, heads, value).copy_(read.view(n, heads, u, value).permute(2, 0, 1, 3))
+    return torch.bmm(buf.read_t[t], w_out)
 
 
 def _attention_backward(spec: SequenceSpec, g_read: Tensor, buf: _Buffers, t: int, g_qkv: Tensor) -> None:
@@ -441,13 +466,14 @@ def _attention_backward(spec: SequenceSpec, g_read: Tensor, buf: _Buffers, t: in
     writes the gradient on ``qkv`` into ``g_qkv`` ``(U, N, Hc*(2Kc+Vc))``."""
     u, n = g_read.shape[0], g_read.shape[1]
     heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
-    qk, v, weights = buf.qk[t], buf.value[t], buf.weights[t]
+    qk, v, weights = buf.qk_t[t], buf.value_t[t], buf.weights_t[t]
     g = g_read.view(u, n, heads, value).permute(1, 2, 0, 3).reshape(n * heads, u, value)
-    used = weights if buf.keep is None else weights * buf.keep[t]
+    keep = None if buf.keep_t is None else buf.keep_t[t]
+    used = weights if keep is None else weights * keep
     grad_v = torch.bmm(used.transpose(1, 2), g)  # (N*Hc, U, Vc)
     grad_w = torch.bmm(g, v.transpose(1, 2))  # (N*Hc, U, U)
-    if buf.keep is not None:
-        grad_w = grad_w * buf.keep[t]
+    if keep is not None:
+        grad_w = grad_w * keep
     grad_s = weights * (grad_w - (grad_w * weights).sum(-1, keepdim=True))
     grad_s = grad_s.mul_(spec.comm_scale)
     qk_width = 2 * heads * key
