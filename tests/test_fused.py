@@ -13,7 +13,7 @@ from rims import RIMLSTM, RIMCell
 CASES = list(itertools.product(["lstm", "gru"], [True, False], ["null_attention", "input_score"], [0.0, 0.3], [2, 4]))
 
 
-def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> RIMCell:
+def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int, comm_value: int = 5) -> RIMCell:
     cell = RIMCell(
         5,
         12,
@@ -26,7 +26,7 @@ def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> 
         input_value_size=7,
         num_comm_heads=2,
         comm_key_size=3,
-        comm_value_size=5,
+        comm_value_size=comm_value,
         attention_dropout=dropout,
     )
     return cell.double().train()
@@ -49,8 +49,19 @@ def _run(cell: RIMCell, x: torch.Tensor, states: tuple[torch.Tensor, ...], fused
 
 @pytest.mark.parametrize(("dynamics", "bias", "selection", "dropout", "k"), CASES)
 def test_fused_equals_step_by_step(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> None:
+    _check_paths_agree(_cell(dynamics, bias, selection, dropout, k))
+
+
+@pytest.mark.parametrize("dynamics", ["lstm", "gru"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_equals_step_by_step_with_equal_key_and_value(dynamics: str, dropout: float) -> None:
+    """Key size == value size takes the one-copy q/k/v layout."""
+    _check_paths_agree(_cell(dynamics, True, "null_attention", dropout, 2, comm_value=3))
+
+
+def _check_paths_agree(cell: RIMCell) -> None:
     torch.manual_seed(0)
-    cell = _cell(dynamics, bias, selection, dropout, k)
+    dynamics = cell.dynamics
     x = torch.randn(6, 3, 5, dtype=torch.float64)
     states = tuple(torch.randn(3, 12, dtype=torch.float64) for _ in range(2 if dynamics == "lstm" else 1))
     fused, stepwise = _run(cell, x, states, True), _run(cell, x, states, False)
