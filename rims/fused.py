@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rims import _workspace
+from rims import _native, _workspace
 
 _ONE = torch.tensor(1.0)  # 0-dim: broadcasts to any dtype and device in addcmul(1, x, x, value=-1)
 
@@ -120,11 +120,13 @@ class _Buffers:
             self.gates = new(h0, u, seq_len, batch, 2 * d)  # sigmoid(r, z)
             self.cand = new(h0, u, seq_len, batch, d)  # candidate n
             self.hidden_n = new(h0, u, seq_len, batch, d)  # hidden-side n pre-activation (with bias)
+        self.split = False
 
-        self._split_steps(spec)
-
-    def _split_steps(self, spec: SequenceSpec) -> None:
-        """Per-step views (``unbind`` once per call instead of indexing in every step)."""
+    def split_steps(self, spec: SequenceSpec) -> None:
+        """Per-step views for the Python loops (``unbind`` once instead of indexing every step)."""
+        if self.split:
+            return
+        self.split = True
         d = spec.unit_size
         self.tilde_t = self.tilde.unbind(1)
         self.query_t = self.query.unbind(1)
@@ -146,6 +148,18 @@ class _Buffers:
             self.cand_t = self.cand.unbind(1)
             self.hidden_n_t = self.hidden_n.unbind(1)
             self.r_t, self.z_t = self.gates[..., :d].unbind(1), self.gates[..., d:].unbind(1)
+
+    def native_args(self, backward: bool) -> list[Tensor | bool | None]:
+        """The buffers in the order of ``forward_loop`` or ``backward_loop`` in ``fused_loop.cpp``.
+
+        The backward does not read ``read`` and only needs to know whether ``qkv`` exists.
+        """
+        get = self.__dict__.get
+        middle = [self.qk, self.value, self.qkv is not None] if backward else [self.read, self.qk, self.value, self.qkv]
+        return [
+            self.query, self.attn, self.mask, self.noise, *middle, self.weights, self.keep,
+            get("cell"), self.gates, get("tanh_c"), get("cand"), get("hidden_n"),
+        ]  # fmt: skip
 
     def _new(self, like: Tensor, *shape: int) -> Tensor:
         tensor = _workspace.take(shape, like)
@@ -174,37 +188,16 @@ class _FusedSequence(torch.autograd.Function):
         w_out: Tensor,
     ) -> Tensor | tuple[Tensor, Tensor]:
         buf = _Buffers(spec, proj, h0, c0)
-        u, batch = spec.num_units, proj.shape[1]
-        gate_width = w_h.shape[2] - spec.key_size
-        inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=proj.device)
-        h, c = h0, c0
-        hidden_t = buf.hidden.unbind(1)
-        proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)  # (U, N, G) and (N, K) each
-        for t in range(proj.shape[0]):
-            hq = torch.bmm(h, w_h) if h_bias is None else torch.baddbmm(h_bias, h, w_h)  # (U, N, G + K)
-            gh, query = hq[..., :gate_width], hq[..., gate_width:]
-            buf.query_t[t].copy_(query)
-            score = torch.linalg.vecdot(query, key_steps[t]).unsqueeze(-1)  # (U, N, 1)
-            attn = torch.sigmoid(score, out=buf.attn_t[t])
-            mask = None
-            if buf.mask is not None:
-                rank = score if spec.null_key is None else score + torch.linalg.vecdot(query, spec.null_key)[..., None]
-                top = rank.sort(dim=0, descending=True, stable=True).indices[: spec.k]
-                mask = inactive.scatter(0, top, True)  # (U, N, 1)
-                buf.mask_t[t].copy_(mask)
-            proj_t = proj_steps[t]
-            part = _input_forward(spec, attn, proj_t, null_proj, buf, t)
-            if spec.lstm:
-                pre = torch.addcmul(gh, attn, proj_t) if part is None else gh + part
-                h_tilde, c = _lstm_forward(pre, h, c, mask, buf, t)
-            else:
-                h_tilde = _gru_forward(_gru_input(part, attn, proj_t, x_bias), gh, h, mask, buf, t)
-            message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
-            h = hidden_t[t + 1]
-            if mask is None:
-                torch.add(h_tilde, message, out=h)
-            else:
-                torch.where(mask, h_tilde + message, h_tilde, out=h)
+        loops = _native.native_loops()
+        if loops is None:
+            _forward_python(spec, buf, proj, keys, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
+        else:
+            comm = (spec.comm_heads, spec.comm_key, spec.comm_value, spec.comm_scale)
+            loops.forward_loop(
+                spec.lstm, spec.k, spec.dropout, *comm, proj, keys, w_h, h_bias, x_bias, null_proj, spec.null_key,
+                w_qkv, w_out, buf.hidden, buf.tilde, *buf.native_args(backward=False),
+            )  # fmt: skip
+        c = buf.cell[:, -1] if spec.lstm else None
         hidden = buf.hidden
         del buf.hidden  # an output: saved below, not on ctx (no reference cycle)
         ctx.spec, ctx.buf = spec, buf
@@ -234,38 +227,16 @@ class _FusedSequence(torch.autograd.Function):
             scratch.append(grad_x)
         grad_proj = torch.empty_like(proj)
         grad_keys = torch.empty_like(keys)
-        w_h_t, w_qkv_t, w_out_t = w_h.transpose(1, 2), w_qkv.transpose(1, 2), w_out.transpose(1, 2)
 
-        hidden_t, grad_hidden_t = hidden.unbind(1), grad_hidden.unbind(1)
-        grad_hq_t, grad_qkv_t, grad_msg_t, grad_x_t = (g.unbind(1) for g in (grad_hq, grad_qkv, grad_msg, grad_x))
-        grad_query_t = grad_hq[..., gate_width:].unbind(1)
-        grad_proj_t, grad_keys_t = grad_proj.transpose(1, 2).unbind(0), grad_keys.unbind(0)
-        proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)
-        carry_h = grad_hidden_t[seq_len].clone()
-        carry_c = grad_c.clone() if spec.lstm else None
-        for t in range(seq_len - 1, -1, -1):
-            g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden_t[t + 1]
-            mask = None if buf.mask_t is None else buf.mask_t[t]
-            # h = h_tilde + message for active units, h_tilde for the others
-            g_msg = grad_msg_t[t]
-            if mask is None:
-                g_msg.copy_(g_h)
-            else:
-                torch.mul(g_h, mask, out=g_msg)
-            g_read = torch.bmm(g_msg, w_out_t)  # (U, N, Hc*Vc)
-            _attention_backward(spec, g_read, buf, t, grad_qkv_t[t])
-            g_tilde = torch.baddbmm(g_h, grad_qkv_t[t], w_qkv_t)  # (U, N, d)
-            if spec.lstm:
-                kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq_t[t])
-            else:
-                kept_h = _gru_backward(g_tilde, mask, buf, t, hidden_t[t], grad_x_t[t], grad_hq_t[t])
-            g_query = grad_query_t[t]
-            _input_backward(
-                grad_x_t[t], proj_steps[t], key_steps[t], null_proj, buf, t, grad_proj_t[t], g_query, grad_keys_t[t]
+        loops = _native.native_loops()
+        grads = (grad_hidden, grad_c, grad_hq, grad_x, grad_qkv, grad_msg, grad_proj, grad_keys)
+        if loops is None:
+            carry_h, carry_c = _backward_python(spec, buf, grads, proj, keys, w_h, null_proj, w_qkv, w_out, hidden)
+        else:
+            comm = (spec.comm_heads, spec.comm_key, spec.comm_value, spec.comm_scale)
+            carry_h, carry_c = loops.backward_loop(
+                spec.lstm, *comm, *grads, proj, keys, w_h, null_proj, w_qkv, w_out, hidden, *buf.native_args(True)
             )
-            g_hq = grad_hq_t[t]
-            carry_h = torch.bmm(g_hq, w_h_t) if kept_h is None else torch.baddbmm(kept_h, g_hq, w_h_t)
-
         rows = seq_len * batch
         hq_rows = grad_hq.view(u, rows, -1)
         grad_w_h = torch.bmm(hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
@@ -296,6 +267,105 @@ class _FusedSequence(torch.autograd.Function):
             grad_w_qkv,
             grad_w_out,
         )
+
+
+def _forward_python(
+    spec: SequenceSpec,
+    buf: _Buffers,
+    proj: Tensor,
+    keys: Tensor,
+    w_h: Tensor,
+    h_bias: Tensor | None,
+    x_bias: Tensor | None,
+    null_proj: Tensor | None,
+    w_qkv: Tensor,
+    w_out: Tensor,
+) -> None:
+    """The forward time loop in Python (see :func:`fused_sequence` for the arguments); fills ``buf``."""
+    buf.split_steps(spec)
+    u, batch = spec.num_units, proj.shape[1]
+    gate_width = w_h.shape[2] - spec.key_size
+    inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=proj.device)
+    h, c = buf.hidden[:, 0], (buf.cell[:, 0] if spec.lstm else None)
+    hidden_t = buf.hidden.unbind(1)
+    proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)  # (U, N, G) and (N, K) each
+    for t in range(proj.shape[0]):
+        hq = torch.bmm(h, w_h) if h_bias is None else torch.baddbmm(h_bias, h, w_h)  # (U, N, G + K)
+        gh, query = hq[..., :gate_width], hq[..., gate_width:]
+        buf.query_t[t].copy_(query)
+        score = torch.linalg.vecdot(query, key_steps[t]).unsqueeze(-1)  # (U, N, 1)
+        attn = torch.sigmoid(score, out=buf.attn_t[t])
+        mask = None
+        if buf.mask is not None:
+            rank = score if spec.null_key is None else score + torch.linalg.vecdot(query, spec.null_key)[..., None]
+            top = rank.sort(dim=0, descending=True, stable=True).indices[: spec.k]
+            mask = inactive.scatter(0, top, True)  # (U, N, 1)
+            buf.mask_t[t].copy_(mask)
+        proj_t = proj_steps[t]
+        part = _input_forward(spec, attn, proj_t, null_proj, buf, t)
+        if spec.lstm:
+            pre = torch.addcmul(gh, attn, proj_t) if part is None else gh + part
+            h_tilde, c = _lstm_forward(pre, h, c, mask, buf, t)
+        else:
+            h_tilde = _gru_forward(_gru_input(part, attn, proj_t, x_bias), gh, h, mask, buf, t)
+        message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
+        h = hidden_t[t + 1]
+        if mask is None:
+            torch.add(h_tilde, message, out=h)
+        else:
+            torch.where(mask, h_tilde + message, h_tilde, out=h)
+
+
+def _backward_python(
+    spec: SequenceSpec,
+    buf: _Buffers,
+    grads: tuple[Tensor | None, ...],
+    proj: Tensor,
+    keys: Tensor,
+    w_h: Tensor,
+    null_proj: Tensor | None,
+    w_qkv: Tensor,
+    w_out: Tensor,
+    hidden: Tensor,
+) -> tuple[Tensor, Tensor | None]:
+    """The backward time loop in Python; fills the gradient buffers in ``grads`` and returns
+    the gradients on ``(h0, c0)``."""
+    buf.split_steps(spec)
+    grad_hidden, grad_c, grad_hq, grad_x, grad_qkv, grad_msg, grad_proj, grad_keys = grads
+    assert grad_hidden is not None
+    seq_len = proj.shape[0]
+    gate_width = w_h.shape[2] - spec.key_size
+    w_h_t, w_qkv_t, w_out_t = w_h.transpose(1, 2), w_qkv.transpose(1, 2), w_out.transpose(1, 2)
+    hidden_t, grad_hidden_t = hidden.unbind(1), grad_hidden.unbind(1)
+    grad_hq_t, grad_qkv_t, grad_msg_t, grad_x_t = (g.unbind(1) for g in (grad_hq, grad_qkv, grad_msg, grad_x))
+    grad_query_t = grad_hq[..., gate_width:].unbind(1)
+    grad_proj_t, grad_keys_t = grad_proj.transpose(1, 2).unbind(0), grad_keys.unbind(0)
+    proj_steps, key_steps = proj.transpose(1, 2).unbind(0), keys.unbind(0)
+    carry_h = grad_hidden_t[seq_len].clone()
+    carry_c = grad_c.clone() if spec.lstm else None
+    for t in range(seq_len - 1, -1, -1):
+        g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden_t[t + 1]
+        mask = None if buf.mask_t is None else buf.mask_t[t]
+        # h = h_tilde + message for active units, h_tilde for the others
+        g_msg = grad_msg_t[t]
+        if mask is None:
+            g_msg.copy_(g_h)
+        else:
+            torch.mul(g_h, mask, out=g_msg)
+        g_read = torch.bmm(g_msg, w_out_t)  # (U, N, Hc*Vc)
+        _attention_backward(spec, g_read, buf, t, grad_qkv_t[t])
+        g_tilde = torch.baddbmm(g_h, grad_qkv_t[t], w_qkv_t)  # (U, N, d)
+        if spec.lstm:
+            kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq_t[t])
+        else:
+            kept_h = _gru_backward(g_tilde, mask, buf, t, hidden_t[t], grad_x_t[t], grad_hq_t[t])
+        g_query = grad_query_t[t]
+        _input_backward(
+            grad_x_t[t], proj_steps[t], key_steps[t], null_proj, buf, t, grad_proj_t[t], g_query, grad_keys_t[t]
+        )
+        g_hq = grad_hq_t[t]
+        carry_h = torch.bmm(g_hq, w_h_t) if kept_h is None else torch.baddbmm(kept_h, g_hq, w_h_t)
+    return carry_h, carry_c
 
 
 def _input_forward(

@@ -8,7 +8,18 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from rims import RIMLSTM, RIMCell
+from rims import RIMLSTM, RIMCell, _native
+
+
+@pytest.fixture(params=["native", "python"])
+def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the fused path with the C++ time loops and with the Python ones."""
+    if request.param == "python":
+        monkeypatch.setenv("RIMS_NATIVE", "0")
+    elif _native.native_loops() is None:
+        pytest.skip("the C++ time loops could not be built here (see the logged warning)")
+    return request.param
+
 
 CASES = list(itertools.product(["lstm", "gru"], [True, False], ["null_attention", "input_score"], [0.0, 0.3], [2, 4]))
 
@@ -48,13 +59,15 @@ def _run(cell: RIMCell, x: torch.Tensor, states: tuple[torch.Tensor, ...], fused
 
 
 @pytest.mark.parametrize(("dynamics", "bias", "selection", "dropout", "k"), CASES)
-def test_fused_equals_step_by_step(dynamics: str, bias: bool, selection: str, dropout: float, k: int) -> None:
+def test_fused_equals_step_by_step(
+    loops: str, dynamics: str, bias: bool, selection: str, dropout: float, k: int
+) -> None:
     _check_paths_agree(_cell(dynamics, bias, selection, dropout, k))
 
 
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_equals_step_by_step_with_equal_key_and_value(dynamics: str, dropout: float) -> None:
+def test_fused_equals_step_by_step_with_equal_key_and_value(loops: str, dynamics: str, dropout: float) -> None:
     """Key size == value size takes the one-copy q/k/v layout."""
     _check_paths_agree(_cell(dynamics, True, "null_attention", dropout, 2, comm_value=3))
 
@@ -94,7 +107,7 @@ def test_fused_path_is_taken_only_where_it_applies() -> None:
 
 
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
-def test_fused_gradcheck(dynamics: str) -> None:
+def test_fused_gradcheck(loops: str, dynamics: str) -> None:
     cell = (
         RIMCell(
             3,
@@ -124,7 +137,7 @@ def test_fused_gradcheck(dynamics: str) -> None:
     assert gradcheck(run, (x, *states))
 
 
-def test_scratch_reuse_keeps_live_graphs_intact() -> None:
+def test_scratch_reuse_keeps_live_graphs_intact(loops: str) -> None:
     """Two graphs alive at once, backward in either order, and retain_graph: all exact."""
     torch.manual_seed(0)
     m = RIMLSTM(5, 12, 4, 2, attention_dropout=0.0).double()
@@ -153,3 +166,8 @@ def test_scratch_reuse_keeps_live_graphs_intact() -> None:
     again2 = current()
     for a, b, c, d, e in zip(got1, expected1, got2, expected2, again2, strict=True):
         assert torch.equal(a, b) and torch.equal(c, d) and torch.equal(e, d)
+
+
+def test_native_loops_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIMS_NATIVE", "0")
+    assert _native.native_loops() is None

@@ -1,0 +1,52 @@
+"""Optional C++ time loops for :mod:`rims.fused`, built on first use.
+
+``rims/csrc/fused_loop.cpp`` runs the same ATen operations as the Python loops of
+:mod:`rims.fused`, without the interpreter's cost per operation (which dominates a RIM step at
+small batch sizes, e.g. recurrent PPO minibatches). It is compiled once per machine with
+``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; the build is cached
+under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Without a compiler,
+or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: same results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "fused_loop.cpp"
+_loaded: dict[str, ModuleType | None] = {}
+
+
+def enabled() -> bool:
+    """Whether the environment allows the C++ loops (``RIMS_NATIVE`` is not ``0``)."""
+    return os.environ.get("RIMS_NATIVE", "1").strip() != "0"
+
+
+def native_loops() -> ModuleType | None:
+    """The compiled loops, building them on the first call; ``None`` if unavailable or disabled."""
+    if not enabled():
+        return None
+    if "module" not in _loaded:
+        _loaded["module"] = _build()
+    return _loaded["module"]
+
+
+def _build() -> ModuleType | None:
+    try:
+        from torch.utils.cpp_extension import load
+
+        scripts = sysconfig.get_path("scripts")  # ninja from PyPI lands next to this Python
+        if shutil.which("ninja") is None and shutil.which("ninja", path=scripts) is not None:
+            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+
+        log.info("rims: loading the C++ time loops (the first time on a machine builds them, ~40 s)")
+        return load(name="rims_fused_loop", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+    except Exception as exc:  # no compiler, no ninja, read-only cache, ...: fall back, say why
+        log.warning("rims: C++ time loops unavailable, using the Python loops (%s: %s)", type(exc).__name__, exc)
+        return None

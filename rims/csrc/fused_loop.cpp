@@ -1,0 +1,355 @@
+// Time loops of the fused RIM training path (rims/fused.py), in C++.
+//
+// The same ATen calls, in the same order, as the Python loops of rims.fused; only the Python
+// interpreter's per-operation cost goes away (a RIM step is some forty small operations, so
+// at small batch sizes that cost is a large part of the time). Buffers are allocated and
+// owned by the Python caller; these functions only fill them.
+//
+// Shapes: L steps, N batch, U units of width d, G gate width, K input key size, Hc heads of
+// communication with key Kc and value Vc.
+
+#include <torch/extension.h>
+
+#include <tuple>
+#include <vector>
+
+using at::Tensor;
+using c10::optional;
+
+namespace {
+
+struct Comm {
+  int64_t heads;
+  int64_t key;
+  int64_t value;
+  double scale;
+};
+
+// Messages of one step (U, N, d); fills the attention buffers of step t.
+Tensor comm_forward(const Comm& cm, double dropout, const Tensor& tilde, const Tensor& w_qkv, const Tensor& w_out,
+                    const Tensor& qk, const Tensor& v, const optional<Tensor>& qkv3, const Tensor& weights,
+                    const optional<Tensor>& keep, const Tensor& read_t) {
+  const int64_t u = tilde.size(0), n = tilde.size(1);
+  const Tensor qkv = at::bmm(tilde, w_qkv);  // (U, N, Hc*(2Kc+Vc))
+  const int64_t qk_width = 2 * cm.heads * cm.key;
+  if (qkv3.has_value()) {
+    qkv3->view({3, n, cm.heads, u, cm.key}).copy_(qkv.view({u, n, 3, cm.heads, cm.key}).permute({2, 1, 3, 0, 4}));
+  } else {
+    qk.view({2, n, cm.heads, u, cm.key})
+        .copy_(qkv.narrow(-1, 0, qk_width).view({u, n, 2, cm.heads, cm.key}).permute({2, 1, 3, 0, 4}));
+    v.view({n, cm.heads, u, cm.value})
+        .copy_(qkv.narrow(-1, qk_width, cm.heads * cm.value).view({u, n, cm.heads, cm.value}).permute({1, 2, 0, 3}));
+  }
+  Tensor scores = at::bmm(qk.select(0, 0), qk.select(0, 1).transpose(1, 2)).mul_(cm.scale);  // (N*Hc, U, U)
+  Tensor e = at::exp(scores.sub_(at::amax(scores, {-1}, true)));
+  Tensor w = weights;
+  at::div_out(w, e, e.sum(-1, true));
+  Tensor used = weights;
+  if (keep.has_value()) {
+    keep->bernoulli_(1.0 - dropout).div_(1.0 - dropout);
+    used = weights * *keep;
+  }
+  const Tensor read = at::bmm(used, v);  // (N*Hc, U, Vc)
+  read_t.view({u, n, cm.heads, cm.value}).copy_(read.view({n, cm.heads, u, cm.value}).permute({2, 0, 1, 3}));
+  return at::bmm(read_t, w_out);
+}
+
+// Backward of the attention from g_read (U, N, Hc*Vc); writes the gradient on qkv into g_qkv.
+void attention_backward(const Comm& cm, const Tensor& g_read, const Tensor& qk, const Tensor& v, bool same,
+                        const Tensor& weights, const optional<Tensor>& keep, const Tensor& g_qkv) {
+  const int64_t u = g_read.size(0), n = g_read.size(1);
+  const Tensor g = g_read.view({u, n, cm.heads, cm.value}).permute({1, 2, 0, 3}).reshape({n * cm.heads, u, cm.value});
+  const Tensor used = keep.has_value() ? weights * *keep : weights;
+  Tensor grad;
+  Tensor grad_v;
+  if (same) {
+    grad = at::empty({3, n * cm.heads, u, cm.key}, g.options());
+    grad_v = grad.select(0, 2);
+    at::bmm_out(grad_v, used.transpose(1, 2), g);
+  } else {
+    grad_v = at::bmm(used.transpose(1, 2), g);  // (N*Hc, U, Vc)
+  }
+  Tensor grad_w = at::bmm(g, v.transpose(1, 2));  // (N*Hc, U, U)
+  if (keep.has_value()) grad_w = grad_w * *keep;
+  Tensor grad_s = weights * (grad_w - (grad_w * weights).sum(-1, true));
+  grad_s.mul_(cm.scale);
+  if (same) {
+    Tensor gq = grad.select(0, 0), gk = grad.select(0, 1);
+    at::bmm_out(gq, grad_s, qk.select(0, 1));
+    at::bmm_out(gk, grad_s.transpose(1, 2), qk.select(0, 0));
+    g_qkv.view({u, n, 3, cm.heads, cm.key}).copy_(grad.view({3, n, cm.heads, u, cm.key}).permute({3, 1, 0, 2, 4}));
+    return;
+  }
+  const int64_t qk_width = 2 * cm.heads * cm.key;
+  Tensor g_qk = g_qkv.narrow(-1, 0, qk_width).view({u, n, 2, cm.heads, cm.key}).permute({2, 1, 3, 0, 4});
+  g_qk.select(0, 0).copy_(at::bmm(grad_s, qk.select(0, 1)).view({n, cm.heads, u, cm.key}));
+  g_qk.select(0, 1).copy_(at::bmm(grad_s.transpose(1, 2), qk.select(0, 0)).view({n, cm.heads, u, cm.key}));
+  g_qkv.narrow(-1, qk_width, cm.heads * cm.value)
+      .view({u, n, cm.heads, cm.value})
+      .copy_(grad_v.view({n, cm.heads, u, cm.value}).permute({2, 0, 1, 3}));
+}
+
+// Rows of a (U, N, width) tensor whose last dimension is contiguous.
+template <typename T>
+struct Rows {
+  T* data;
+  int64_t su, sn;
+  explicit Rows(const Tensor& x) : data(x.data_ptr<T>()), su(x.stride(0)), sn(x.stride(1)) {
+    TORCH_CHECK(x.dim() == 3 && (x.size(2) == 1 || x.stride(2) == 1), "rims: expected (U, N, w) with contiguous rows");
+  }
+  T* at(int64_t u, int64_t n) const { return data + u * su + n * sn; }
+};
+
+// LSTM gates backward of one step (the keep-inactive rule included), one pass over the data.
+// Writes the gate gradient (i, f, o, g) into g_pre and returns (kept_h or undefined, g_c_prev).
+std::tuple<Tensor, Tensor> lstm_gates_backward(const Tensor& g_tilde, const Tensor& g_c, const Tensor& mask,
+                                               const Tensor& gates, const Tensor& tanh_c, const Tensor& c_prev,
+                                               const Tensor& g_pre) {
+  const int64_t u_n = g_tilde.size(0), n_n = g_tilde.size(1), d = g_tilde.size(2);
+  const Tensor gt = g_tilde.contiguous(), gc = g_c.contiguous();
+  Tensor kept = mask.defined() ? at::empty_like(gt) : Tensor();
+  Tensor carry = at::empty_like(gt);
+  AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "lstm_gates_backward", [&] {
+    using T = scalar_t;
+    const Rows<T> a(gt), b(gc), gs(gates), tc(tanh_c), cp(c_prev), out(g_pre), cr(carry);
+    const bool masked = mask.defined();
+    const Rows<T> m = masked ? Rows<T>(mask) : a;
+    const Rows<T> kp = masked ? Rows<T>(kept) : a;
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T on = masked ? *m.at(u, n) : T(1);
+        const T off = T(1) - on;
+        const T *gt_r = a.at(u, n), *gc_r = b.at(u, n), *i = gs.at(u, n), *tc_r = tc.at(u, n), *c = cp.at(u, n);
+        const T *f = i + d, *o = i + 2 * d, *g = i + 3 * d;
+        T *gi = out.at(u, n), *cr_r = cr.at(u, n);
+        T *gf = gi + d, *go = gi + 2 * d, *gg = gi + 3 * d;
+        T* kp_r = masked ? kp.at(u, n) : nullptr;
+        for (int64_t j = 0; j < d; ++j) {
+          const T ah = gt_r[j] * on, ac = gc_r[j] * on;
+          const T dc = ac + ah * o[j] * (T(1) - tc_r[j] * tc_r[j]);
+          gi[j] = dc * g[j] * (i[j] - i[j] * i[j]);
+          gf[j] = dc * c[j] * (f[j] - f[j] * f[j]);
+          go[j] = ah * tc_r[j] * (o[j] - o[j] * o[j]);
+          gg[j] = dc * i[j] * (T(1) - g[j] * g[j]);
+          cr_r[j] = dc * f[j] + gc_r[j] * off;
+          if (kp_r != nullptr) kp_r[j] = gt_r[j] * off;
+        }
+      }
+    }
+  });
+  return {kept, carry};
+}
+
+// GRU gates backward of one step; writes the input-side gradient into g_x (r, z, n) and the
+// hidden-side one into g_hn (r, z, n * r); returns the gradient on the previous h that does not
+// pass through W_hh.
+Tensor gru_gates_backward(const Tensor& g_tilde, const Tensor& mask, const Tensor& rz, const Tensor& cand,
+                          const Tensor& gh_n, const Tensor& h, const Tensor& g_x, const Tensor& g_h) {
+  const int64_t u_n = g_tilde.size(0), n_n = g_tilde.size(1), d = g_tilde.size(2);
+  const Tensor gt = g_tilde.contiguous();
+  Tensor kept = at::empty_like(gt);
+  AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "gru_gates_backward", [&] {
+    using T = scalar_t;
+    const Rows<T> a(gt), gs(rz), nn(cand), ghn(gh_n), hh(h), ox(g_x), oh(g_h), kp(kept);
+    const bool masked = mask.defined();
+    const Rows<T> m = masked ? Rows<T>(mask) : a;
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T on = masked ? *m.at(u, n) : T(1);
+        const T off = T(1) - on;
+        const T *gt_r = a.at(u, n), *r = gs.at(u, n), *nv = nn.at(u, n), *gn = ghn.at(u, n), *hp = hh.at(u, n);
+        const T* z = r + d;
+        T *xr = ox.at(u, n), *hr = oh.at(u, n), *k = kp.at(u, n);
+        for (int64_t j = 0; j < d; ++j) {
+          const T act = gt_r[j] * on;
+          const T dn = (act - act * z[j]) * (T(1) - nv[j] * nv[j]);
+          const T gr = dn * gn[j] * (r[j] - r[j] * r[j]);
+          const T gz = act * (hp[j] - nv[j]) * (z[j] - z[j] * z[j]);
+          xr[j] = gr;
+          xr[d + j] = gz;
+          xr[2 * d + j] = dn;
+          hr[j] = gr;
+          hr[d + j] = gz;
+          hr[2 * d + j] = dn * r[j];
+          k[j] = act * z[j] + gt_r[j] * off;
+        }
+      }
+    }
+  });
+  return kept;
+}
+
+Tensor slope(const Tensor& x) { return at::addcmul(x, x, x, -1.0); }  // x - x*x: sigmoid' at output x
+
+}  // namespace
+
+// Forward loop. Buffers as in rims.fused._Buffers (optional ones may be None).
+void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t key, int64_t value, double scale,
+                  const Tensor& proj, const Tensor& keys, const Tensor& w_h, const optional<Tensor>& h_bias,
+                  const optional<Tensor>& x_bias, const optional<Tensor>& null_proj, const optional<Tensor>& null_key,
+                  const Tensor& w_qkv, const Tensor& w_out, const Tensor& hidden, const Tensor& tilde,
+                  const Tensor& query, const Tensor& attn_buf, const optional<Tensor>& mask_buf,
+                  const optional<Tensor>& noise_buf, const Tensor& read, const Tensor& qk_buf, const Tensor& value_buf,
+                  const optional<Tensor>& qkv3_buf, const Tensor& weights_buf, const optional<Tensor>& keep_buf,
+                  const optional<Tensor>& cell, const Tensor& gates, const optional<Tensor>& tanh_c_buf,
+                  const optional<Tensor>& cand, const optional<Tensor>& hidden_n) {
+  const Comm cm{heads, key, value, scale};
+  const int64_t seq_len = proj.size(0), n = proj.size(1), u = w_h.size(0), d = w_h.size(1);
+  const int64_t key_size = query.size(-1), gate_width = w_h.size(2) - key_size;
+  const Tensor inactive = at::zeros({u, n, 1}, proj.options().dtype(at::kBool));
+  for (int64_t t = 0; t < seq_len; ++t) {
+    const Tensor h = hidden.select(1, t);
+    const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);  // (U, N, G + K)
+    const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
+    query.select(1, t).copy_(q);
+    const Tensor score = at::linalg_vecdot(q, keys.select(0, t)).unsqueeze(-1);  // (U, N, 1)
+    Tensor attn = attn_buf.select(1, t);
+    at::sigmoid_out(attn, score);
+    Tensor mask;
+    if (mask_buf.has_value()) {
+      const Tensor rank = null_key.has_value() ? score + at::linalg_vecdot(q, *null_key).unsqueeze(-1) : score;
+      const Tensor top = std::get<1>(at::sort(rank, /*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, k);
+      mask = inactive.scatter(0, top, true);
+      mask_buf->select(1, t).copy_(mask);
+    }
+    const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
+    Tensor part;
+    if (noise_buf.has_value()) {
+      // same draws as F.dropout on stack([attn, 1 - attn]) in the step-by-step path
+      Tensor noise = at::empty({u, n, 1, 2}, proj.options());
+      noise.bernoulli_(1.0 - dropout).div_(1.0 - dropout);
+      noise = noise.view({u, n, 2});
+      noise_buf->select(1, t).copy_(noise);
+      const Tensor p_in = attn * noise.narrow(-1, 0, 1);
+      part = p_in * proj_t;
+      if (null_proj.has_value()) {
+        const Tensor total = at::addcmul(p_in, at::rsub(attn, 1.0), noise.narrow(-1, 1, 1));
+        part = at::addcmul(part, total, *null_proj);
+      }
+    }
+    Tensor h_tilde = tilde.select(1, t);
+    if (lstm) {
+      const Tensor pre = part.defined() ? gh + part : at::addcmul(gh, attn, proj_t);
+      const Tensor g_t = gates.select(1, t);
+      Tensor sig = g_t.narrow(-1, 0, 3 * d), g = g_t.narrow(-1, 3 * d, d);
+      at::sigmoid_out(sig, pre.narrow(-1, 0, 3 * d));
+      at::tanh_out(g, pre.narrow(-1, 3 * d, d));
+      const Tensor i = g_t.narrow(-1, 0, d), f = g_t.narrow(-1, d, d), o = g_t.narrow(-1, 2 * d, d);
+      const Tensor c = cell->select(1, t);
+      const Tensor c_new = at::addcmul(f * c, i, g);
+      Tensor tanh_c = tanh_c_buf->select(1, t);
+      at::tanh_out(tanh_c, c_new);
+      const Tensor h_new = o * tanh_c;
+      Tensor c_next = cell->select(1, t + 1);
+      if (mask.defined()) {
+        at::where_out(c_next, mask, c_new, c);
+        at::where_out(h_tilde, mask, h_new, h);
+      } else {
+        c_next.copy_(c_new);
+        h_tilde.copy_(h_new);
+      }
+    } else {
+      Tensor gx;
+      if (part.defined()) {
+        gx = x_bias.has_value() ? part + *x_bias : part;
+      } else {
+        gx = x_bias.has_value() ? at::addcmul(*x_bias, attn, proj_t) : attn * proj_t;
+      }
+      Tensor rz = gates.select(1, t);
+      at::sigmoid_out(rz, gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
+      const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
+      const Tensor gh_n = gh.narrow(-1, 2 * d, d);
+      hidden_n->select(1, t).copy_(gh_n);
+      Tensor cand_t = cand->select(1, t);
+      at::tanh_out(cand_t, at::addcmul(gx.narrow(-1, 2 * d, d), r, gh_n));
+      const Tensor h_new = at::addcmul(cand_t, z, h - cand_t);
+      if (mask.defined()) {
+        at::where_out(h_tilde, mask, h_new, h);
+      } else {
+        h_tilde.copy_(h_new);
+      }
+    }
+    const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
+    const optional<Tensor> qkv3_t = qkv3_buf.has_value() ? optional<Tensor>(qkv3_buf->select(0, t)) : c10::nullopt;
+    const Tensor message = comm_forward(cm, dropout, h_tilde, w_qkv, w_out, qk_buf.select(0, t), value_buf.select(0, t),
+                                        qkv3_t, weights_buf.select(0, t), keep_t, read.select(1, t));
+    Tensor h_next = hidden.select(1, t + 1);
+    if (mask.defined()) {
+      at::where_out(h_next, mask, h_tilde + message, h_tilde);
+    } else {
+      at::add_out(h_next, h_tilde, message);
+    }
+  }
+}
+
+// Backward loop: fills grad_hq, grad_x (GRU; a view of grad_hq for LSTM), grad_qkv, grad_msg,
+// grad_proj, grad_keys and returns the gradients on (h0, c0) (c0's undefined for GRU).
+std::tuple<Tensor, Tensor> backward_loop(
+    bool lstm, int64_t heads, int64_t key, int64_t value, double scale, const Tensor& grad_hidden,
+    const optional<Tensor>& grad_c, const Tensor& grad_hq, const Tensor& grad_x, const Tensor& grad_qkv,
+    const Tensor& grad_msg, const Tensor& grad_proj, const Tensor& grad_keys, const Tensor& proj, const Tensor& keys,
+    const Tensor& w_h, const optional<Tensor>& null_proj, const Tensor& w_qkv, const Tensor& w_out,
+    const Tensor& hidden, const Tensor& query, const Tensor& attn_buf, const optional<Tensor>& mask_buf,
+    const optional<Tensor>& noise_buf, const Tensor& qk_buf, const Tensor& value_buf, bool same,
+    const Tensor& weights_buf, const optional<Tensor>& keep_buf, const optional<Tensor>& cell, const Tensor& gates,
+    const optional<Tensor>& tanh_c_buf, const optional<Tensor>& cand, const optional<Tensor>& hidden_n) {
+  const Comm cm{heads, key, value, scale};
+  const int64_t seq_len = proj.size(0), d = w_h.size(1);
+  const int64_t key_size = query.size(-1), gate_width = w_h.size(2) - key_size;
+  const Tensor w_h_t = w_h.transpose(1, 2), w_qkv_t = w_qkv.transpose(1, 2), w_out_t = w_out.transpose(1, 2);
+  Tensor carry_h = grad_hidden.select(1, seq_len).clone();
+  Tensor carry_c = lstm ? grad_c->clone() : Tensor();
+  for (int64_t t = seq_len - 1; t >= 0; --t) {
+    const Tensor g_h = t == seq_len - 1 ? carry_h : carry_h + grad_hidden.select(1, t + 1);
+    const Tensor mask = mask_buf.has_value() ? mask_buf->select(1, t) : Tensor();
+    Tensor g_msg = grad_msg.select(1, t);
+    if (mask.defined()) {
+      at::mul_out(g_msg, g_h, mask);
+    } else {
+      g_msg.copy_(g_h);
+    }
+    const Tensor g_read = at::bmm(g_msg, w_out_t);  // (U, N, Hc*Vc)
+    const Tensor g_qkv = grad_qkv.select(1, t);
+    const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
+    attention_backward(cm, g_read, qk_buf.select(0, t), value_buf.select(0, t), same, weights_buf.select(0, t), keep_t,
+                       g_qkv);
+    const Tensor g_tilde = at::baddbmm(g_h, g_qkv, w_qkv_t);  // (U, N, d)
+    const Tensor g_hq = grad_hq.select(1, t), g_x = grad_x.select(1, t);
+    Tensor kept_h;
+    if (lstm) {
+      std::tie(kept_h, carry_c) = lstm_gates_backward(g_tilde, carry_c, mask, gates.select(1, t), tanh_c_buf->select(1, t),
+                                                      cell->select(1, t), g_hq.narrow(-1, 0, 4 * d));
+    } else {
+      kept_h = gru_gates_backward(g_tilde, mask, gates.select(1, t), cand->select(1, t), hidden_n->select(1, t),
+                                  hidden.select(1, t), g_x, g_hq.narrow(-1, 0, 3 * d));
+    }
+    // input side
+    const Tensor attn = attn_buf.select(1, t), proj_t = proj.select(0, t).transpose(0, 1);
+    Tensor g_proj = grad_proj.select(0, t).transpose(0, 1);
+    Tensor g_attn = at::linalg_vecdot(g_x, proj_t).unsqueeze(-1);  // (U, N, 1)
+    if (noise_buf.has_value()) {
+      const Tensor noise = noise_buf->select(1, t);
+      const Tensor keep_in = noise.narrow(-1, 0, 1), keep_null = noise.narrow(-1, 1, 1);
+      at::mul_out(g_proj, g_x, attn * keep_in);
+      g_attn = g_attn * keep_in;
+      if (null_proj.has_value()) {
+        const Tensor g_total = at::linalg_vecdot(g_x, *null_proj).unsqueeze(-1);
+        g_attn = at::addcmul(g_attn, g_total, keep_in - keep_null);
+      }
+    } else {
+      at::mul_out(g_proj, g_x, attn);
+    }
+    const Tensor g_score = g_attn * slope(attn);
+    Tensor g_query = g_hq.narrow(-1, gate_width, key_size);
+    at::mul_out(g_query, g_score, keys.select(0, t));
+    Tensor g_key = grad_keys.select(0, t);
+    at::sum_out(g_key, g_score * query.select(1, t), {0});
+    carry_h = kept_h.defined() ? at::baddbmm(kept_h, g_hq, w_h_t) : at::bmm(g_hq, w_h_t);
+  }
+  return {carry_h, carry_c};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward_loop", &forward_loop, "RIM fused forward time loop");
+  m.def("backward_loop", &backward_loop, "RIM fused backward time loop");
+}
