@@ -44,6 +44,7 @@ from rims._checks import (
     check_probability,
     check_rim_sizes,
 )
+from rims._native import native_loops
 from rims.fused import SequenceSpec, fused_sequence
 from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
@@ -140,7 +141,7 @@ class RIMCell(nn.Module):
             for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
                 self.register_parameter(name, None)
         self._cache: tuple[tuple[object, ...], _Weights] | None = None
-        self._fused_training = True  # False: step-by-step autograd path (tests compare both)
+        self._fused_training = True  # False: step-by-step path only (tests compare both)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -219,8 +220,12 @@ class RIMCell(nn.Module):
         dropping = self.training and self.attention_dropout > 0.0
         lstm = self.dynamics == "lstm"
         w = self._weights(dropping)
-        if self._fused_training and heads == 1 and not record and torch.is_grad_enabled():
-            return self._fused_sequence(x, states, w, dropping)
+        if self._fused_training and heads == 1 and not record:
+            if torch.is_grad_enabled():
+                return self._fused_sequence(x, states, w, dropping)
+            loops = native_loops() if seq_len == 1 and not dropping else None
+            if loops is not None:  # acting: one C++ call for the step
+                return self._native_step(loops, x[0], states, w)
         fused_input = heads == 1 and not dropping  # input part is one addcmul
 
         # Input side for the whole sequence (one large matmul each).
@@ -321,6 +326,25 @@ class RIMCell(nn.Module):
         out = hidden[:, 1:].permute(1, 2, 0, 3).reshape(seq_len, batch, self.hidden_size)
         finals = (hidden[:, seq_len],) if c_n is None else (hidden[:, seq_len], c_n)
         return out, tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in finals), None
+
+    def _native_step(
+        self, loops: Any, x: Tensor, states: tuple[Tensor, ...], w: _Weights
+    ) -> tuple[Tensor, tuple[Tensor, ...], None]:
+        """One step without gradients through :mod:`rims._native` (acting in RL).
+
+        :param x: ``(N, input_size)``; ``states`` as in :meth:`sequence`.
+        :returns: as :meth:`sequence` for a sequence of length one.
+        """
+        lstm = self.dynamics == "lstm"
+        keys = F.linear(x, w.key)  # (N, K) scaled
+        proj = self._input_projection(x, w)[0]  # (N, U*G)
+        null_key = None if w.null_key is None else w.null_key.view(-1)
+        h, c = loops.inference_step(
+            lstm, self.k, self.num_comm_heads, self.comm_key_size, self.comm_value_size,
+            1.0 / math.sqrt(self.comm_key_size), proj, keys, states[0], states[1] if lstm else None,
+            w.h, w.h_bias, w.x_bias, null_key, self.weight_comm_qkv, self.weight_comm_out,
+        )  # fmt: skip
+        return h.unsqueeze(0), ((h, c) if lstm else (h,)), None
 
     def _weights(self, dropping: bool) -> _Weights:
         """Weights rearranged for the fast path; cached while no gradient is recorded.

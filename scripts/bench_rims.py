@@ -1,7 +1,7 @@
 """Benchmark RIMLSTM / RIMGRU against nn.LSTM / nn.GRU in one process.
 
 Prints, for each case, the median time per call of the baseline and the RIM module and their
-ratio. Usage::
+ratio; baseline and RIM take turns round by round. Usage::
 
     python scripts/bench_rims.py --threads 1
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_rims.py --threads 2
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rims import RIMGRU, RIMLSTM
+from rims import RIMGRU, RIMLSTM, _native
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,26 @@ CASES = (
 )
 
 
-def _timer(fn: Callable[[], None], repeats: int, min_seconds: float) -> tuple[float, float]:
-    """Median and best seconds per call of ``fn`` over ``repeats`` rounds of ``min_seconds``."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(min_seconds / once))
-    rounds = []
-    for _ in range(repeats):
+def _timer(fns: list[Callable[[], None]], repeats: int, min_seconds: float) -> list[tuple[float, float]]:
+    """Median and best seconds per call of each function over ``repeats`` rounds of ``min_seconds``.
+
+    The functions take turns round by round, so a slow minute of the machine hits all of them.
+    """
+    inner = []
+    for fn in fns:
+        fn()
         start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        rounds.append((time.perf_counter() - start) / inner)
-    return statistics.median(rounds), min(rounds)
+        fn()
+        once = max(time.perf_counter() - start, 1e-7)
+        inner.append(max(1, int(min_seconds / once)))
+    rounds: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, count, times in zip(fns, inner, rounds, strict=True):
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            times.append((time.perf_counter() - start) / count)
+    return [(statistics.median(times), min(times)) for times in rounds]
 
 
 def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
@@ -95,13 +101,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case (median reported)")
     parser.add_argument("--min-seconds", type=float, default=0.3, help="minimum duration of one round")
     parser.add_argument("--gru", action="store_true", help="also compare RIMGRU with nn.GRU")
+    parser.add_argument("--python-loops", action="store_true", help="time loops in Python (as RIMS_NATIVE=0)")
     args = parser.parse_args()
+    if args.python_loops:
+        os.environ["RIMS_NATIVE"] = "0"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-        f"median (and best) of {args.repeats} rounds; ratio = RIM / baseline"
+        f"median (and best) of {args.repeats} rounds; ratio = RIM / baseline; "
+        f"RIM training time loops: {'C++' if _native.native_loops() is not None else 'Python'}"
     )
     kinds = [("LSTM", nn.LSTM, RIMLSTM, True)] + ([("GRU", nn.GRU, RIMGRU, False)] if args.gru else [])
     print(f"{'case':62s} {'base ms':>9s} {'RIM ms':>9s} {'ratio':>6s} {'best':>6s}")
@@ -109,8 +119,8 @@ def main() -> None:
         for case in CASES:
             base = base_cls(case.input_size, case.hidden_size)
             rim = rim_cls(case.input_size, case.hidden_size, case.num_units, case.k)
-            t_base, best_base = _timer(_workload(base, case, lstm), args.repeats, args.min_seconds)
-            t_rim, best_rim = _timer(_workload(rim, case, lstm), args.repeats, args.min_seconds)
+            workloads = [_workload(base, case, lstm), _workload(rim, case, lstm)]
+            (t_base, best_base), (t_rim, best_rim) = _timer(workloads, args.repeats, args.min_seconds)
             name = f"{label} {case.name}"
             print(
                 f"{name:62s} {t_base * 1e3:9.3f} {t_rim * 1e3:9.3f} {t_rim / t_base:6.2f} {best_rim / best_base:6.2f}"

@@ -171,3 +171,20 @@ def test_scratch_reuse_keeps_live_graphs_intact(loops: str) -> None:
 def test_native_loops_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIMS_NATIVE", "0")
     assert _native.native_loops() is None
+
+
+@pytest.mark.parametrize(("dynamics", "bias", "selection", "k"), [c[:3] + c[4:] for c in CASES if c[3] == 0.0])
+def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selection: str, k: int) -> None:
+    if _native.native_loops() is None:
+        pytest.skip("the C++ time loops could not be built here (see the logged warning)")
+    torch.manual_seed(0)
+    cell = _cell(dynamics, bias, selection, 0.0, k).eval()
+    x = torch.randn(1, 3, 5, dtype=torch.float64)
+    states = tuple(torch.randn(3, 12, dtype=torch.float64) for _ in range(2 if dynamics == "lstm" else 1))
+    with torch.no_grad():
+        out, finals, _ = cell.sequence(x, states)
+        cell._fused_training = False
+        ref_out, ref_finals, _ = cell.sequence(x, states)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    for a, b in zip(finals, ref_finals, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

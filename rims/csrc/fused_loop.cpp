@@ -349,7 +349,60 @@ std::tuple<Tensor, Tensor> backward_loop(
   return {carry_h, carry_c};
 }
 
+// One step without gradients (acting): same equations as the step-by-step path of RIMCell,
+// from the input projection (N, U*G) and scaled keys (N, K); states (N, U*d). Returns (h, c)
+// ((N, U*d) each; c undefined for GRU).
+std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, int64_t key, int64_t value,
+                                          double scale, const Tensor& proj, const Tensor& keys, const Tensor& h_in,
+                                          const optional<Tensor>& c_in, const Tensor& w_h,
+                                          const optional<Tensor>& h_bias, const optional<Tensor>& x_bias,
+                                          const optional<Tensor>& null_key, const Tensor& w_qkv,
+                                          const Tensor& w_out) {
+  const int64_t u = w_h.size(0), d = w_h.size(1), n = h_in.size(0);
+  const int64_t key_size = keys.size(-1), gate_width = w_h.size(2) - key_size;
+  const Tensor h = h_in.reshape({n, u, d}).transpose(0, 1).contiguous();  // (U, N, d)
+  const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);
+  const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
+  const Tensor score = at::linalg_vecdot(q, keys).unsqueeze(-1);  // (U, N, 1)
+  const Tensor attn = at::sigmoid(score);
+  Tensor mask;
+  if (k < u) {
+    const Tensor rank = null_key.has_value() ? score + at::linalg_vecdot(q, *null_key).unsqueeze(-1) : score;
+    const Tensor top = std::get<1>(at::sort(rank, /*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, k);
+    mask = at::zeros({u, n, 1}, proj.options().dtype(at::kBool)).scatter_(0, top, true);
+  }
+  const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
+  Tensor tilde, c_out;
+  if (lstm) {
+    const Tensor pre = at::addcmul(gh, attn, proj_t);
+    const Tensor sig = at::sigmoid(pre.narrow(-1, 0, 3 * d)), g = at::tanh(pre.narrow(-1, 3 * d, d));
+    const Tensor c = c_in->reshape({n, u, d}).transpose(0, 1);
+    const Tensor c_new = at::addcmul(sig.narrow(-1, d, d) * c, sig.narrow(-1, 0, d), g);
+    const Tensor h_new = sig.narrow(-1, 2 * d, d) * at::tanh(c_new);
+    tilde = mask.defined() ? at::where(mask, h_new, h) : h_new;
+    c_out = mask.defined() ? at::where(mask, c_new, c) : c_new;
+    c_out = c_out.transpose(0, 1).reshape({n, u * d});
+  } else {
+    const Tensor gx = x_bias.has_value() ? at::addcmul(*x_bias, attn, proj_t) : attn * proj_t;
+    const Tensor rz = at::sigmoid(gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
+    const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
+    const Tensor cand = at::tanh(at::addcmul(gx.narrow(-1, 2 * d, d), r, gh.narrow(-1, 2 * d, d)));
+    const Tensor h_new = at::addcmul(cand, z, h - cand);
+    tilde = mask.defined() ? at::where(mask, h_new, h) : h_new;
+  }
+  const Tensor qkv = at::bmm(tilde, w_qkv);
+  const int64_t qk = heads * key;
+  const Tensor qq = qkv.narrow(-1, 0, qk).view({u, n, heads, key}).permute({1, 2, 0, 3});
+  const Tensor kk = qkv.narrow(-1, qk, qk).view({u, n, heads, key}).permute({1, 2, 0, 3});
+  const Tensor vv = qkv.narrow(-1, 2 * qk, heads * value).view({u, n, heads, value}).permute({1, 2, 0, 3});
+  const Tensor read = at::scaled_dot_product_attention(qq, kk, vv, {}, 0.0, false, scale);  // (N, Hc, U, Vc)
+  const Tensor message = at::bmm(read.permute({2, 0, 1, 3}).reshape({u, n, heads * value}), w_out);
+  const Tensor h_out = mask.defined() ? at::where(mask, tilde + message, tilde) : tilde + message;
+  return {h_out.transpose(0, 1).reshape({n, u * d}), c_out};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("inference_step", &inference_step, "one RIM step without gradients");
   m.def("forward_loop", &forward_loop, "RIM fused forward time loop");
   m.def("backward_loop", &backward_loop, "RIM fused backward time loop");
 }
