@@ -394,7 +394,8 @@ class RIMCell(nn.Module):
         if self.bias:
             # W_ih,i b_v per head: the null value's projection, folded into the input bias unless
             # attention dropout reweights the input and null candidates separately.
-            per_head = torch.einsum("hv,uhvg->uhg", self.bias_value.view(heads, value), w_ih)  # (U, H, G)
+            # one (1 x V) @ (V x U*G) product per head on the rearranged weights
+            per_head = torch.bmm(self.bias_value.view(heads, 1, value), ih).view(heads, u, gates).transpose(0, 1)
             null_proj = per_head if dropping else None
             x_bias = (self.bias_ih if dropping else self.bias_ih + per_head.sum(1)).unsqueeze(1)  # (U, 1, G)
             hh_bias = self.bias_hh.unsqueeze(1) + x_bias if lstm else self.bias_hh.unsqueeze(1)
