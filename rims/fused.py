@@ -242,7 +242,7 @@ class _FusedSequence(torch.autograd.Function):
         grad_w_h = torch.bmm(hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
         has_h_bias, has_x_bias = ctx.has_bias
         grad_h_bias = hq_rows.sum(1, keepdim=True) if has_h_bias else None
-        x_rows = grad_x.reshape(u, rows, gate_width)
+        x_rows = hq_rows[..., :gate_width] if spec.lstm else grad_x.view(u, rows, gate_width)  # no copy
         grad_x_bias = x_rows.sum(1, keepdim=True) if has_x_bias else None
         grad_null = None
         if null_proj is not None:
