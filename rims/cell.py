@@ -433,7 +433,10 @@ class RIMCell(nn.Module):
         if not _prefer_combined(rows, size, value, width, grad, grad and x.requires_grad):
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
             return torch.bmm(values, w.ih)
-        return torch.matmul(x, self._combined(w.ih))
+        combined = self._combined(w.ih)  # (H, I, U*G)
+        if heads == 1:  # a plain matrix product (MKL gemm) beats a batch-of-one bmm here
+            return torch.mm(x, combined[0]).unsqueeze(0)
+        return torch.matmul(x, combined)
 
     def _selection_score(self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None) -> Tensor:
         """Score to rank units by (higher = selected), ``(U, N, 1)``.
