@@ -5,7 +5,8 @@ Same process, same environment (MiniGrid-DoorKey-5x5-v0, 8 envs in-process), sam
 n_steps=128, batch 256, 4 epochs, 1 torch thread, LSTM width 128. sb3-contrib runs with one
 LSTM shared by actor and critic (``shared_lstm=True, enable_critic_lstm=False``). Plain
 feed-forward PPO with the same encoder is the ceiling. Each entry learns ``--frames`` frames
-after one warm-up rollout.
+after one warm-up rollout, in a fresh process (so that no entry inherits another's memory
+state), over ``--rounds`` rounds in alternating order; medians are reported.
 
 Usage::
 
@@ -15,6 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,25 +74,44 @@ def _timed(model: BaseAlgorithm, seconds: dict[str, float]) -> None:
         setattr(model, attribute, timed)
 
 
+def _run_entry(name: str, frames: int) -> tuple[float, float, float]:
+    """Frames/s, rollout seconds and update seconds of one entry (run in a fresh process)."""
+    torch.set_num_threads(1)
+    env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0)
+    model = _candidates()[name](env)
+    model.learn(128 * 8)  # warm-up rollout + update
+    seconds = {"rollout": 0.0, "update": 0.0}
+    _timed(model, seconds)
+    start = time.perf_counter()
+    model.learn(frames, reset_num_timesteps=False)
+    fps = frames / (time.perf_counter() - start)
+    env.close()
+    return fps, seconds["rollout"], seconds["update"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all entries (median reported)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"{ENV_ID}, 8 envs, n_steps 128, batch 256, 4 epochs, torch threads {torch.get_num_threads()}")
+    print(
+        f"{ENV_ID}, 8 envs, n_steps 128, batch 256, 4 epochs, torch threads 1; each entry in a fresh process, "
+        f"{args.rounds} round(s) in alternating order, median"
+    )
+    names = list(_candidates())
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(1, maxtasksperchild=1) as pool:
+        for round_index in range(args.rounds):
+            for name in names if round_index % 2 == 0 else names[::-1]:
+                runs[name].append(pool.apply(_run_entry, (name, args.frames)))
     results: dict[str, float] = {}
-    for name, build in _candidates().items():
-        env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0)
-        model = build(env)
-        model.learn(128 * 8)  # warm-up rollout + update
-        seconds = {"rollout": 0.0, "update": 0.0}
-        _timed(model, seconds)
-        start = time.perf_counter()
-        model.learn(args.frames, reset_num_timesteps=False)
-        results[name] = args.frames / (time.perf_counter() - start)
-        env.close()
-        split = f"rollouts {seconds['rollout']:5.2f} s, updates {seconds['update']:5.2f} s"
-        print(f"{name:40s} {results[name]:8.0f} frames/s  ({split})", flush=True)
+    for name in names:
+        fps, rollout, update = (statistics.median(values) for values in zip(*runs[name], strict=True))
+        results[name] = fps
+        spread = "/".join(f"{run[0]:.0f}" for run in runs[name])
+        split = f"rollouts {rollout:5.2f} s, updates {update:5.2f} s; runs {spread}"
+        print(f"{name:40s} {fps:8.0f} frames/s  ({split})", flush=True)
     contrib = results["sb3-contrib RecurrentPPO lstm (shared)"]
     ours = results["ours lstm"]
     ceiling = results["feed-forward PPO (ceiling)"]
