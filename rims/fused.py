@@ -9,8 +9,11 @@ matmul per weight over all ``L * N`` rows.
 
 Used for one input head and without recording attention; everything else (LSTM and GRU
 dynamics, both selection rules, bias or not, attention dropout, ``k == num_units``) takes this
-path when gradients are recorded. Random numbers for attention dropout are drawn in the same
-order and shapes as the step-by-step path, so both give the same result for a seed.
+path when gradients are recorded. The two time loops run in C++ (:mod:`rims._native`) when
+that can be built, else the Python loops below run; both make the same ATen calls in the same
+order (except the C++ gate backward, one pass over the data). Random numbers for attention
+dropout are drawn in the same order and shapes as the step-by-step path, so every path gives
+the same result for a seed.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
 ``3d`` GRU), ``K`` input key size, ``Hc`` communication heads with key ``Kc`` and value ``Vc``.

@@ -1,9 +1,10 @@
 // Time loops of the fused RIM training path (rims/fused.py), in C++.
 //
-// The same ATen calls, in the same order, as the Python loops of rims.fused; only the Python
-// interpreter's per-operation cost goes away (a RIM step is some forty small operations, so
-// at small batch sizes that cost is a large part of the time). Buffers are allocated and
-// owned by the Python caller; these functions only fill them.
+// The same ATen calls, in the same order, as the Python loops of rims.fused (the LSTM/GRU gate
+// backward is one pass over the data instead), so the Python interpreter's cost per operation
+// goes away: a RIM step is some forty small operations, and at small batch sizes that cost is a
+// large part of the time. Buffers are allocated and owned by the Python caller; these functions
+// only fill them. inference_step is one step without gradients (acting).
 //
 // Shapes: L steps, N batch, U units of width d, G gate width, K input key size, Hc heads of
 // communication with key Kc and value Vc.
