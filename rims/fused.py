@@ -305,12 +305,12 @@ def _forward_python(
             mask = inactive.scatter(0, top, True)  # (U, N, 1)
             buf.mask_t[t].copy_(mask)
         proj_t = proj_steps[t]
-        part = _input_forward(spec, attn, proj_t, null_proj, buf, t)
         if spec.lstm:
-            pre = torch.addcmul(gh, attn, proj_t) if part is None else gh + part
+            pre = _input_forward(spec, attn, proj_t, null_proj, buf, t, gh)
             h_tilde, c = _lstm_forward(pre, h, c, mask, buf, t)
         else:
-            h_tilde = _gru_forward(_gru_input(part, attn, proj_t, x_bias), gh, h, mask, buf, t)
+            gx = _input_forward(spec, attn, proj_t, null_proj, buf, t, x_bias)
+            h_tilde = _gru_forward(gx, gh, h, mask, buf, t)
         message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
         h = hidden_t[t + 1]
         if mask is None:
@@ -372,33 +372,31 @@ def _backward_python(
 
 
 def _input_forward(
-    spec: SequenceSpec, attn: Tensor, proj_t: Tensor, null_proj: Tensor | None, buf: _Buffers, t: int
-) -> Tensor | None:
-    """Input-side pre-activations under attention dropout, ``(U, N, G)``; ``None`` without dropout.
+    spec: SequenceSpec,
+    attn: Tensor,
+    proj_t: Tensor,
+    null_proj: Tensor | None,
+    buf: _Buffers,
+    t: int,
+    base: Tensor | None,
+) -> Tensor:
+    """Input-side pre-activations of one step, ``(U, N, G)``: ``base + a * proj_t`` with ``a``
+    the attention on the input, plus the null value's part under attention dropout.
 
-    Without dropout the caller fuses ``attn * proj_t`` into one ``addcmul``.
+    :param base: added to the result (LSTM: the hidden side ``gh``; GRU: the input bias or ``None``).
     """
-    if buf.noise is None:
-        return None
-    # the step-by-step path drops out stack([attn, 1 - attn]) with F.dropout: same draws
-    noise = torch.empty(*attn.shape, 2, dtype=attn.dtype, device=attn.device)
-    noise.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)  # (U, N, 1, 2)
-    noise = noise.view(*attn.shape[:-1], 2)
-    buf.noise_t[t].copy_(noise)
-    p_in = attn * noise[..., :1]
-    part = p_in * proj_t
-    if null_proj is not None:
-        total = torch.addcmul(p_in, 1.0 - attn, noise[..., 1:])  # weight of the null value's projection
-        part = torch.addcmul(part, total, null_proj)
-    return part
-
-
-def _gru_input(part: Tensor | None, attn: Tensor, proj_t: Tensor, x_bias: Tensor | None) -> Tensor:
-    """GRU input-side pre-activations with bias, ``(U, N, G)``, from :func:`_input_forward`'s
-    result (``None`` without dropout: then ``attn * proj_t``)."""
-    if part is None:
-        return attn * proj_t if x_bias is None else torch.addcmul(x_bias, attn, proj_t)
-    return part if x_bias is None else part + x_bias
+    weight, total = attn, None
+    if buf.noise_t is not None:
+        # the step-by-step path drops out stack([attn, 1 - attn]) with F.dropout: same draws
+        noise = torch.empty(*attn.shape, 2, dtype=attn.dtype, device=attn.device)
+        noise.bernoulli_(1.0 - spec.dropout).div_(1.0 - spec.dropout)  # (U, N, 1, 2)
+        noise = noise.view(*attn.shape[:-1], 2)
+        buf.noise_t[t].copy_(noise)
+        weight = attn * noise[..., :1]
+        if null_proj is not None:
+            total = torch.addcmul(weight, 1.0 - attn, noise[..., 1:])  # weight of the null value's projection
+    part = weight * proj_t if base is None else torch.addcmul(base, weight, proj_t)
+    return part if total is None else torch.addcmul(part, total, null_proj)
 
 
 def _input_backward(

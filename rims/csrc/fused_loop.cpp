@@ -214,23 +214,23 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
       mask_buf->select(1, t).copy_(mask);
     }
     const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
-    Tensor part;
+    // input side: base + a * proj_t (+ the null value's part under dropout); base = gh (LSTM) or the input bias (GRU)
+    Tensor weight = attn, total;
     if (noise_buf.has_value()) {
       // same draws as F.dropout on stack([attn, 1 - attn]) in the step-by-step path
       Tensor noise = at::empty({u, n, 1, 2}, proj.options());
       noise.bernoulli_(1.0 - dropout).div_(1.0 - dropout);
       noise = noise.view({u, n, 2});
       noise_buf->select(1, t).copy_(noise);
-      const Tensor p_in = attn * noise.narrow(-1, 0, 1);
-      part = p_in * proj_t;
-      if (null_proj.has_value()) {
-        const Tensor total = at::addcmul(p_in, at::rsub(attn, 1.0), noise.narrow(-1, 1, 1));
-        part = at::addcmul(part, total, *null_proj);
-      }
+      weight = attn * noise.narrow(-1, 0, 1);
+      if (null_proj.has_value()) total = at::addcmul(weight, at::rsub(attn, 1.0), noise.narrow(-1, 1, 1));
     }
+    const optional<Tensor> base = lstm ? optional<Tensor>(gh) : x_bias;
+    Tensor input = base.has_value() ? at::addcmul(*base, weight, proj_t) : weight * proj_t;
+    if (total.defined()) input = at::addcmul(input, total, *null_proj);
     Tensor h_tilde = tilde.select(1, t);
     if (lstm) {
-      const Tensor pre = part.defined() ? gh + part : at::addcmul(gh, attn, proj_t);
+      const Tensor& pre = input;
       const Tensor g_t = gates.select(1, t);
       Tensor sig = g_t.narrow(-1, 0, 3 * d), g = g_t.narrow(-1, 3 * d, d);
       at::sigmoid_out(sig, pre.narrow(-1, 0, 3 * d));
@@ -250,12 +250,7 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
         h_tilde.copy_(h_new);
       }
     } else {
-      Tensor gx;
-      if (part.defined()) {
-        gx = x_bias.has_value() ? part + *x_bias : part;
-      } else {
-        gx = x_bias.has_value() ? at::addcmul(*x_bias, attn, proj_t) : attn * proj_t;
-      }
+      const Tensor& gx = input;
       Tensor rz = gates.select(1, t);
       at::sigmoid_out(rz, gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
       const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
