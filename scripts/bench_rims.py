@@ -98,7 +98,7 @@ def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case (median reported)")
+    parser.add_argument("--repeats", type=int, default=11, help="timed rounds per case (median reported)")
     parser.add_argument("--min-seconds", type=float, default=0.3, help="minimum duration of one round")
     parser.add_argument("--gru", action="store_true", help="also compare RIMGRU with nn.GRU")
     parser.add_argument("--python-loops", action="store_true", help="time loops in Python (as RIMS_NATIVE=0)")
