@@ -17,6 +17,9 @@ import sysconfig
 from pathlib import Path
 from types import ModuleType
 
+import torch
+from torch import Tensor
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "fused_loop.cpp"
@@ -35,6 +38,17 @@ def native_loops() -> ModuleType | None:
     if "module" not in _loaded:
         _loaded["module"] = _build()
     return _loaded["module"]
+
+
+def loops_for(tensor: Tensor) -> ModuleType | None:
+    """The compiled loops if they apply to ``tensor`` (CPU, float32 or float64), else ``None``.
+
+    The gate kernels in C++ read memory directly, so other devices and dtypes take the Python
+    loops.
+    """
+    if tensor.device.type != "cpu" or tensor.dtype not in (torch.float32, torch.float64):
+        return None
+    return native_loops()
 
 
 def _build() -> ModuleType | None:

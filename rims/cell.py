@@ -44,7 +44,7 @@ from rims._checks import (
     check_probability,
     check_rim_sizes,
 )
-from rims._native import native_loops
+from rims._native import loops_for
 from rims.fused import SequenceSpec, fused_sequence
 from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
@@ -223,7 +223,7 @@ class RIMCell(nn.Module):
         if self._fused_training and heads == 1 and not record:
             if torch.is_grad_enabled():
                 return self._fused_sequence(x, states, w, dropping)
-            loops = native_loops() if seq_len == 1 and not dropping else None
+            loops = loops_for(x) if seq_len == 1 and not dropping else None
             if loops is not None:  # acting: one C++ call for the step
                 return self._native_step(loops, x[0], states, w)
         fused_input = heads == 1 and not dropping  # input part is one addcmul

@@ -191,7 +191,7 @@ class _FusedSequence(torch.autograd.Function):
         w_out: Tensor,
     ) -> Tensor | tuple[Tensor, Tensor]:
         buf = _Buffers(spec, proj, h0, c0)
-        loops = _native.native_loops()
+        loops = _native.loops_for(proj)
         if loops is None:
             _forward_python(spec, buf, proj, keys, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
         else:
@@ -203,7 +203,7 @@ class _FusedSequence(torch.autograd.Function):
         c = buf.cell[:, -1] if spec.lstm else None
         hidden = buf.hidden
         del buf.hidden  # an output: saved below, not on ctx (no reference cycle)
-        ctx.spec, ctx.buf = spec, buf
+        ctx.spec, ctx.buf, ctx.native = spec, buf, loops is not None
         ctx.has_bias = (h_bias is not None, x_bias is not None)
         ctx.save_for_backward(proj, keys, w_h, null_proj, w_qkv, w_out, hidden)
         if spec.lstm:
@@ -231,7 +231,7 @@ class _FusedSequence(torch.autograd.Function):
         grad_proj = torch.empty_like(proj)
         grad_keys = torch.empty_like(keys)
 
-        loops = _native.native_loops()
+        loops = _native.loops_for(proj) if ctx.native else None
         grads = (grad_hidden, grad_c, grad_hq, grad_x, grad_qkv, grad_msg, grad_proj, grad_keys)
         if loops is None:
             carry_h, carry_c = _backward_python(spec, buf, grads, proj, keys, w_h, null_proj, w_qkv, w_out, hidden)

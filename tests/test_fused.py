@@ -188,3 +188,17 @@ def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selec
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
     for a, b in zip(finals, ref_finals, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_native_loops_apply_only_to_cpu_float32_and_float64() -> None:
+    assert _native.loops_for(torch.zeros(1, dtype=torch.bfloat16)) is None
+    assert _native.loops_for(torch.zeros(1, device="meta")) is None
+
+
+def test_bfloat16_training_runs_the_python_loops() -> None:
+    m = RIMLSTM(5, 12, 4, 2).to(torch.bfloat16)
+    out, _ = m(torch.randn(3, 2, 5, dtype=torch.bfloat16))
+    assert "_FusedSequenceBackward" in _graph_nodes(out)
+    out.float().square().sum().backward()
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g.float()).all() for g in grads)
