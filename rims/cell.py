@@ -23,13 +23,16 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
 
 When gradients are recorded (training) and there is one input head, :meth:`RIMCell.sequence`
 runs the whole sequence as one autograd node with a hand-written backward
-(:mod:`rims.fused`); otherwise (inference, several input heads, ``record=True``) it steps
-through time with autograd. Both paths compute the same function; tests compare them.
+(:mod:`rims.fused`); a one-step call without gradients (acting) is one C++ call when
+:mod:`rims._native` is available. Otherwise (other inference, several input heads,
+``record=True``) it steps through time with autograd. All paths compute the same function;
+tests compare them.
 """
 
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import torch
@@ -141,7 +144,7 @@ class RIMCell(nn.Module):
             for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
                 self.register_parameter(name, None)
         self._cache: tuple[tuple[object, ...], _Weights] | None = None
-        self._fused_training = True  # False: step-by-step path only (tests compare both)
+        self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -220,7 +223,7 @@ class RIMCell(nn.Module):
         dropping = self.training and self.attention_dropout > 0.0
         lstm = self.dynamics == "lstm"
         w = self._weights(dropping)
-        if self._fused_training and heads == 1 and not record:
+        if self._fast_paths and heads == 1 and not record:
             if torch.is_grad_enabled():
                 return self._fused_sequence(x, states, w, dropping)
             loops = loops_for(x) if seq_len == 1 and not dropping else None
@@ -328,7 +331,7 @@ class RIMCell(nn.Module):
         return out, tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in finals), None
 
     def _native_step(
-        self, loops: Any, x: Tensor, states: tuple[Tensor, ...], w: _Weights
+        self, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: _Weights
     ) -> tuple[Tensor, tuple[Tensor, ...], None]:
         """One step without gradients through :mod:`rims._native` (acting in RL).
 
@@ -434,7 +437,7 @@ class RIMCell(nn.Module):
             values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
             return torch.bmm(values, w.ih)
         combined = self._combined(w.ih)  # (H, I, U*G)
-        if heads == 1:  # a plain matrix product (MKL gemm) beats a batch-of-one bmm here
+        if heads == 1:  # a plain matrix product rather than a batch-of-one matmul
             return torch.mm(x, combined[0]).unsqueeze(0)
         return torch.matmul(x, combined)
 

@@ -175,6 +175,8 @@ class _Buffers:
 
 
 class _FusedSequence(torch.autograd.Function):
+    """The autograd node behind :func:`fused_sequence` (C++ or Python time loops inside)."""
+
     @staticmethod
     def forward(
         ctx: Any,

@@ -45,7 +45,7 @@ def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int, com
 
 def _run(cell: RIMCell, x: torch.Tensor, states: tuple[torch.Tensor, ...], fused: bool) -> list[torch.Tensor]:
     """Output, final states and gradients of a fixed loss w.r.t. input, states and parameters."""
-    cell._fused_training = fused
+    cell._fast_paths = fused
     x = x.clone().requires_grad_(True)
     states = tuple(s.clone().requires_grad_(True) for s in states)
     params = list(cell.parameters())
@@ -183,7 +183,7 @@ def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selec
     states = tuple(torch.randn(3, 12, dtype=torch.float64) for _ in range(2 if dynamics == "lstm" else 1))
     with torch.no_grad():
         out, finals, _ = cell.sequence(x, states)
-        cell._fused_training = False
+        cell._fast_paths = False
         ref_out, ref_finals, _ = cell.sequence(x, states)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
     for a, b in zip(finals, ref_finals, strict=True):
