@@ -10,6 +10,7 @@ or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: same
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -60,7 +61,9 @@ def _build() -> ModuleType | None:
             os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
         log.info("rims: loading the C++ time loops (the first time on a machine builds them, ~40 s)")
-        return load(name="rims_fused_loop", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+        # one build per installed copy: checkouts at other paths would otherwise rebuild in turn
+        name = "rims_fused_loop_" + hashlib.sha1(str(SOURCE.resolve()).encode()).hexdigest()[:10]
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...: fall back, say why
         log.warning("rims: C++ time loops unavailable, using the Python loops (%s: %s)", type(exc).__name__, exc)
         return None

@@ -202,3 +202,19 @@ def test_bfloat16_training_runs_the_python_loops() -> None:
     out.float().square().sum().backward()
     grads = [p.grad for p in m.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g.float()).all() for g in grads)
+
+
+def test_workspace_hands_back_given_tensors_within_its_bounds() -> None:
+    from rims import _workspace
+
+    _workspace.clear()
+    like = torch.zeros(1, dtype=torch.float64)
+    first = _workspace.take((2, 3), like)
+    assert first.shape == (2, 3) and first.dtype == torch.float64
+    extra = [_workspace.take((2, 3), like) for _ in range(_workspace.MAX_FREE + 1)]
+    _workspace.give([first, *extra])
+    again = [_workspace.take((2, 3), like) for _ in range(_workspace.MAX_FREE + 1)]
+    reused = sum(any(a is b for b in [first, *extra]) for a in again)
+    assert reused == _workspace.MAX_FREE  # at most MAX_FREE idle tensors per shape are kept
+    assert _workspace.take((3, 2), like) is not first  # another shape never gets them
+    _workspace.clear()
