@@ -28,8 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rims import _native, _workspace
-
-_ONE = torch.tensor(1.0)  # 0-dim: broadcasts to any dtype and device in addcmul(1, x, x, value=-1)
+from rims.gates import gru_gates_backward, lstm_gates_backward
 
 
 class SequenceSpec(NamedTuple):
@@ -460,26 +459,19 @@ def _lstm_forward(
 def _lstm_backward(
     g_tilde: Tensor, g_c: Tensor, mask: Tensor | None, buf: _Buffers, t: int, g_hq: Tensor
 ) -> tuple[Tensor | None, Tensor]:
-    """Backward of :func:`_lstm_forward`; writes the gate gradient into ``g_hq[..., :4d]``.
+    """Backward of :func:`_lstm_forward` (:func:`rims.gates.lstm_gates_backward`); writes the
+    gate gradient into ``g_hq[..., :4d]``.
 
+    :param mask: ``(U, N, 1)`` float active mask (1.0 = active) or ``None``.
     :returns: ``(kept_h, g_c_prev)``: the gradient on the previous ``h`` through the kept state
         of inactive units (``None`` when all are active) and the gradient on the previous ``c``.
     """
-    d = g_tilde.shape[-1]
-    i, f, o, g = buf.i_t[t], buf.f_t[t], buf.o_t[t], buf.g_t[t]
-    tanh_c, c = buf.tanh_c_t[t], buf.cell_t[t]
-    act_h = g_tilde if mask is None else g_tilde * mask
-    act_c = g_c if mask is None else g_c * mask
-    # x - x*x is sigmoid' at the output x; 1 - x*x is tanh'
-    dc = torch.addcmul(act_c, act_h * o, torch.addcmul(_ONE, tanh_c, tanh_c, value=-1.0))
-    torch.mul(dc * g, torch.addcmul(i, i, i, value=-1.0), out=g_hq[..., :d])
-    torch.mul(dc * c, torch.addcmul(f, f, f, value=-1.0), out=g_hq[..., d : 2 * d])
-    torch.mul(act_h * tanh_c, torch.addcmul(o, o, o, value=-1.0), out=g_hq[..., 2 * d : 3 * d])
-    torch.mul(dc * i, torch.addcmul(_ONE, g, g, value=-1.0), out=g_hq[..., 3 * d : 4 * d])
-    if mask is None:
-        return None, dc * f
-    inactive = torch.rsub(mask, 1.0)
-    return g_tilde * inactive, torch.addcmul(dc * f, g_c, inactive)
+    active = None if mask is None else mask.bool()
+    width = 4 * g_tilde.shape[-1]
+    _, kept_h, g_c_prev = lstm_gates_backward(
+        g_tilde, g_c, buf.sig_t[t], buf.g_t[t], buf.cell_t[t], buf.tanh_c_t[t], active, out=g_hq[..., :width]
+    )
+    return kept_h, g_c_prev
 
 
 def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: _Buffers, t: int) -> Tensor:
@@ -501,20 +493,17 @@ def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: _B
 def _gru_backward(
     g_tilde: Tensor, mask: Tensor | None, buf: _Buffers, t: int, h: Tensor, g_x: Tensor, g_hq: Tensor
 ) -> Tensor:
-    """Backward of :func:`_gru_forward`; writes the input-side gradient into ``g_x`` and the
-    hidden-side one into ``g_hq[..., :3d]``. Returns the gradient on the previous ``h``
-    that does not pass through ``W_hh`` (``z`` path and kept state). ``h`` is the previous state."""
-    d = g_tilde.shape[-1]
-    n, gh_n, r, z = buf.cand_t[t], buf.hidden_n_t[t], buf.r_t[t], buf.z_t[t]
-    act = g_tilde if mask is None else g_tilde * mask
-    dn = torch.addcmul(act, act, z, value=-1.0) * torch.addcmul(_ONE, n, n, value=-1.0)
-    torch.mul(dn * gh_n, torch.addcmul(r, r, r, value=-1.0), out=g_x[..., :d])
-    torch.mul(act * (h - n), torch.addcmul(z, z, z, value=-1.0), out=g_x[..., d : 2 * d])
-    g_x[..., 2 * d :] = dn
-    g_hq[..., : 2 * d] = g_x[..., : 2 * d]
-    torch.mul(dn, r, out=g_hq[..., 2 * d : 3 * d])
-    through_z = act * z
-    return through_z if mask is None else torch.addcmul(through_z, g_tilde, torch.rsub(mask, 1.0))
+    """Backward of :func:`_gru_forward` (:func:`rims.gates.gru_gates_backward`); writes the
+    input-side gradient into ``g_x`` and the hidden-side one into ``g_hq[..., :3d]``. Returns the
+    gradient on the previous state ``h`` that does not pass through ``W_hh``.
+
+    :param mask: ``(U, N, 1)`` float active mask (1.0 = active) or ``None``.
+    """
+    active = None if mask is None else mask.bool()
+    grad_gx, grad_gh, grad_h = gru_gates_backward(g_tilde, buf.gates_t[t], buf.cand_t[t], buf.hidden_n_t[t], h, active)
+    g_x.copy_(grad_gx)
+    g_hq[..., : grad_gh.shape[-1]].copy_(grad_gh)
+    return grad_h
 
 
 def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tensor, buf: _Buffers, t: int) -> Tensor:

@@ -46,6 +46,90 @@ def gru_gates(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> Tensor:
     return _gru_forward(gx, gh, h, mask)[0]
 
 
+def lstm_gates_backward(
+    grad_h: Tensor,
+    grad_c: Tensor,
+    sig: Tensor,
+    g: Tensor,
+    c: Tensor,
+    tanh_c: Tensor,
+    mask: Tensor | None,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Gradients of :func:`lstm_gates` (also the Python loops of :mod:`rims.fused`).
+
+    :param grad_h: ``(U, N, d)`` gradient on ``h'``; ``grad_c`` the same on ``c'``.
+    :param sig: ``(U, N, 3d)`` sigmoid gates ``i, f, o``; ``g`` ``(U, N, d)`` the tanh gate.
+    :param c: ``(U, N, d)`` previous cell state; ``tanh_c`` ``tanh(c_new)``.
+    :param mask: ``(U, N, 1)`` bool active mask or ``None``.
+    :param out: ``(U, N, 4d)`` (rows may be strided) to write ``grad_pre`` into, or ``None``.
+    :returns: ``(grad_pre (U, N, 4d), grad_h_prev or None, grad_c_prev)``; ``grad_h_prev`` is the
+        kept-state gradient of inactive units (``None`` when all are active).
+    """
+    d = c.shape[-1]
+    i, f, o = sig[..., :d], sig[..., d : 2 * d], sig[..., 2 * d :]
+    zero = grad_h.new_zeros(())
+    active_h = grad_h if mask is None else torch.where(mask, grad_h, zero)
+    active_c = grad_c if mask is None else torch.where(mask, grad_c, zero)
+    # total gradient on c' of active units: direct + through h' = o * tanh(c')
+    dc = torch.addcmul(active_c, active_h * o, _one_minus_square(tanh_c))
+    grad_pre = sig.new_empty(*sig.shape[:-1], 4 * d) if out is None else out
+    torch.mul(dc * g, _slope(i), out=grad_pre[..., :d])
+    torch.mul(dc * c, _slope(f), out=grad_pre[..., d : 2 * d])
+    torch.mul(active_h * tanh_c, _slope(o), out=grad_pre[..., 2 * d : 3 * d])
+    torch.mul(dc * i, _one_minus_square(g), out=grad_pre[..., 3 * d :])
+    kept_h = None if mask is None else torch.where(mask, zero, grad_h)
+    grad_c_prev = dc * f if mask is None else torch.where(mask, dc * f, grad_c)
+    return grad_pre, kept_h, grad_c_prev
+
+
+def gru_gates_backward(
+    grad: Tensor,
+    rz: Tensor,
+    n: Tensor,
+    gh_n: Tensor,
+    h: Tensor,
+    mask: Tensor | None,
+    out: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`gru_gates` (also the Python loops of :mod:`rims.fused`).
+
+    :param grad: ``(U, N, d)`` gradient on ``h'``.
+    :param rz: ``(U, N, 2d)`` sigmoid gates ``r, z``; ``n`` ``(U, N, d)`` the candidate.
+    :param gh_n: ``(U, N, d)`` hidden-side pre-activation of the candidate (with bias).
+    :param h: ``(U, N, d)`` previous hidden state; ``mask`` ``(U, N, 1)`` bool or ``None``.
+    :param out: two ``(U, N, 3d)`` tensors (rows may be strided) for ``grad_gx, grad_gh``, or ``None``.
+    :returns: ``(grad_gx (U, N, 3d), grad_gh (U, N, 3d), grad_h_prev (U, N, d))``, the last
+        without the part through ``W_hh``.
+    """
+    d = h.shape[-1]
+    r, z = rz[..., :d], rz[..., d:]
+    zero = grad.new_zeros(())
+    active = grad if mask is None else torch.where(mask, grad, zero)
+    dn = torch.addcmul(active, active, z, value=-1.0) * _one_minus_square(n)  # through tanh
+    grad_gx, grad_gh = (rz.new_empty(*rz.shape[:-1], 3 * d), None) if out is None else out
+    torch.mul(active * (h - n), _slope(z), out=grad_gx[..., d : 2 * d])
+    torch.mul(dn * gh_n, _slope(r), out=grad_gx[..., :d])
+    grad_gx[..., 2 * d :] = dn
+    if grad_gh is None:
+        grad_gh = grad_gx.clone()
+    else:
+        grad_gh[..., : 2 * d] = grad_gx[..., : 2 * d]
+    torch.mul(dn, r, out=grad_gh[..., 2 * d :])
+    grad_h = active * z if mask is None else torch.where(mask, active * z, grad)
+    return grad_gx, grad_gh, grad_h
+
+
+def _slope(x: Tensor) -> Tensor:
+    """``x - x * x``: the sigmoid's derivative at output ``x``, in one op."""
+    return torch.addcmul(x, x, x, value=-1.0)
+
+
+def _one_minus_square(x: Tensor) -> Tensor:
+    """``1 - x * x``: tanh's derivative at output ``x``, in one op."""
+    return torch.addcmul(x.new_ones(()), x, x, value=-1.0)
+
+
 def _keep(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     return new if mask is None else torch.where(mask, new, old)
 
@@ -83,21 +167,7 @@ class _LSTMGates(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_h: Tensor, grad_c: Tensor) -> tuple[Tensor | None, ...]:
         sig, g, c, tanh_c, mask = ctx.saved_tensors
-        d = c.shape[-1]
-        i, f, o = sig[..., :d], sig[..., d : 2 * d], sig[..., 2 * d :]
-        zero = grad_h.new_zeros(())
-        active_h = grad_h if mask is None else torch.where(mask, grad_h, zero)
-        active_c = grad_c if mask is None else torch.where(mask, grad_c, zero)
-        # total gradient on c' of active units: direct + through h' = o * tanh(c')
-        dc = torch.addcmul(active_c, active_h * o, 1.0 - tanh_c * tanh_c)
-        grad_pre = sig.new_empty(*sig.shape[:-1], 4 * d)
-        torch.mul(dc * g, i * (1.0 - i), out=grad_pre[..., :d])
-        torch.mul(dc * c, f * (1.0 - f), out=grad_pre[..., d : 2 * d])
-        torch.mul(active_h * tanh_c, o * (1.0 - o), out=grad_pre[..., 2 * d : 3 * d])
-        torch.mul(dc * i, 1.0 - g * g, out=grad_pre[..., 3 * d :])
-        kept_h = None if mask is None else torch.where(mask, zero, grad_h)
-        grad_c_prev = dc * f if mask is None else torch.where(mask, dc * f, grad_c)
-        return grad_pre, kept_h, grad_c_prev, None
+        return (*lstm_gates_backward(grad_h, grad_c, sig, g, c, tanh_c, mask), None)
 
 
 class _GRUGates(torch.autograd.Function):
@@ -111,15 +181,4 @@ class _GRUGates(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         rz, n, gh, h, mask = ctx.saved_tensors
         d = h.shape[-1]
-        r, z = rz[..., :d], rz[..., d:]
-        zero = grad.new_zeros(())
-        active = grad if mask is None else torch.where(mask, grad, zero)
-        dn = active * (1.0 - z) * (1.0 - n * n)  # through tanh
-        grad_gx = torch.empty_like(gh)
-        torch.mul(active * (h - n), z * (1.0 - z), out=grad_gx[..., d : 2 * d])
-        torch.mul(dn * gh[..., 2 * d :], r * (1.0 - r), out=grad_gx[..., :d])
-        grad_gx[..., 2 * d :] = dn
-        grad_gh = grad_gx.clone()
-        grad_gh[..., 2 * d :].mul_(r)
-        grad_h = active * z if mask is None else torch.where(mask, active * z, grad)
-        return grad_gx, grad_gh, grad_h, None
+        return (*gru_gates_backward(grad, rz, n, gh[..., 2 * d :], h, mask), None)
