@@ -3,6 +3,7 @@
 Never imports :mod:`agents`. Splits are data (``configs/env/<name>.yaml``), see :mod:`envs.splits`.
 """
 
+from envs.fast_obs import FastObservations, fast_gen_obs
 from envs.levels import LevelSeeds, make_condition_env, make_condition_vec_env
 from envs.memory import CueMemoryEnv
 from envs.minigrid import make_minigrid_vec_env
@@ -15,10 +16,12 @@ __all__ = [
     "Condition",
     "CueMemoryEnv",
     "Distractors",
+    "FastObservations",
     "LevelSeeds",
     "SeedRange",
     "Split",
     "available_splits",
+    "fast_gen_obs",
     "is_solvable",
     "load_split",
     "make_condition_env",

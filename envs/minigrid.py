@@ -6,9 +6,12 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid environments)
+from minigrid.minigrid_env import MiniGridEnv
 from minigrid.wrappers import ImgObsWrapper
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from envs.fast_obs import FastObservations
 
 Wrapper = Callable[[gym.Env], gym.Env]
 
@@ -20,6 +23,7 @@ def make_minigrid_vec_env(
     wrapper: Wrapper | None = ImgObsWrapper,
     subprocess: bool = False,
     env_kwargs: dict | None = None,
+    fast_observations: bool = True,
 ) -> VecEnv:
     """``n_envs`` copies of a MiniGrid environment as an SB3 VecEnv.
 
@@ -30,6 +34,8 @@ def make_minigrid_vec_env(
         the 7x7x3 symbolic image (``ImgObsWrapper``). ``None`` keeps MiniGrid's dict.
     :param subprocess: one process per environment (``SubprocVecEnv``) instead of in-process.
     :param env_kwargs: keyword arguments for ``gym.make``.
+    :param fast_observations: build observations with :func:`envs.fast_obs.fast_gen_obs`
+        (identical arrays, ~2.5x faster than MiniGrid's own code); ``False`` keeps MiniGrid's.
     :raises ValueError: unknown ``env_id`` (listing similar registered ids) or ``n_envs < 1``.
     """
     if n_envs < 1:
@@ -41,7 +47,19 @@ def make_minigrid_vec_env(
         env_id,
         n_envs=n_envs,
         seed=seed,
-        wrapper_class=wrapper,
+        wrapper_class=_wrapping(wrapper, fast_observations),
         env_kwargs=env_kwargs,
         vec_env_cls=SubprocVecEnv if subprocess else DummyVecEnv,
     )
+
+
+def _wrapping(wrapper: Wrapper | None, fast_observations: bool) -> Wrapper | None:
+    """``wrapper`` applied over :class:`FastObservations` (MiniGrid environments only) when ``fast_observations``."""
+    if not fast_observations:
+        return wrapper
+
+    def wrap(env: gym.Env) -> gym.Env:
+        fast = FastObservations(env) if isinstance(env.unwrapped, MiniGridEnv) else env
+        return fast if wrapper is None else wrapper(fast)
+
+    return wrap
