@@ -56,6 +56,13 @@ class RecurrentCore(nn.Module):
         self.has_cell = has_cell
         self.num_layers: int = module.num_layers
         self.hidden_size: int = module.hidden_size
+        self._single_cell = (
+            type(module) in (nn.LSTM, nn.GRU)
+            and module.num_layers == 1
+            and not module.bidirectional
+            and not module.batch_first
+            and getattr(module, "proj_size", 0) == 0
+        )
 
     def forward(
         self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
@@ -83,8 +90,28 @@ class RecurrentCore(nn.Module):
         return torch.cat(outputs), states
 
     def _call(self, features: Tensor, states: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if features.shape[0] == 1 and self._single_cell:
+            return self._cell_step(features, states)
         if self.has_cell:
             out, (h, c) = self.module(features, states)
             return out, (h, c)
         out, h = self.module(features, states[0])
         return out, (h, states[1])
+
+    def _cell_step(self, features: Tensor, states: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One step of a one-layer ``nn.LSTM``/``nn.GRU`` through ``torch.lstm_cell``/``gru_cell``.
+
+        Same weights and math as the module's own call, at about half its per-call cost on CPU
+        (acting steps a batch of ``n_envs`` observations once per environment step).
+
+        :param features: ``(1, N, F)``; ``states``: ``(h, c)`` each ``(1, N, hidden_size)``.
+        """
+        m = self.module
+        weights = [m.weight_ih_l0, m.weight_hh_l0]
+        if m.bias:
+            weights += [m.bias_ih_l0, m.bias_hh_l0]
+        if self.has_cell:
+            h, c = torch.lstm_cell(features[0], (states[0][0], states[1][0]), *weights)
+            return h.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0))
+        h = torch.gru_cell(features[0], states[0][0], *weights)
+        return h.unsqueeze(0), (h.unsqueeze(0), states[1])

@@ -8,7 +8,7 @@ import torch
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
-from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
@@ -31,6 +31,8 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
     :param net_arch: hidden layers of the actor and critic heads on top of the core.
     :param features_extractor_class: defaults to :class:`MiniGridCNN` for image observations.
     :param normalize_images: default ``False``: MiniGrid images hold category codes.
+    :param optimizer_kwargs: default for Adam: SB3's ``eps=1e-5`` and ``fused=True`` (one
+        kernel for all parameters: ~3x faster optimizer steps on CPU than the per-tensor loop).
     Other arguments are SB3's ``ActorCriticPolicy`` ones.
     """
 
@@ -54,6 +56,8 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         if features_extractor_class is None:
             is_image = isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3
             features_extractor_class = MiniGridCNN if is_image else FlattenExtractor
+        if optimizer_kwargs is None and optimizer_class is torch.optim.Adam:
+            optimizer_kwargs = dict(eps=1e-5, fused=True)  # SB3's eps; one fused kernel per step
         self.core_name = core
         self.core_kwargs = dict(core_kwargs or {})
         self.lstm_output_dim = self.core_kwargs.get("hidden_size", DEFAULT_HIDDEN_SIZE)
@@ -119,11 +123,25 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         latent, states = self._latent(obs, lstm_states.pi, episode_starts)
         latent_pi, latent_vf = self.mlp_extractor(latent)
         values = self.value_net(latent_vf)
-        distribution = self._get_action_dist_from_latent(latent_pi)
-        actions = distribution.get_actions(deterministic=deterministic)
-        log_prob = distribution.log_prob(actions)
+        actions, log_prob = self._act(latent_pi, deterministic)
         actions = actions.reshape((-1, *self.action_space.shape))
         return actions, values, log_prob, RNNStates(states, states)
+
+    def _act(self, latent_pi: Tensor, deterministic: bool) -> tuple[Tensor, Tensor]:
+        """Actions ``(N, ...)`` and their log-probabilities ``(N,)`` from the actor's latent.
+
+        Discrete actions skip building a ``torch.distributions.Categorical`` (its argument
+        checks cost more than the sampling at acting batch sizes): the same softmax, the same
+        ``multinomial`` draw, so the same actions for the same random state.
+        """
+        if not isinstance(self.action_dist, CategoricalDistribution):
+            distribution = self._get_action_dist_from_latent(latent_pi)
+            actions = distribution.get_actions(deterministic=deterministic)
+            return actions, distribution.log_prob(actions)
+        logits = self.action_net(latent_pi)
+        probs = torch.softmax(logits, dim=-1)
+        actions = probs.argmax(dim=-1) if deterministic else torch.multinomial(probs, 1, True).squeeze(-1)
+        return actions, torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
     def get_distribution(
         self, obs: Tensor, lstm_states: tuple[Tensor, Tensor], episode_starts: Tensor

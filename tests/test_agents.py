@@ -14,6 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from agents import CORES, MiniGridCNN, RecurrentA2C, RecurrentPPO, make_core
+from agents.cores import RecurrentCore
 from envs import CueMemoryEnv, make_minigrid_vec_env
 
 SMALL_RIM = dict(
@@ -99,6 +100,44 @@ def test_one_call_sequence_path_equals_step_by_step(core: str) -> None:
     reset_1, _ = recurrent(x[:, 1:2], (torch.zeros(1, 1, 32), torch.zeros(1, 1, 32)), torch.zeros(6, 1))
     torch.testing.assert_close(fast[:, 1:2], reset_1)
     assert fast_states[0].shape == (1, 3, 32)
+
+
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_step_cell_path_equals_the_module(core: str, bias: bool) -> None:
+    """Acting steps (L=1) go through torch.lstm_cell / gru_cell: same outputs and gradients."""
+    torch.manual_seed(0)
+    module = (torch.nn.LSTM if core == "lstm" else torch.nn.GRU)(8, 16, bias=bias).double()
+    recurrent = RecurrentCore(module, has_cell=core == "lstm")
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    states = (torch.randn(1, 5, 16, dtype=torch.float64), torch.randn(1, 5, 16, dtype=torch.float64))
+    out, (h, c) = recurrent(x, states, torch.zeros(1, 5))
+    if core == "lstm":
+        expected, (expected_h, expected_c) = module(x, states)
+    else:
+        expected, expected_h = module(x, states[0])
+        expected_c = states[1]
+    for a, b in ((out, expected), (h, expected_h), (c, expected_c)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad((out + c).sum(), [x, *module.parameters()])
+    expected_grads = torch.autograd.grad((expected + expected_c).sum(), [x, *module.parameters()])
+    for a, b in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_acting_samples_like_sb3_distributions(deterministic: bool) -> None:
+    """The policy's discrete acting shortcut draws the actions SB3's Categorical would."""
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=4, seed=0)
+    policy = RecurrentPPO("RecurrentPolicy", env, n_steps=8, batch_size=32, seed=0).policy
+    latent = torch.randn(64, 64) * 3
+    torch.manual_seed(5)
+    actions, log_prob = policy._act(latent, deterministic)
+    torch.manual_seed(5)
+    distribution = policy._get_action_dist_from_latent(latent)
+    expected = distribution.get_actions(deterministic=deterministic)
+    assert torch.equal(actions, expected)
+    torch.testing.assert_close(log_prob, distribution.log_prob(expected))
 
 
 def test_training_sequences_are_cut_to_max_seq_len(doorkey: object) -> None:
