@@ -152,6 +152,29 @@ def test_training_sequences_are_cut_to_max_seq_len(doorkey: object) -> None:
         assert len(starts) == n_seq and n_seq >= 80 // 8
 
 
+def test_minibatches_are_whole_chunks_in_random_order(doorkey: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sample once per epoch; a minibatch is batch_size / max_seq_len whole chunks."""
+    from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
+
+    model = RecurrentPPO("RecurrentPolicy", doorkey, n_steps=32, batch_size=64, n_epochs=1, max_seq_len=8, seed=1)
+    model.learn(32 * doorkey.num_envs)
+    batches: list[np.ndarray] = []
+    sample = RecurrentRolloutBuffer._get_samples
+
+    def spy(buffer: RecurrentRolloutBuffer, batch_inds: np.ndarray, *args: object) -> object:
+        batches.append(batch_inds.copy())
+        return sample(buffer, batch_inds, *args)
+
+    monkeypatch.setattr(RecurrentRolloutBuffer, "_get_samples", spy)
+    masks = [int(data.mask.sum()) for data in model.rollout_buffer.get(64)]
+    total = 32 * doorkey.num_envs
+    assert masks == [64] * (total // 64)
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(total))
+    chunks = np.concatenate(batches).reshape(-1, 8)
+    assert (chunks[:, 0] % 8 == 0).all() and (np.diff(chunks, axis=1) == 1).all()
+    assert not (np.diff(chunks[:, 0]) == 8).all()  # shuffled, not in buffer order
+
+
 def test_recurrent_policy_beats_feed_forward_on_a_memory_task() -> None:
     env = make_vec_env(CueMemoryEnv, n_envs=8, seed=0)
     kwargs = dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3, seed=0)
