@@ -7,7 +7,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from torch import Tensor
 
+from agents.buffers import ChunkedRecurrentRolloutBuffer
 from agents.policies import RecurrentPolicy
 from agents.ppo import RecurrentPPO
 
@@ -16,7 +18,7 @@ class RecurrentA2C(RecurrentPPO):
     """Advantage actor-critic with a recurrent core (stable-baselines3 has no recurrent A2C).
 
     Differs from :class:`RecurrentPPO` only in the update: one gradient step per rollout on the
-    whole rollout (all padded sequences), the plain policy-gradient loss (no ratio, no
+    whole rollout (all its sequences), the plain policy-gradient loss (no ratio, no
     clipping), RMSprop (``alpha=0.99, eps=1e-5``) and short rollouts, as SB3's ``A2C``
     defaults: ``n_steps=5, learning_rate=7e-4, gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5,
     max_grad_norm=0.5``.
@@ -61,25 +63,39 @@ class RecurrentA2C(RecurrentPPO):
         """One gradient step on the whole rollout."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        for data in self.rollout_buffer.get(batch_size=None):
-            actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
-            mask = data.mask > 1e-8
-            values, log_prob, entropy = self.policy.evaluate_actions(
-                data.observations, actions, data.lstm_states, data.episode_starts
-            )
-            advantages = data.advantages
-            if self.normalize_advantage:
-                advantages = (advantages - advantages[mask].mean()) / (advantages[mask].std() + 1e-8)
-            policy_loss = -(advantages * log_prob)[mask].mean()
-            value_loss = F.mse_loss(data.returns[mask], values.flatten()[mask])
-            entropy_loss = -entropy[mask].mean() if entropy is not None else log_prob[mask].mean()
-            loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+        values, log_prob, entropy, advantages, returns = self._evaluate_rollout()
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * log_prob).mean()
+        value_loss = F.mse_loss(returns, values)
+        entropy_loss = -entropy.mean() if entropy is not None else log_prob.mean()
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
         self._n_updates += 1
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/policy_loss", policy_loss.item())
         self.logger.record("train/value_loss", value_loss.item())
         self.logger.record("train/entropy_loss", entropy_loss.item())
+
+    def _evaluate_rollout(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        """Values, log-probabilities, entropies, advantages and returns ``(B,)`` of every sample.
+
+        Packed (no padding) with :class:`ChunkedRecurrentRolloutBuffer`, else sb3-contrib's
+        padded sequences with the padding masked out.
+        """
+        buffer = self.rollout_buffer
+        if isinstance(buffer, ChunkedRecurrentRolloutBuffer):
+            batch = next(buffer.get_packed(batch_size=None))
+            values, log_prob, entropy = self.policy.evaluate_packed(batch, self._packed_actions(batch))
+            return values, log_prob, entropy, batch.advantages, batch.returns
+        data = next(buffer.get(batch_size=None))
+        actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
+        mask = data.mask > 1e-8
+        values, log_prob, entropy = self.policy.evaluate_actions(
+            data.observations, actions, data.lstm_states, data.episode_starts
+        )
+        entropy = entropy[mask] if entropy is not None else None
+        return values.flatten()[mask], log_prob[mask], entropy, data.advantages[mask], data.returns[mask]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples
+from torch import Tensor
 
 _FLATTENED = (
     "observations",
@@ -22,6 +24,28 @@ _FLATTENED = (
     "cell_states_vf",
     "episode_starts",
 )
+
+
+class PackedSequences(NamedTuple):
+    """A minibatch of ``B`` samples without padding, and where each sits in the padded layout.
+
+    The samples form ``n_seq`` sequences (each starts at an episode start, a chunk start or the
+    minibatch's first sample). Sample ``b`` is step ``t`` of sequence ``s`` and sits at row
+    ``index[b] = t * n_seq + s`` of the time-major padded layout ``(max_len, n_seq)``, so only
+    the recurrent core sees padding; everything else runs on the ``B`` real samples.
+    """
+
+    observations: Tensor  # (B, *obs_shape)
+    actions: Tensor  # (B, *action_shape)
+    old_values: Tensor  # (B,)
+    old_log_prob: Tensor  # (B,)
+    advantages: Tensor  # (B,)
+    returns: Tensor  # (B,)
+    states: tuple[Tensor, Tensor]  # (h, c) each (num_layers, n_seq, hidden_size): state before each first step
+    first_starts: Tensor  # (n_seq,): 1.0 where the sequence's first step starts an episode
+    index: Tensor  # (B,) long
+    max_len: int
+    n_seq: int
 
 
 class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
@@ -63,6 +87,60 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         for start in range(0, len(chunks), per_batch):
             batch_inds = (chunks[start : start + per_batch, None] * length + np.arange(length)).ravel()
             yield super()._get_samples(batch_inds, env_change)
+
+    def get_packed(self, batch_size: int | None = None) -> Generator[PackedSequences, None, None]:
+        """The minibatches :meth:`get` draws (same samples, same random draws), packed.
+
+        :param batch_size: samples per minibatch; ``None``: the whole rollout in one, in buffer order.
+        """
+        assert self.full, "Rollout buffer must be full before sampling from it"
+        self._flatten_env_major()
+        length, total = self.max_seq_len, self.buffer_size * self.n_envs
+        if batch_size is None:
+            yield self._packed(np.arange(total))
+        elif batch_size % length or self.buffer_size % length:
+            # sb3-contrib's draw: consecutive samples from a random split point
+            split = np.random.randint(total)
+            order = np.concatenate((np.arange(split, total), np.arange(split)))
+            for start in range(0, total, batch_size):
+                yield self._packed(order[start : start + batch_size])
+        else:
+            chunks = np.random.permutation(total // length)
+            per_batch = batch_size // length
+            for start in range(0, len(chunks), per_batch):
+                yield self._packed((chunks[start : start + per_batch, None] * length + np.arange(length)).ravel())
+
+    def _packed(self, batch_inds: np.ndarray) -> PackedSequences:
+        """Samples ``batch_inds`` (environment-major indices, sequences as consecutive runs)."""
+        step = batch_inds % self.buffer_size
+        episode_starts = self.episode_starts[batch_inds].reshape(-1) > 0
+        first = episode_starts | (step % self.max_seq_len == 0)
+        first[0] = True
+        seq_starts = np.flatnonzero(first)
+        seq_id = np.cumsum(first) - 1
+        position = np.arange(len(batch_inds)) - seq_starts[seq_id]
+        n_seq, max_len = len(seq_starts), int(position.max()) + 1
+        heads = batch_inds[seq_starts]
+
+        def tensor(array: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array), device=self.device)
+
+        return PackedSequences(
+            observations=tensor(self.observations[batch_inds]),
+            actions=tensor(self.actions[batch_inds]),
+            old_values=tensor(self.values[batch_inds].reshape(-1)),
+            old_log_prob=tensor(self.log_probs[batch_inds].reshape(-1)),
+            advantages=tensor(self.advantages[batch_inds].reshape(-1)),
+            returns=tensor(self.returns[batch_inds].reshape(-1)),
+            states=(
+                tensor(self.hidden_states_pi[heads].swapaxes(0, 1)),
+                tensor(self.cell_states_pi[heads].swapaxes(0, 1)),
+            ),
+            first_starts=tensor(episode_starts[seq_starts].astype(np.float32)),
+            index=tensor(position * n_seq + seq_id),
+            max_len=max_len,
+            n_seq=n_seq,
+        )
 
     def _flatten_env_major(self) -> None:
         """Lay the stored arrays out environment-major once per rollout (``(n_envs * n_steps, ...)``,

@@ -14,6 +14,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
+from agents.buffers import PackedSequences
 from agents.cores import DEFAULT_HIDDEN_SIZE, RecurrentCore, make_core
 from agents.extractors import MiniGridCNN
 
@@ -152,6 +153,23 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
     def predict_values(self, obs: Tensor, lstm_states: tuple[Tensor, Tensor], episode_starts: Tensor) -> Tensor:
         latent, _ = self._latent(obs, lstm_states, episode_starts)
         return self.value_net(self.mlp_extractor.forward_critic(latent))
+
+    def evaluate_packed(self, batch: PackedSequences, actions: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Values, log-probabilities and entropies ``(B,)`` of a packed minibatch.
+
+        Only the core runs on the padded layout: features are scattered into it and the core's
+        outputs gathered back, so the encoder and the heads see the ``B`` real samples only.
+        """
+        features = self.extract_features(batch.observations)
+        rows = batch.max_len * batch.n_seq
+        padded = features.new_zeros(rows, features.shape[-1]).index_copy(0, batch.index, features)
+        starts = features.new_zeros(batch.max_len, batch.n_seq)
+        starts[0] = batch.first_starts
+        out, _ = self.core(padded.view(batch.max_len, batch.n_seq, -1), batch.states, starts)
+        latent = out.reshape(rows, -1).index_select(0, batch.index)
+        latent_pi, latent_vf = self.mlp_extractor(latent)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        return self.value_net(latent_vf).flatten(), distribution.log_prob(actions), distribution.entropy()
 
     def evaluate_actions(
         self, obs: Tensor, actions: Tensor, lstm_states: RNNStates, episode_starts: Tensor

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from gymnasium import spaces
 from sb3_contrib import RecurrentPPO as _ContribRecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import explained_variance
 
-from agents.buffers import ChunkedRecurrentRolloutBuffer
+from agents.buffers import ChunkedRecurrentRolloutBuffer, PackedSequences
 from agents.policies import RecurrentPolicy
 
 
@@ -65,3 +68,76 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 n_envs=self.n_envs,
                 max_seq_len=self.max_seq_len,
             )
+
+    def _packed_actions(self, batch: PackedSequences) -> torch.Tensor:
+        """Stored actions as the distribution takes them (discrete ones as ``long``, flat)."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return batch.actions.long().flatten()
+        return batch.actions
+
+    def train(self) -> None:
+        """sb3-contrib's PPO update (same losses, early stop and logs) on packed minibatches.
+
+        With :class:`ChunkedRecurrentRolloutBuffer` the minibatches come unpadded
+        (:class:`agents.buffers.PackedSequences`): the encoder, heads and losses run on the real
+        samples only, so no masks are needed. Otherwise sb3-contrib's own update runs.
+        """
+        if not isinstance(self.rollout_buffer, ChunkedRecurrentRolloutBuffer):
+            super().train()
+            return
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        progress = self._current_progress_remaining
+        clip_range = self.clip_range(progress)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
+        logs: dict[str, list[float]] = {"entropy": [], "policy": [], "value": [], "clip": [], "kl": []}
+        for _ in range(self.n_epochs):
+            stop = False
+            logs["kl"] = []  # sb3-contrib logs the last epoch's mean
+            for batch in self.rollout_buffer.get_packed(self.batch_size):
+                values, log_prob, entropy = self.policy.evaluate_packed(batch, self._packed_actions(batch))
+                advantages = batch.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - batch.old_log_prob
+                ratio = torch.exp(log_ratio)
+                clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -torch.min(advantages * ratio, advantages * clipped).mean()
+                if clip_range_vf is not None:
+                    values = batch.old_values + torch.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = ((batch.returns - values) ** 2).mean()
+                entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
+                    clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().item()
+                for key, value in (("policy", policy_loss), ("value", value_loss), ("entropy", entropy_loss)):
+                    logs[key].append(value.item())
+                logs["clip"].append(clip_fraction)
+                logs["kl"].append(approx_kl)
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    stop = True
+                    if self.verbose >= 1:
+                        self.logger.info(f"Early stopping at epoch {self._n_updates} with approx_kl {approx_kl:.2f}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if stop:
+                break
+        buffer = self.rollout_buffer
+        self.logger.record("train/entropy_loss", np.mean(logs["entropy"]))
+        self.logger.record("train/policy_gradient_loss", np.mean(logs["policy"]))
+        self.logger.record("train/value_loss", np.mean(logs["value"]))
+        self.logger.record("train/approx_kl", np.mean(logs["kl"]))
+        self.logger.record("train/clip_fraction", np.mean(logs["clip"]))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record(
+            "train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+        )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)

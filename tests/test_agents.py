@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import gymnasium as gym
@@ -173,6 +174,33 @@ def test_minibatches_are_whole_chunks_in_random_order(doorkey: object, monkeypat
     chunks = np.concatenate(batches).reshape(-1, 8)
     assert (chunks[:, 0] % 8 == 0).all() and (np.diff(chunks, axis=1) == 1).all()
     assert not (np.diff(chunks[:, 0]) == 8).all()  # shuffled, not in buffer order
+
+
+@pytest.mark.parametrize("batch_size", [64, 48, 60])
+def test_packed_update_equals_sb3_contrib_padded_update(batch_size: int) -> None:
+    """Our unpadded PPO update and sb3-contrib's masked one, on the same rollout and draws."""
+    from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
+
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=0, env_kwargs=dict(max_steps=11))
+    model = RecurrentPPO(
+        "RecurrentPolicy", env, n_steps=32, batch_size=batch_size, n_epochs=2, max_seq_len=8, seed=3
+    )
+    model.learn(64)  # a rollout with episode starts inside chunks; the buffer stays full
+    assert model.rollout_buffer.episode_starts[1:].any()
+    policy_state = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
+    rng = np.random.get_state()
+    model.train()
+    ours = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.policy.load_state_dict(policy_state)
+    model.policy.optimizer.load_state_dict(optimizer_state)
+    np.random.set_state(rng)
+    ContribRecurrentPPO.train(model)
+    changed = 0
+    for key, value in model.policy.state_dict().items():
+        torch.testing.assert_close(ours[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        changed += not torch.equal(value, policy_state[key])
+    assert changed > 0
 
 
 def test_recurrent_policy_beats_feed_forward_on_a_memory_task() -> None:
