@@ -6,11 +6,15 @@ n_steps=128, batch 256, 4 epochs, 1 torch thread, LSTM width 128. sb3-contrib ru
 LSTM shared by actor and critic (``shared_lstm=True, enable_critic_lstm=False``). Plain
 feed-forward PPO with the same encoder is the ceiling. Each entry learns ``--frames`` frames
 after one warm-up rollout, in a fresh process (so that no entry inherits another's memory
-state), over ``--rounds`` rounds in alternating order; medians are reported.
+state), over ``--rounds`` rounds in alternating order; medians are reported. Every entry steps
+the same environments: by default with :mod:`envs.fast_obs` observations (what our factories
+build), with ``--minigrid-obs`` with MiniGrid's own observation code (same observations,
+slower environment steps).
 
 Usage::
 
     python scripts/bench_agents.py --frames 16384
+    python scripts/bench_agents.py --frames 16384 --minigrid-obs
 """
 
 from __future__ import annotations
@@ -74,10 +78,10 @@ def _timed(model: BaseAlgorithm, seconds: dict[str, float]) -> None:
         setattr(model, attribute, timed)
 
 
-def _run_entry(name: str, frames: int) -> tuple[float, float, float]:
+def _run_entry(name: str, frames: int, fast_observations: bool) -> tuple[float, float, float]:
     """Frames/s, rollout seconds and update seconds of one entry (run in a fresh process)."""
     torch.set_num_threads(1)
-    env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0)
+    env = make_minigrid_vec_env(ENV_ID, n_envs=8, seed=0, fast_observations=fast_observations)
     model = _candidates()[name](env)
     model.learn(128 * 8)  # warm-up rollout + update
     seconds = {"rollout": 0.0, "update": 0.0}
@@ -93,10 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all entries (median reported)")
+    parser.add_argument("--minigrid-obs", action="store_true", help="MiniGrid's own observation code")
     args = parser.parse_args()
+    observations = "MiniGrid's observation code" if args.minigrid_obs else "envs.fast_obs observations"
     print(
-        f"{ENV_ID}, 8 envs, n_steps 128, batch 256, 4 epochs, torch threads 1; each entry in a fresh process, "
-        f"{args.rounds} round(s) in alternating order, median"
+        f"{ENV_ID}, 8 envs ({observations}), n_steps 128, batch 256, 4 epochs, torch threads 1; each entry in a "
+        f"fresh process, {args.rounds} round(s) in alternating order, median"
     )
     names = list(_candidates())
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
@@ -104,7 +110,7 @@ def main() -> None:
     with spawn.Pool(1, maxtasksperchild=1) as pool:
         for round_index in range(args.rounds):
             for name in names if round_index % 2 == 0 else names[::-1]:
-                runs[name].append(pool.apply(_run_entry, (name, args.frames)))
+                runs[name].append(pool.apply(_run_entry, (name, args.frames, not args.minigrid_obs)))
     results: dict[str, float] = {}
     for name in names:
         fps, rollout, update = (statistics.median(values) for values in zip(*runs[name], strict=True))

@@ -203,6 +203,25 @@ def test_packed_update_equals_sb3_contrib_padded_update(batch_size: int) -> None
     assert changed > 0
 
 
+def test_whole_rollout_packed_equals_padded() -> None:
+    """A2C's one-minibatch rollout: packed and sb3-contrib's padded layouts give the same samples."""
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=3, seed=0, env_kwargs=dict(max_steps=4))
+    model = RecurrentA2C("RecurrentPolicy", env, n_steps=10, max_seq_len=4, seed=0)
+    model.train = lambda: None  # keep the parameters that collected the rollout
+    model.learn(30)
+    buffer = model.rollout_buffer
+    packed = next(buffer.get_packed(None))
+    assert len(packed.index) == 30 and packed.n_seq >= 30 // 4
+    padded = next(buffer.get(None))
+    mask = padded.mask > 0
+    with torch.no_grad():
+        ours = model.policy.evaluate_packed(packed, model._packed_actions(packed))
+        actions = padded.actions.long().flatten()
+        theirs = model.policy.evaluate_actions(padded.observations, actions, padded.lstm_states, padded.episode_starts)
+    for a, b in zip(ours, (theirs[0].flatten(), *theirs[1:]), strict=True):
+        torch.testing.assert_close(a.sort().values, b[mask].sort().values)
+
+
 def test_recurrent_policy_beats_feed_forward_on_a_memory_task() -> None:
     env = make_vec_env(CueMemoryEnv, n_envs=8, seed=0)
     kwargs = dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3, seed=0)
