@@ -182,9 +182,7 @@ def test_packed_update_equals_sb3_contrib_padded_update(batch_size: int) -> None
     from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
 
     env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=0, env_kwargs=dict(max_steps=11))
-    model = RecurrentPPO(
-        "RecurrentPolicy", env, n_steps=32, batch_size=batch_size, n_epochs=2, max_seq_len=8, seed=3
-    )
+    model = RecurrentPPO("RecurrentPolicy", env, n_steps=32, batch_size=batch_size, n_epochs=2, max_seq_len=8, seed=3)
     model.learn(64)  # a rollout with episode starts inside chunks; the buffer stays full
     assert model.rollout_buffer.episode_starts[1:].any()
     policy_state = {k: v.clone() for k, v in model.policy.state_dict().items()}
