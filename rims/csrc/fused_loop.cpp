@@ -26,6 +26,9 @@ struct Comm {
   double scale;
 };
 
+void softmax_rows(const Tensor& scores, double scale, const Tensor& out);
+Tensor softmax_rows_backward(const Tensor& grad_w, const Tensor& weights, double scale);
+
 // Messages of one step (U, N, d); fills the attention buffers of step t.
 Tensor comm_forward(const Comm& cm, double dropout, const Tensor& tilde, const Tensor& w_qkv, const Tensor& w_out,
                     const Tensor& qk, const Tensor& v, const optional<Tensor>& qkv3, const Tensor& weights,
@@ -41,10 +44,7 @@ Tensor comm_forward(const Comm& cm, double dropout, const Tensor& tilde, const T
     v.view({n, cm.heads, u, cm.value})
         .copy_(qkv.narrow(-1, qk_width, cm.heads * cm.value).view({u, n, cm.heads, cm.value}).permute({1, 2, 0, 3}));
   }
-  Tensor scores = at::bmm(qk.select(0, 0), qk.select(0, 1).transpose(1, 2)).mul_(cm.scale);  // (N*Hc, U, U)
-  Tensor e = at::exp(scores.sub_(at::amax(scores, {-1}, true)));
-  Tensor w = weights;
-  at::div_out(w, e, e.sum(-1, true));
+  softmax_rows(at::bmm(qk.select(0, 0), qk.select(0, 1).transpose(1, 2)), cm.scale, weights);  // (N*Hc, U, U)
   Tensor used = weights;
   if (keep.has_value()) {
     keep->bernoulli_(1.0 - dropout).div_(1.0 - dropout);
@@ -72,8 +72,7 @@ void attention_backward(const Comm& cm, const Tensor& g_read, const Tensor& qk, 
   }
   Tensor grad_w = at::bmm(g, v.transpose(1, 2));  // (N*Hc, U, U)
   if (keep.has_value()) grad_w = grad_w * *keep;
-  Tensor grad_s = weights * (grad_w - (grad_w * weights).sum(-1, true));
-  grad_s.mul_(cm.scale);
+  const Tensor grad_s = softmax_rows_backward(grad_w, weights, cm.scale);
   if (same) {
     Tensor gq = grad.select(0, 0), gk = grad.select(0, 1);
     at::bmm_out(gq, grad_s, qk.select(0, 1));
@@ -180,7 +179,139 @@ Tensor gru_gates_backward(const Tensor& g_tilde, const Tensor& mask, const Tenso
   return kept;
 }
 
+// Input attention of one step, one pass: score = <q, key>, attn = sigmoid(score) and, with k < U,
+// the top-k mask by rank = score (+ <q, null_key>), ties to the lower unit (a stable descending
+// sort's order). q (U, N, K) and keys_t (N, K) with contiguous rows; writes attn (U, N, 1) and,
+// when given, mask_f (U, N, 1) (1 = active) and mask_b (U, N, 1) bool.
+void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>& null_key, int64_t k,
+                  const Tensor& attn, const Tensor& mask_f, const Tensor& mask_b) {
+  const int64_t u_n = q.size(0), n_n = q.size(1), kk = q.size(2);
+  const bool masked = k < u_n;
+  TORCH_CHECK(keys_t.stride(1) == 1 && (!null_key.has_value() || null_key->is_contiguous()), "rims: key layout");
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "select_units", [&] {
+    using T = scalar_t;
+    const Rows<T> qr(q), ar(attn);
+    const T* key = keys_t.data_ptr<T>();
+    const T* null = null_key.has_value() ? null_key->data_ptr<T>() : nullptr;
+    const Rows<T> mf = masked ? Rows<T>(mask_f) : ar;
+    bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
+    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
+    std::vector<T> rank(u_n);
+    for (int64_t n = 0; n < n_n; ++n) {
+      const T* key_n = key + n * keys_t.stride(0);
+      for (int64_t u = 0; u < u_n; ++u) {
+        const T* q_un = qr.at(u, n);
+        T score = 0, extra = 0;
+        for (int64_t j = 0; j < kk; ++j) score += q_un[j] * key_n[j];
+        if (null != nullptr)
+          for (int64_t j = 0; j < kk; ++j) extra += q_un[j] * null[j];
+        *ar.at(u, n) = T(1) / (T(1) + std::exp(-score));
+        rank[u] = score + extra;
+      }
+      if (!masked) continue;
+      for (int64_t u = 0; u < u_n; ++u) {
+        int64_t ahead = 0;
+        for (int64_t v = 0; v < u_n; ++v) ahead += rank[v] > rank[u] || (rank[v] == rank[u] && v < u);
+        const bool on = ahead < k;
+        *mf.at(u, n) = on ? T(1) : T(0);
+        mb[u * mb_su + n * mb_sn] = on;
+      }
+    }
+  });
+}
+
+// Softmax over the last dimension of scale * scores (R, U, U), both contiguous, into out.
+void softmax_rows(const Tensor& scores, double scale, const Tensor& out) {
+  const int64_t rows = scores.numel() / scores.size(-1), w = scores.size(-1);
+  TORCH_CHECK(scores.is_contiguous() && out.is_contiguous(), "rims: softmax layout");
+  AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "softmax_rows", [&] {
+    using T = scalar_t;
+    const T* s = scores.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    const T sc = static_cast<T>(scale);
+    for (int64_t r = 0; r < rows; ++r, s += w, o += w) {
+      T top = s[0] * sc;
+      for (int64_t j = 1; j < w; ++j) top = std::max(top, s[j] * sc);
+      T sum = 0;
+      for (int64_t j = 0; j < w; ++j) sum += (o[j] = std::exp(s[j] * sc - top));
+      for (int64_t j = 0; j < w; ++j) o[j] /= sum;
+    }
+  });
+}
+
+// Softmax backward: scale * w * (g - <g, w>) per row of the contiguous (R, U, U) tensors.
+Tensor softmax_rows_backward(const Tensor& grad_w, const Tensor& weights, double scale) {
+  const Tensor g = grad_w.contiguous();
+  Tensor out = at::empty_like(g);
+  const int64_t rows = g.numel() / g.size(-1), w = g.size(-1);
+  TORCH_CHECK(weights.is_contiguous(), "rims: softmax layout");
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "softmax_rows_backward", [&] {
+    using T = scalar_t;
+    const T *gp = g.data_ptr<T>(), *wp = weights.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    const T sc = static_cast<T>(scale);
+    for (int64_t r = 0; r < rows; ++r, gp += w, wp += w, o += w) {
+      T dot = 0;
+      for (int64_t j = 0; j < w; ++j) dot += gp[j] * wp[j];
+      for (int64_t j = 0; j < w; ++j) o[j] = wp[j] * (gp[j] - dot) * sc;
+    }
+  });
+  return out;
+}
+
+// Input side of one backward step without dropout, one pass: g_proj = a * g_x,
+// g_score = <g_x, proj> * a (1 - a), g_query = g_score * key, g_key = sum over units of
+// g_score * query. g_x, proj_t, g_proj (U, N, G), query_t, g_query (U, N, K) with contiguous
+// rows; attn (U, N, 1); keys_t, g_key (N, K) with contiguous rows.
+void input_backward(const Tensor& g_x, const Tensor& proj_t, const Tensor& attn, const Tensor& keys_t,
+                    const Tensor& query_t, const Tensor& g_proj, const Tensor& g_query, const Tensor& g_key) {
+  const int64_t u_n = g_x.size(0), n_n = g_x.size(1), gw = g_x.size(2), kk = query_t.size(2);
+  TORCH_CHECK(keys_t.stride(1) == 1 && g_key.stride(1) == 1, "rims: key layout");
+  AT_DISPATCH_FLOATING_TYPES(g_x.scalar_type(), "input_backward", [&] {
+    using T = scalar_t;
+    const Rows<T> gx(g_x), pr(proj_t), ar(attn), qr(query_t), gp(g_proj), gq(g_query);
+    const T* key = keys_t.data_ptr<T>();
+    T* gk = g_key.data_ptr<T>();
+    for (int64_t n = 0; n < n_n; ++n) {
+      const T* key_n = key + n * keys_t.stride(0);
+      T* gk_n = gk + n * g_key.stride(0);
+      for (int64_t j = 0; j < kk; ++j) gk_n[j] = 0;
+      for (int64_t u = 0; u < u_n; ++u) {
+        const T *g = gx.at(u, n), *p = pr.at(u, n), *q = qr.at(u, n);
+        const T a = *ar.at(u, n);
+        T *o = gp.at(u, n), *oq = gq.at(u, n);
+        T ga = 0;
+        for (int64_t j = 0; j < gw; ++j) {
+          ga += g[j] * p[j];
+          o[j] = g[j] * a;
+        }
+        const T gs = ga * (a - a * a);
+        for (int64_t j = 0; j < kk; ++j) {
+          oq[j] = gs * key_n[j];
+          gk_n[j] += gs * q[j];
+        }
+      }
+    }
+  });
+}
+
 Tensor slope(const Tensor& x) { return at::addcmul(x, x, x, -1.0); }  // x - x*x: sigmoid' at output x
+
+// input_backward with input dropout (noise (U, N, 2): the scales of the real and the null input).
+void input_backward_dropout(const Tensor& g_x, const Tensor& proj_t, const Tensor& attn, const Tensor& noise,
+                            const optional<Tensor>& null_proj, const Tensor& keys_t, const Tensor& query_t,
+                            Tensor g_proj, Tensor g_query, Tensor g_key) {
+  const Tensor keep_in = noise.narrow(-1, 0, 1), keep_null = noise.narrow(-1, 1, 1);
+  at::mul_out(g_proj, g_x, attn * keep_in);
+  Tensor g_attn = at::linalg_vecdot(g_x, proj_t).unsqueeze(-1) * keep_in;  // (U, N, 1)
+  if (null_proj.has_value()) {
+    const Tensor g_total = at::linalg_vecdot(g_x, *null_proj).unsqueeze(-1);
+    g_attn = at::addcmul(g_attn, g_total, keep_in - keep_null);
+  }
+  const Tensor g_score = g_attn * slope(attn);
+  at::mul_out(g_query, g_score, keys_t);
+  at::sum_out(g_key, g_score * query_t, {0});
+}
 
 }  // namespace
 
@@ -197,21 +328,19 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
   const Comm cm{heads, key, value, scale};
   const int64_t seq_len = proj.size(0), n = proj.size(1), u = w_h.size(0), d = w_h.size(1);
   const int64_t key_size = query.size(-1), gate_width = w_h.size(2) - key_size;
-  const Tensor inactive = at::zeros({u, n, 1}, proj.options().dtype(at::kBool));
+  const Tensor active = at::empty({u, n, 1}, proj.options().dtype(at::kBool));  // this step's mask
   for (int64_t t = 0; t < seq_len; ++t) {
     const Tensor h = hidden.select(1, t);
     const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);  // (U, N, G + K)
     const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
     query.select(1, t).copy_(q);
-    const Tensor score = at::linalg_vecdot(q, keys.select(0, t)).unsqueeze(-1);  // (U, N, 1)
     Tensor attn = attn_buf.select(1, t);
-    at::sigmoid_out(attn, score);
     Tensor mask;
     if (mask_buf.has_value()) {
-      const Tensor rank = null_key.has_value() ? score + at::linalg_vecdot(q, *null_key).unsqueeze(-1) : score;
-      const Tensor top = std::get<1>(at::sort(rank, /*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, k);
-      mask = inactive.scatter(0, top, true);
-      mask_buf->select(1, t).copy_(mask);
+      mask = active;
+      select_units(q, keys.select(0, t), null_key, k, attn, mask_buf->select(1, t), active);
+    } else {
+      select_units(q, keys.select(0, t), null_key, u, attn, Tensor(), Tensor());
     }
     const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
     // input side: base + a * proj_t (+ the null value's part under dropout); base = gh (LSTM) or the input bias (GRU)
@@ -322,24 +451,13 @@ std::tuple<Tensor, Tensor> backward_loop(
     // input side
     const Tensor attn = attn_buf.select(1, t), proj_t = proj.select(0, t).transpose(0, 1);
     Tensor g_proj = grad_proj.select(0, t).transpose(0, 1);
-    Tensor g_attn = at::linalg_vecdot(g_x, proj_t).unsqueeze(-1);  // (U, N, 1)
-    if (noise_buf.has_value()) {
-      const Tensor noise = noise_buf->select(1, t);
-      const Tensor keep_in = noise.narrow(-1, 0, 1), keep_null = noise.narrow(-1, 1, 1);
-      at::mul_out(g_proj, g_x, attn * keep_in);
-      g_attn = g_attn * keep_in;
-      if (null_proj.has_value()) {
-        const Tensor g_total = at::linalg_vecdot(g_x, *null_proj).unsqueeze(-1);
-        g_attn = at::addcmul(g_attn, g_total, keep_in - keep_null);
-      }
-    } else {
-      at::mul_out(g_proj, g_x, attn);
-    }
-    const Tensor g_score = g_attn * slope(attn);
     Tensor g_query = g_hq.narrow(-1, gate_width, key_size);
-    at::mul_out(g_query, g_score, keys.select(0, t));
-    Tensor g_key = grad_keys.select(0, t);
-    at::sum_out(g_key, g_score * query.select(1, t), {0});
+    if (noise_buf.has_value()) {
+      input_backward_dropout(g_x, proj_t, attn, noise_buf->select(1, t), null_proj, keys.select(0, t),
+                             query.select(1, t), g_proj, g_query, grad_keys.select(0, t));
+    } else {
+      input_backward(g_x, proj_t, attn, keys.select(0, t), query.select(1, t), g_proj, g_query, grad_keys.select(0, t));
+    }
     carry_h = kept_h.defined() ? at::baddbmm(kept_h, g_hq, w_h_t) : at::bmm(g_hq, w_h_t);
   }
   return {carry_h, carry_c};
@@ -359,13 +477,13 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const Tensor h = h_in.reshape({n, u, d}).transpose(0, 1).contiguous();  // (U, N, d)
   const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);
   const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
-  const Tensor score = at::linalg_vecdot(q, keys).unsqueeze(-1);  // (U, N, 1)
-  const Tensor attn = at::sigmoid(score);
+  const Tensor attn = at::empty({u, n, 1}, proj.options());
   Tensor mask;
   if (k < u) {
-    const Tensor rank = null_key.has_value() ? score + at::linalg_vecdot(q, *null_key).unsqueeze(-1) : score;
-    const Tensor top = std::get<1>(at::sort(rank, /*stable=*/true, /*dim=*/0, /*descending=*/true)).narrow(0, 0, k);
-    mask = at::zeros({u, n, 1}, proj.options().dtype(at::kBool)).scatter_(0, top, true);
+    mask = at::empty({u, n, 1}, proj.options().dtype(at::kBool));
+    select_units(q, keys, null_key, k, attn, at::empty({u, n, 1}, proj.options()), mask);
+  } else {
+    select_units(q, keys, null_key, u, attn, Tensor(), Tensor());
   }
   const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
   Tensor tilde, c_out;
