@@ -506,10 +506,13 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   }
   const Tensor qkv = at::bmm(tilde, w_qkv);
   const int64_t qk = heads * key;
-  const Tensor qq = qkv.narrow(-1, 0, qk).view({u, n, heads, key}).permute({1, 2, 0, 3});
-  const Tensor kk = qkv.narrow(-1, qk, qk).view({u, n, heads, key}).permute({1, 2, 0, 3});
-  const Tensor vv = qkv.narrow(-1, 2 * qk, heads * value).view({u, n, heads, value}).permute({1, 2, 0, 3});
-  const Tensor read = at::scaled_dot_product_attention(qq, kk, vv, {}, 0.0, false, scale);  // (N, Hc, U, Vc)
+  const Tensor qq = qkv.narrow(-1, 0, qk).view({u, n, heads, key}).permute({1, 2, 0, 3}).reshape({n * heads, u, key});
+  const Tensor kk = qkv.narrow(-1, qk, qk).view({u, n, heads, key}).permute({1, 2, 3, 0}).reshape({n * heads, key, u});
+  const Tensor vv =
+      qkv.narrow(-1, 2 * qk, heads * value).view({u, n, heads, value}).permute({1, 2, 0, 3}).reshape({n * heads, u, value});
+  const Tensor weights = at::empty({n * heads, u, u}, proj.options());
+  softmax_rows(at::bmm(qq, kk), scale, weights);
+  const Tensor read = at::bmm(weights, vv).view({n, heads, u, value});  // (N, Hc, U, Vc)
   const Tensor message = at::bmm(read.permute({2, 0, 1, 3}).reshape({u, n, heads * value}), w_out);
   const Tensor h_out = mask.defined() ? at::where(mask, tilde + message, tilde) : tilde + message;
   return {h_out.transpose(0, 1).reshape({n, u * d}), c_out};
