@@ -1,10 +1,13 @@
 // Time loops of the fused RIM training path (rims/fused.py), in C++.
 //
-// The same ATen calls, in the same order, as the Python loops of rims.fused (the LSTM/GRU gate
-// backward is one pass over the data instead), so the Python interpreter's cost per operation
-// goes away: a RIM step is some forty small operations, and at small batch sizes that cost is a
-// large part of the time. Buffers are allocated and owned by the Python caller; these functions
-// only fill them. inference_step is one step without gradients (acting).
+// The same computation, in the same order, as the Python loops of rims.fused, so the Python
+// interpreter's cost per operation goes away: a RIM step is some forty small operations, and at
+// small batch sizes that cost is a large part of the time. Where several ATen calls work on a few
+// hundred numbers, one pass over the data replaces them (LSTM/GRU gate backward, the input
+// attention with the top-k selection, the communication softmax and its backward, the input side
+// of the backward step); the matrix products stay ATen's. Buffers are allocated and owned by the
+// Python caller; these functions only fill them. inference_step is one step without gradients
+// (acting).
 //
 // Shapes: L steps, N batch, U units of width d, G gate width, K input key size, Hc heads of
 // communication with key Kc and value Vc.
