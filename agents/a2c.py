@@ -83,11 +83,12 @@ class RecurrentA2C(RecurrentPPO):
     def _evaluate_rollout(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         """Values, log-probabilities, entropies, advantages and returns ``(B,)`` of every sample.
 
-        Packed (no padding) with :class:`ChunkedRecurrentRolloutBuffer`, else sb3-contrib's
-        padded sequences with the padding masked out.
+        Packed (no padding) where :meth:`RecurrentPPO._packs`, else sb3-contrib's padded
+        sequences with the padding masked out.
         """
         buffer = self.rollout_buffer
-        if isinstance(buffer, ChunkedRecurrentRolloutBuffer):
+        if self._packs():
+            assert isinstance(buffer, ChunkedRecurrentRolloutBuffer)
             batch = next(buffer.get_packed(batch_size=None))
             values, log_prob, entropy = self.policy.evaluate_packed(batch, self._packed_actions(batch))
             return values, log_prob, entropy, batch.advantages, batch.returns

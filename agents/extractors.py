@@ -26,7 +26,7 @@ def conv2x2(x: Tensor, conv: nn.Conv2d) -> Tensor:
     n, height, width, channels = x.shape
     patches = torch.stack([x[:, a : height - 1 + a, b : width - 1 + b] for a in (0, 1) for b in (0, 1)], dim=-1)
     rows = patches.view(-1, 4 * channels)
-    kernel = conv.weight.view(conv.out_channels, 4 * channels).t()
+    kernel = conv.weight.reshape(conv.out_channels, 4 * channels).t()
     out = rows @ kernel if conv.bias is None else torch.addmm(conv.bias, rows, kernel)
     return out.view(n, height - 1, width - 1, conv.out_channels)
 

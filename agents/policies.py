@@ -18,6 +18,8 @@ from agents.buffers import PackedSequences
 from agents.cores import DEFAULT_HIDDEN_SIZE, RecurrentCore, make_core
 from agents.extractors import MiniGridCNN
 
+_FUSED_ADAM = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)  # fused Adam on CPU
+
 
 class RecurrentPolicy(RecurrentActorCriticPolicy):
     """One recurrent core shared by actor and critic, chosen by name.
@@ -32,8 +34,9 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
     :param net_arch: hidden layers of the actor and critic heads on top of the core.
     :param features_extractor_class: defaults to :class:`MiniGridCNN` for image observations.
     :param normalize_images: default ``False``: MiniGrid images hold category codes.
-    :param optimizer_kwargs: default for Adam: SB3's ``eps=1e-5`` and ``fused=True`` (one
-        kernel for all parameters: ~3x faster optimizer steps on CPU than the per-tensor loop).
+    :param optimizer_kwargs: default for Adam: SB3's ``eps=1e-5`` and, from torch 2.4 (fused
+        Adam on CPU), ``fused=True`` (one kernel for all parameters: ~3x faster optimizer steps
+        on CPU than the per-tensor loop).
     Other arguments are SB3's ``ActorCriticPolicy`` ones.
     """
 
@@ -58,7 +61,7 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
             is_image = isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3
             features_extractor_class = MiniGridCNN if is_image else FlattenExtractor
         if optimizer_kwargs is None and optimizer_class is torch.optim.Adam:
-            optimizer_kwargs = dict(eps=1e-5, fused=True)  # SB3's eps; one fused kernel per step
+            optimizer_kwargs = dict(eps=1e-5, fused=True) if _FUSED_ADAM else dict(eps=1e-5)  # SB3's eps
         self.core_name = core
         self.core_kwargs = dict(core_kwargs or {})
         self.lstm_output_dim = self.core_kwargs.get("hidden_size", DEFAULT_HIDDEN_SIZE)
@@ -132,8 +135,9 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         """Actions ``(N, ...)`` and their log-probabilities ``(N,)`` from the actor's latent.
 
         Discrete actions skip building a ``torch.distributions.Categorical`` (its argument
-        checks cost more than the sampling at acting batch sizes): the same softmax, the same
-        ``multinomial`` draw, so the same actions for the same random state.
+        checks cost more than the sampling at acting batch sizes): the same ``multinomial`` draw
+        on the softmax of the logits, so the same actions for the same random state (the
+        probabilities and log-probabilities equal Categorical's up to rounding).
         """
         if not isinstance(self.action_dist, CategoricalDistribution):
             distribution = self._get_action_dist_from_latent(latent_pi)

@@ -69,6 +69,12 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 max_seq_len=self.max_seq_len,
             )
 
+    def _packs(self) -> bool:
+        """Whether updates run on packed minibatches (our buffer and a policy that evaluates them)."""
+        return isinstance(self.rollout_buffer, ChunkedRecurrentRolloutBuffer) and isinstance(
+            self.policy, RecurrentPolicy
+        )
+
     def _packed_actions(self, batch: PackedSequences) -> torch.Tensor:
         """Stored actions as the distribution takes them (discrete ones as ``long``, flat)."""
         if isinstance(self.action_space, spaces.Discrete):
@@ -78,11 +84,13 @@ class RecurrentPPO(_ContribRecurrentPPO):
     def train(self) -> None:
         """sb3-contrib's PPO update (same losses, early stop and logs) on packed minibatches.
 
-        With :class:`ChunkedRecurrentRolloutBuffer` the minibatches come unpadded
-        (:class:`agents.buffers.PackedSequences`): the encoder, heads and losses run on the real
-        samples only, so no masks are needed. Otherwise sb3-contrib's own update runs.
+        With :class:`ChunkedRecurrentRolloutBuffer` and a :class:`RecurrentPolicy` the
+        minibatches come unpadded (:class:`agents.buffers.PackedSequences`): the encoder, heads
+        and losses run on the real samples only, so no masks are needed. Otherwise
+        sb3-contrib's own update runs. One difference: a one-sample minibatch is not
+        advantage-normalised (its standard deviation is undefined; sb3-contrib gets NaN).
         """
-        if not isinstance(self.rollout_buffer, ChunkedRecurrentRolloutBuffer):
+        if not self._packs():
             super().train()
             return
         self.policy.set_training_mode(True)
@@ -91,7 +99,7 @@ class RecurrentPPO(_ContribRecurrentPPO):
         clip_range = self.clip_range(progress)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
         logs: dict[str, list[float]] = {"entropy": [], "policy": [], "value": [], "clip": [], "kl": []}
-        for _ in range(self.n_epochs):
+        for epoch in range(self.n_epochs):
             stop = False
             logs["kl"] = []  # sb3-contrib logs the last epoch's mean
             for batch in self.rollout_buffer.get_packed(self.batch_size):
@@ -118,7 +126,7 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
                     stop = True
                     if self.verbose >= 1:
-                        self.logger.info(f"Early stopping at epoch {self._n_updates} with approx_kl {approx_kl:.2f}")
+                        self.logger.info(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
                     break
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -137,6 +145,8 @@ class RecurrentPPO(_ContribRecurrentPPO):
         self.logger.record(
             "train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten())
         )
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:

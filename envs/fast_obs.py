@@ -10,8 +10,8 @@ result is identical (tested against ``gen_obs`` over random play in many environ
 
 from __future__ import annotations
 
+import functools
 import logging
-import types
 from typing import Any
 
 import gymnasium as gym
@@ -99,14 +99,20 @@ def fast_gen_obs(env: MiniGridEnv) -> dict[str, Any]:
 
 
 def has_stock_observations(env: MiniGridEnv) -> bool:
-    """Whether ``env`` builds observations with MiniGrid's own, unmodified code."""
+    """Whether ``env`` builds observations with MiniGrid's own, unmodified code (or already
+    with :func:`fast_gen_obs`)."""
     cls = type(env)
+    own = vars(env).get("gen_obs")
     return (
         cls.gen_obs is MiniGridEnv.gen_obs
         and cls.gen_obs_grid is MiniGridEnv.gen_obs_grid
         and cls.get_view_exts is MiniGridEnv.get_view_exts
-        and "gen_obs" not in vars(env)
+        and (own is None or _is_fast(own))
     )
+
+
+def _is_fast(gen_obs: Any) -> bool:
+    return isinstance(gen_obs, functools.partial) and gen_obs.func is fast_gen_obs
 
 
 class FastObservations(gym.Wrapper):
@@ -128,6 +134,6 @@ class FastObservations(gym.Wrapper):
             raise ValueError(f"FastObservations needs a MiniGrid environment, got {type(base).__name__}")
         self.active = has_stock_observations(base)
         if self.active:
-            base.gen_obs = types.MethodType(fast_gen_obs, base)
+            base.gen_obs = functools.partial(fast_gen_obs, base)  # picklable, unlike a bound method
         else:
             logger.info("%s has its own observation code; FastObservations leaves it as is", type(base).__name__)

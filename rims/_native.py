@@ -1,11 +1,14 @@
 """Optional C++ time loops for :mod:`rims.fused`, built on first use.
 
-``rims/csrc/fused_loop.cpp`` runs the same ATen operations as the Python loops of
-:mod:`rims.fused`, without the interpreter's cost per operation (which dominates a RIM step at
-small batch sizes, e.g. recurrent PPO minibatches). It is compiled once per machine with
+``rims/csrc/fused_loop.cpp`` computes what the Python loops of :mod:`rims.fused` compute,
+without the interpreter's cost per operation (which dominates a RIM step at small batch sizes,
+e.g. recurrent PPO minibatches): the same matrix products, with some runs of small element-wise
+ATen operations done in one pass over the data. It is compiled once per machine with
 ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; the build is cached
 under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Without a compiler,
-or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: same results.
+or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: the same results up
+to rounding (sums and exponentials in another order; float64 tests agree to 1e-10), so a
+near-tie between two units' selection scores may be broken differently.
 """
 
 from __future__ import annotations

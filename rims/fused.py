@@ -10,10 +10,10 @@ matmul per weight over all ``L * N`` rows.
 Used for one input head and without recording attention; everything else (LSTM and GRU
 dynamics, both selection rules, bias or not, attention dropout, ``k == num_units``) takes this
 path when gradients are recorded. The two time loops run in C++ (:mod:`rims._native`) when
-that can be built, else the Python loops below run; both make the same ATen calls in the same
-order (except the C++ gate backward, one pass over the data). Random numbers for attention
-dropout are drawn in the same order and shapes as the step-by-step path, so every path gives
-the same result for a seed.
+that can be built, else the Python loops below run; both compute the same steps in the same
+order (the C++ loops do some runs of element-wise operations in one pass, so results agree up to
+rounding). Random numbers for attention dropout are drawn in the same order and shapes as the
+step-by-step path, so every path gives the same result for a seed, up to rounding.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
 ``3d`` GRU), ``K`` input key size, ``Hc`` communication heads with key ``Kc`` and value ``Vc``.

@@ -220,6 +220,20 @@ def test_whole_rollout_packed_equals_padded() -> None:
         torch.testing.assert_close(a.sort().values, b[mask].sort().values)
 
 
+def test_sb3_contrib_policies_train_through_sb3_contrib_update(doorkey: object) -> None:
+    """Policies without evaluate_packed (sb3-contrib's own) keep sb3-contrib's padded update."""
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy
+
+    kwargs = dict(features_extractor_class=MiniGridCNN, normalize_images=False, lstm_hidden_size=16)
+    model = RecurrentPPO(
+        RecurrentActorCriticCnnPolicy, doorkey, n_steps=16, batch_size=32, max_seq_len=8, policy_kwargs=kwargs
+    )
+    assert not model._packs()
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(64)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+
+
 def test_recurrent_policy_beats_feed_forward_on_a_memory_task() -> None:
     env = make_vec_env(CueMemoryEnv, n_envs=8, seed=0)
     kwargs = dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3, seed=0)

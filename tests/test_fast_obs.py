@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid environments)
 import numpy as np
@@ -64,7 +66,7 @@ def test_see_through_walls() -> None:
 @pytest.mark.parametrize("perturbation", sorted(PERTURBATIONS))
 def test_perturbed_levels(perturbation: str) -> None:
     env = PERTURBATIONS[perturbation](FastObservations(gym.make("MiniGrid-DoorKey-8x8-v0")))
-    assert env.unwrapped.gen_obs.__func__ is fast_gen_obs
+    assert env.unwrapped.gen_obs.func is fast_gen_obs
     obs, _ = env.reset(seed=3)
     np.testing.assert_array_equal(obs["image"], MiniGridEnv.gen_obs(env.unwrapped)["image"])
     _assert_same_over_play(env.unwrapped, steps=100)
@@ -73,7 +75,7 @@ def test_perturbed_levels(perturbation: str) -> None:
 def test_factory_uses_fast_observations_and_keeps_the_observations() -> None:
     fast = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=4)
     stock = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=4, fast_observations=False)
-    assert all(env.unwrapped.gen_obs.__func__ is fast_gen_obs for env in fast.envs)
+    assert all(env.unwrapped.gen_obs.func is fast_gen_obs for env in fast.envs)
     assert all(env.unwrapped.gen_obs.__func__ is MiniGridEnv.gen_obs for env in stock.envs)
     np.testing.assert_array_equal(fast.reset(), stock.reset())
     rng = np.random.default_rng(0)
@@ -102,6 +104,15 @@ def test_own_observation_code_is_kept() -> None:
     env = FastObservations(OwnObservation(size=5))
     assert not env.active
     assert env.unwrapped.gen_obs.__func__ is OwnObservation.gen_obs
+
+
+def test_wrapped_environment_pickles_and_wraps_twice() -> None:
+    env = FastObservations(FastObservations(gym.make("MiniGrid-DoorKey-5x5-v0")))
+    assert env.active and env.env.active
+    env.reset(seed=1)
+    copy = pickle.loads(pickle.dumps(env))
+    np.testing.assert_array_equal(copy.unwrapped.gen_obs()["image"], env.unwrapped.gen_obs()["image"])
+    assert copy.unwrapped.gen_obs.func is fast_gen_obs and copy.unwrapped.gen_obs.args[0] is copy.unwrapped
 
 
 def test_not_minigrid_is_an_error() -> None:

@@ -14,6 +14,7 @@
 
 #include <torch/extension.h>
 
+#include <cmath>
 #include <tuple>
 #include <vector>
 
@@ -184,8 +185,8 @@ Tensor gru_gates_backward(const Tensor& g_tilde, const Tensor& mask, const Tenso
 
 // Input attention of one step, one pass: score = <q, key>, attn = sigmoid(score) and, with k < U,
 // the top-k mask by rank = score (+ <q, null_key>), ties to the lower unit (a stable descending
-// sort's order). q (U, N, K) and keys_t (N, K) with contiguous rows; writes attn (U, N, 1) and,
-// when given, mask_f (U, N, 1) (1 = active) and mask_b (U, N, 1) bool.
+// sort's order, NaN first). q (U, N, K) and keys_t (N, K) with contiguous rows; writes attn
+// (U, N, 1) and, with k < U, mask_b (U, N, 1) bool and, when defined, mask_f (U, N, 1) (1 = active).
 void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>& null_key, int64_t k,
                   const Tensor& attn, const Tensor& mask_f, const Tensor& mask_b) {
   const int64_t u_n = q.size(0), n_n = q.size(1), kk = q.size(2);
@@ -196,7 +197,8 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
     const Rows<T> qr(q), ar(attn);
     const T* key = keys_t.data_ptr<T>();
     const T* null = null_key.has_value() ? null_key->data_ptr<T>() : nullptr;
-    const Rows<T> mf = masked ? Rows<T>(mask_f) : ar;
+    const bool write_f = masked && mask_f.defined();
+    const Rows<T> mf = write_f ? Rows<T>(mask_f) : ar;
     bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
     const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
     std::vector<T> rank(u_n);
@@ -213,10 +215,14 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
       }
       if (!masked) continue;
       for (int64_t u = 0; u < u_n; ++u) {
-        int64_t ahead = 0;
-        for (int64_t v = 0; v < u_n; ++v) ahead += rank[v] > rank[u] || (rank[v] == rank[u] && v < u);
+        int64_t ahead = 0;  // units a descending stable sort puts first (NaN above all, as ATen's sort)
+        for (int64_t v = 0; v < u_n; ++v) {
+          const bool nan_v = std::isnan(rank[v]), nan_u = std::isnan(rank[u]);
+          const bool same = rank[v] == rank[u] || (nan_v && nan_u);
+          ahead += (nan_v && !nan_u) || rank[v] > rank[u] || (same && v < u);
+        }
         const bool on = ahead < k;
-        *mf.at(u, n) = on ? T(1) : T(0);
+        if (write_f) *mf.at(u, n) = on ? T(1) : T(0);
         mb[u * mb_su + n * mb_sn] = on;
       }
     }
@@ -484,7 +490,7 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   Tensor mask;
   if (k < u) {
     mask = at::empty({u, n, 1}, proj.options().dtype(at::kBool));
-    select_units(q, keys, null_key, k, attn, at::empty({u, n, 1}, proj.options()), mask);
+    select_units(q, keys, null_key, k, attn, Tensor(), mask);
   } else {
     select_units(q, keys, null_key, u, attn, Tensor(), Tensor());
   }
