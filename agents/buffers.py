@@ -74,6 +74,7 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         super().__init__(*args, **kwargs)
 
     def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:
+        """sb3-contrib's padded minibatches, drawn as whole chunks where the sizes allow (see the class)."""
         length, total = self.max_seq_len, self.buffer_size * self.n_envs
         if batch_size is None or batch_size % length or self.buffer_size % length:
             yield from super().get(batch_size)
@@ -144,7 +145,8 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
 
     def _flatten_env_major(self) -> None:
         """Lay the stored arrays out environment-major once per rollout (``(n_envs * n_steps, ...)``,
-        states ``(n_envs * n_steps, num_layers, hidden)``), as ``RecurrentRolloutBuffer.get`` does."""
+        states ``(n_envs * n_steps, num_layers, hidden)``), as ``RecurrentRolloutBuffer.get`` does
+        (same fields, :data:`_FLATTENED`: keep the two in step when upgrading sb3-contrib)."""
         if self.generator_ready:
             return
         for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf"):
