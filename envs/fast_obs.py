@@ -137,3 +137,8 @@ class FastObservations(gym.Wrapper):
             base.gen_obs = functools.partial(fast_gen_obs, base)  # picklable, unlike a bound method
         else:
             logger.info("%s has its own observation code; FastObservations leaves it as is", type(base).__name__)
+
+
+def with_fast_observations(env: gym.Env) -> gym.Env:
+    """``FastObservations(env)`` for a MiniGrid environment; any other environment unchanged."""
+    return FastObservations(env) if isinstance(env.unwrapped, MiniGridEnv) else env

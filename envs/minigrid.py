@@ -6,12 +6,11 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the MiniGrid environments)
-from minigrid.minigrid_env import MiniGridEnv
 from minigrid.wrappers import ImgObsWrapper
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from envs.fast_obs import FastObservations
+from envs.fast_obs import with_fast_observations
 
 Wrapper = Callable[[gym.Env], gym.Env]
 
@@ -54,12 +53,12 @@ def make_minigrid_vec_env(
 
 
 def _wrapping(wrapper: Wrapper | None, fast_observations: bool) -> Wrapper | None:
-    """``wrapper`` applied over :class:`FastObservations` (MiniGrid environments only) when ``fast_observations``."""
+    """``wrapper`` applied over :func:`envs.fast_obs.with_fast_observations` when ``fast_observations``."""
     if not fast_observations:
         return wrapper
 
     def wrap(env: gym.Env) -> gym.Env:
-        fast = FastObservations(env) if isinstance(env.unwrapped, MiniGridEnv) else env
+        fast = with_fast_observations(env)
         return fast if wrapper is None else wrapper(fast)
 
     return wrap
