@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 from torch import Tensor
 
 from agents.buffers import ChunkedRecurrentRolloutBuffer
@@ -90,13 +89,12 @@ class RecurrentA2C(RecurrentPPO):
         if self._packs():
             assert isinstance(buffer, ChunkedRecurrentRolloutBuffer)
             batch = next(buffer.get_packed(batch_size=None))
-            values, log_prob, entropy = self.policy.evaluate_packed(batch, self._packed_actions(batch))
+            values, log_prob, entropy = self.policy.evaluate_packed(batch, self._distribution_actions(batch.actions))
             return values, log_prob, entropy, batch.advantages, batch.returns
         data = next(buffer.get(batch_size=None))
-        actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
         mask = data.mask > 1e-8
         values, log_prob, entropy = self.policy.evaluate_actions(
-            data.observations, actions, data.lstm_states, data.episode_starts
+            data.observations, self._distribution_actions(data.actions), data.lstm_states, data.episode_starts
         )
         entropy = entropy[mask] if entropy is not None else None
         return values.flatten()[mask], log_prob[mask], entropy, data.advantages[mask], data.returns[mask]

@@ -74,20 +74,15 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         super().__init__(*args, **kwargs)
 
     def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:
-        """sb3-contrib's padded minibatches, drawn as whole chunks where the sizes allow (see the class)."""
-        length, total = self.max_seq_len, self.buffer_size * self.n_envs
-        if batch_size is None or batch_size % length or self.buffer_size % length:
+        """sb3-contrib's padded minibatches of the samples :meth:`_draws` picks."""
+        if batch_size is None:
             yield from super().get(batch_size)
             return
         assert self.full, "Rollout buffer must be full before sampling from it"
         self._flatten_env_major()
-        # env-major order: chunk c holds samples c * length ... c * length + length - 1 of one env
-        chunks = np.random.permutation(total // length)
-        env_change = (np.arange(total) % length == 0).astype(np.float32).reshape(self.episode_starts.shape)
-        per_batch = batch_size // length
-        for start in range(0, len(chunks), per_batch):
-            batch_inds = (chunks[start : start + per_batch, None] * length + np.arange(length)).ravel()
-            yield super()._get_samples(batch_inds, env_change)
+        env_change = np.zeros(self.episode_starts.shape, dtype=np.float32)  # _get_samples adds the chunk starts
+        for batch_inds in self._draws(batch_size):
+            yield self._get_samples(batch_inds, env_change)
 
     def get_packed(self, batch_size: int | None = None) -> Generator[PackedSequences, None, None]:
         """The minibatches :meth:`get` draws (same samples, same random draws), packed.
@@ -96,20 +91,30 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         """
         assert self.full, "Rollout buffer must be full before sampling from it"
         self._flatten_env_major()
-        length, total = self.max_seq_len, self.buffer_size * self.n_envs
         if batch_size is None:
-            yield self._packed(np.arange(total))
-        elif batch_size % length or self.buffer_size % length:
-            # sb3-contrib's draw: consecutive samples from a random split point
+            yield self._packed(np.arange(self.buffer_size * self.n_envs))
+            return
+        for batch_inds in self._draws(batch_size):
+            yield self._packed(batch_inds)
+
+    def _draws(self, batch_size: int) -> Generator[np.ndarray, None, None]:
+        """Environment-major sample indices of each minibatch of one epoch (see the class).
+
+        Whole chunks in random order where ``max_seq_len`` divides the rollout length and the
+        batch size; otherwise sb3-contrib's draw: consecutive samples from a random split point.
+        """
+        length, total = self.max_seq_len, self.buffer_size * self.n_envs
+        if batch_size % length or self.buffer_size % length:
             split = np.random.randint(total)
             order = np.concatenate((np.arange(split, total), np.arange(split)))
             for start in range(0, total, batch_size):
-                yield self._packed(order[start : start + batch_size])
-        else:
-            chunks = np.random.permutation(total // length)
-            per_batch = batch_size // length
-            for start in range(0, len(chunks), per_batch):
-                yield self._packed((chunks[start : start + per_batch, None] * length + np.arange(length)).ravel())
+                yield order[start : start + batch_size]
+            return
+        # env-major order: chunk c holds samples c * length ... c * length + length - 1 of one env
+        chunks = np.random.permutation(total // length)
+        per_batch = batch_size // length
+        for start in range(0, len(chunks), per_batch):
+            yield (chunks[start : start + per_batch, None] * length + np.arange(length)).ravel()
 
     def _packed(self, batch_inds: np.ndarray) -> PackedSequences:
         """Samples ``batch_inds`` (environment-major indices, sequences as consecutive runs)."""

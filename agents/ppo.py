@@ -12,7 +12,7 @@ from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import explained_variance
 
-from agents.buffers import ChunkedRecurrentRolloutBuffer, PackedSequences
+from agents.buffers import ChunkedRecurrentRolloutBuffer
 from agents.policies import RecurrentPolicy
 
 
@@ -75,11 +75,11 @@ class RecurrentPPO(_ContribRecurrentPPO):
             self.policy, RecurrentPolicy
         )
 
-    def _packed_actions(self, batch: PackedSequences) -> torch.Tensor:
-        """Stored actions as the distribution takes them (discrete ones as ``long``, flat)."""
+    def _distribution_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Stored actions ``(B, ...)`` as the distribution takes them (discrete ones ``long``, flat)."""
         if isinstance(self.action_space, spaces.Discrete):
-            return batch.actions.long().flatten()
-        return batch.actions
+            return actions.long().flatten()
+        return actions
 
     def train(self) -> None:
         """sb3-contrib's PPO update (same losses, early stop and logs) on packed minibatches.
@@ -103,7 +103,9 @@ class RecurrentPPO(_ContribRecurrentPPO):
             stop = False
             logs["kl"] = []  # sb3-contrib logs the last epoch's mean
             for batch in self.rollout_buffer.get_packed(self.batch_size):
-                values, log_prob, entropy = self.policy.evaluate_packed(batch, self._packed_actions(batch))
+                values, log_prob, entropy = self.policy.evaluate_packed(
+                    batch, self._distribution_actions(batch.actions)
+                )
                 advantages = batch.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

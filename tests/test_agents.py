@@ -213,7 +213,7 @@ def test_whole_rollout_packed_equals_padded() -> None:
     padded = next(buffer.get(None))
     mask = padded.mask > 0
     with torch.no_grad():
-        ours = model.policy.evaluate_packed(packed, model._packed_actions(packed))
+        ours = model.policy.evaluate_packed(packed, model._distribution_actions(packed.actions))
         actions = padded.actions.long().flatten()
         theirs = model.policy.evaluate_actions(padded.observations, actions, padded.lstm_states, padded.episode_starts)
     for a, b in zip(ours, (theirs[0].flatten(), *theirs[1:]), strict=True):
