@@ -103,13 +103,8 @@ class _Buffers:
         self.mask = None if spec.k == u else new(h0, u, seq_len, batch, 1)  # 1.0 = active
         self.noise = new(h0, u, seq_len, batch, 2) if spec.dropout > 0 else None  # input dropout scale
         self.read = new(h0, u, seq_len, batch, spec.comm_heads * spec.comm_value)
-        if spec.comm_key == spec.comm_value:  # q, k, v side by side: one layout copy per step
-            self.qkv: Tensor | None = new(h0, seq_len, 3, rows, u, spec.comm_key)  # (L, 3, N*Hc, U, Kc)
-            self.qk, self.value = self.qkv[:, :2], self.qkv[:, 2]
-        else:
-            self.qkv = None
-            self.qk = new(h0, seq_len, 2, rows, u, spec.comm_key)  # (L, 2, N*Hc, U, Kc)
-            self.value = new(h0, seq_len, rows, u, spec.comm_value)  # (L, N*Hc, U, Vc)
+        qkv_width = spec.comm_heads * (2 * spec.comm_key + spec.comm_value)
+        self.qkv = new(h0, seq_len, u, batch, qkv_width)  # (L, U, N, Hc*(2Kc+Vc)): q, k, v per row
         self.weights = new(h0, seq_len, rows, u, u)  # (L, N*Hc, U, U) attention weights
         self.keep = new(h0, seq_len, rows, u, u) if spec.dropout > 0 else None
         if spec.lstm:
@@ -136,8 +131,7 @@ class _Buffers:
         self.mask_t = None if self.mask is None else self.mask.unbind(1)
         self.noise_t = None if self.noise is None else self.noise.unbind(1)
         self.read_t = self.read.unbind(1)
-        self.qk_t, self.value_t, self.weights_t = self.qk.unbind(0), self.value.unbind(0), self.weights.unbind(0)
-        self.qkv_t = None if self.qkv is None else self.qkv.unbind(0)
+        self.qkv_t, self.weights_t = self.qkv.unbind(0), self.weights.unbind(0)
         self.keep_t = None if self.keep is None else self.keep.unbind(0)
         self.gates_t = self.gates.unbind(1)
         if spec.lstm:
@@ -154,10 +148,10 @@ class _Buffers:
     def native_args(self, backward: bool) -> list[Tensor | bool | None]:
         """The buffers in the order of ``forward_loop`` or ``backward_loop`` in ``fused_loop.cpp``.
 
-        The backward does not read ``read`` and only needs to know whether ``qkv`` exists.
+        The backward does not read ``read``.
         """
         get = self.__dict__.get
-        middle = [self.qk, self.value, self.qkv is not None] if backward else [self.read, self.qk, self.value, self.qkv]
+        middle = [self.qkv] if backward else [self.read, self.qkv]
         return [
             self.query, self.attn, self.mask, self.noise, *middle, self.weights, self.keep,
             get("cell"), self.gates, get("tanh_c"), get("cand"), get("hidden_n"),
@@ -506,19 +500,22 @@ def _gru_backward(
     return grad_h
 
 
-def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tensor, buf: _Buffers, t: int) -> Tensor:
-    """Messages of one step, ``(U, N, d)``; records the attention for the backward."""
-    u, n = tilde.shape[0], tilde.shape[1]
+def _heads(spec: SequenceSpec, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values of one step in the attention layout, ``(N*Hc, U, Kc)`` (values
+    ``(N*Hc, U, Vc)``), copied out of ``qkv`` ``(U, N, Hc*(2Kc+Vc))``."""
+    u, n = qkv.shape[0], qkv.shape[1]
     heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
-    qkv = torch.bmm(tilde, w_qkv)  # (U, N, Hc*(2Kc+Vc))
-    qk_width = 2 * heads * key
-    qk, v = buf.qk_t[t], buf.value_t[t]
-    if buf.qkv_t is not None:
-        buf.qkv_t[t].view(3, n, heads, u, key).copy_(qkv.view(u, n, 3, heads, key).permute(2, 1, 3, 0, 4))
-    else:
-        qk.view(2, n, heads, u, key).copy_(qkv[..., :qk_width].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4))
-        v.view(n, heads, u, value).copy_(qkv[..., qk_width:].view(u, n, heads, value).permute(1, 2, 0, 3))
-    scores = torch.bmm(qk[0], qk[1].transpose(1, 2)).mul_(spec.comm_scale)  # (N*Hc, U, U)
+    qk = qkv[..., : 2 * heads * key].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4).reshape(2, n * heads, u, key)
+    v = qkv[..., 2 * heads * key :].view(u, n, heads, value).permute(1, 2, 0, 3).reshape(n * heads, u, value)
+    return qk[0], qk[1], v
+
+
+def _comm_forward(spec: SequenceSpec, tilde: Tensor, w_qkv: Tensor, w_out: Tensor, buf: _Buffers, t: int) -> Tensor:
+    """Messages of one step, ``(U, N, d)``; records ``qkv`` and the attention for the backward."""
+    u, n = tilde.shape[0], tilde.shape[1]
+    heads, value = spec.comm_heads, spec.comm_value
+    q, k, v = _heads(spec, torch.bmm(tilde, w_qkv, out=buf.qkv_t[t]))
+    scores = torch.bmm(q, k.transpose(1, 2)).mul_(spec.comm_scale)  # (N*Hc, U, U)
     weights = torch.exp(scores.sub_(scores.amax(-1, keepdim=True)))
     weights = torch.div(weights, weights.sum(-1, keepdim=True), out=buf.weights_t[t])
     used = weights
@@ -536,26 +533,19 @@ def _attention_backward(spec: SequenceSpec, g_read: Tensor, buf: _Buffers, t: in
     writes the gradient on ``qkv`` into ``g_qkv`` ``(U, N, Hc*(2Kc+Vc))``."""
     u, n = g_read.shape[0], g_read.shape[1]
     heads, key, value = spec.comm_heads, spec.comm_key, spec.comm_value
-    qk, v, weights = buf.qk_t[t], buf.value_t[t], buf.weights_t[t]
+    q, k, v = _heads(spec, buf.qkv_t[t])
+    weights = buf.weights_t[t]
     g = g_read.view(u, n, heads, value).permute(1, 2, 0, 3).reshape(n * heads, u, value)
     keep = None if buf.keep_t is None else buf.keep_t[t]
     used = weights if keep is None else weights * keep
-    same = buf.qkv_t is not None
-    # gradients on q, k, v in the attention layout; one layout copy when all three have one size
-    grad = g.new_empty(3, n * heads, u, key) if same else None
-    grad_v = torch.bmm(used.transpose(1, 2), g, out=grad[2] if same else None)  # (N*Hc, U, Vc)
+    grad_v = torch.bmm(used.transpose(1, 2), g)  # (N*Hc, U, Vc)
     grad_w = torch.bmm(g, v.transpose(1, 2))  # (N*Hc, U, U)
     if keep is not None:
         grad_w = grad_w * keep
     grad_s = weights * (grad_w - (grad_w * weights).sum(-1, keepdim=True))
     grad_s = grad_s.mul_(spec.comm_scale)
-    if grad is not None:
-        torch.bmm(grad_s, qk[1], out=grad[0])
-        torch.bmm(grad_s.transpose(1, 2), qk[0], out=grad[1])
-        g_qkv.view(u, n, 3, heads, key).copy_(grad.view(3, n, heads, u, key).permute(3, 1, 0, 2, 4))
-        return
     qk_width = 2 * heads * key
     g_qk = g_qkv[..., :qk_width].view(u, n, 2, heads, key).permute(2, 1, 3, 0, 4)  # (2, N, Hc, U, Kc)
-    g_qk[0].copy_(torch.bmm(grad_s, qk[1]).view(n, heads, u, key))
-    g_qk[1].copy_(torch.bmm(grad_s.transpose(1, 2), qk[0]).view(n, heads, u, key))
+    g_qk[0].copy_(torch.bmm(grad_s, k).view(n, heads, u, key))
+    g_qk[1].copy_(torch.bmm(grad_s.transpose(1, 2), q).view(n, heads, u, key))
     g_qkv[..., qk_width:].view(u, n, heads, value).copy_(grad_v.view(n, heads, u, value).permute(2, 0, 1, 3))

@@ -4,8 +4,9 @@
 // interpreter's cost per operation goes away: a RIM step is some forty small operations, and at
 // small batch sizes that cost is a large part of the time. Where several ATen calls work on a few
 // hundred numbers, one pass over the data replaces them (LSTM/GRU gate backward, the input
-// attention with the top-k selection, the communication softmax and its backward, the input side
-// of the backward step); the matrix products stay ATen's. Buffers are allocated and owned by the
+// attention with the top-k selection, the communication attention and its backward read straight
+// from the rows of the q/k/v product, the input side of the backward step); the matrix products
+// stay ATen's. Buffers are allocated and owned by the
 // Python caller; these functions only fill them. inference_step is one step without gradients
 // (acting).
 //
@@ -14,7 +15,9 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -29,69 +32,6 @@ struct Comm {
   int64_t value;
   double scale;
 };
-
-void softmax_rows(const Tensor& scores, double scale, const Tensor& out);
-Tensor softmax_rows_backward(const Tensor& grad_w, const Tensor& weights, double scale);
-
-// Messages of one step (U, N, d); fills the attention buffers of step t.
-Tensor comm_forward(const Comm& cm, double dropout, const Tensor& tilde, const Tensor& w_qkv, const Tensor& w_out,
-                    const Tensor& qk, const Tensor& v, const optional<Tensor>& qkv3, const Tensor& weights,
-                    const optional<Tensor>& keep, const Tensor& read_t) {
-  const int64_t u = tilde.size(0), n = tilde.size(1);
-  const Tensor qkv = at::bmm(tilde, w_qkv);  // (U, N, Hc*(2Kc+Vc))
-  const int64_t qk_width = 2 * cm.heads * cm.key;
-  if (qkv3.has_value()) {
-    qkv3->view({3, n, cm.heads, u, cm.key}).copy_(qkv.view({u, n, 3, cm.heads, cm.key}).permute({2, 1, 3, 0, 4}));
-  } else {
-    qk.view({2, n, cm.heads, u, cm.key})
-        .copy_(qkv.narrow(-1, 0, qk_width).view({u, n, 2, cm.heads, cm.key}).permute({2, 1, 3, 0, 4}));
-    v.view({n, cm.heads, u, cm.value})
-        .copy_(qkv.narrow(-1, qk_width, cm.heads * cm.value).view({u, n, cm.heads, cm.value}).permute({1, 2, 0, 3}));
-  }
-  softmax_rows(at::bmm(qk.select(0, 0), qk.select(0, 1).transpose(1, 2)), cm.scale, weights);  // (N*Hc, U, U)
-  Tensor used = weights;
-  if (keep.has_value()) {
-    keep->bernoulli_(1.0 - dropout).div_(1.0 - dropout);
-    used = weights * *keep;
-  }
-  const Tensor read = at::bmm(used, v);  // (N*Hc, U, Vc)
-  read_t.view({u, n, cm.heads, cm.value}).copy_(read.view({n, cm.heads, u, cm.value}).permute({2, 0, 1, 3}));
-  return at::bmm(read_t, w_out);
-}
-
-// Backward of the attention from g_read (U, N, Hc*Vc); writes the gradient on qkv into g_qkv.
-void attention_backward(const Comm& cm, const Tensor& g_read, const Tensor& qk, const Tensor& v, bool same,
-                        const Tensor& weights, const optional<Tensor>& keep, const Tensor& g_qkv) {
-  const int64_t u = g_read.size(0), n = g_read.size(1);
-  const Tensor g = g_read.view({u, n, cm.heads, cm.value}).permute({1, 2, 0, 3}).reshape({n * cm.heads, u, cm.value});
-  const Tensor used = keep.has_value() ? weights * *keep : weights;
-  Tensor grad;
-  Tensor grad_v;
-  if (same) {
-    grad = at::empty({3, n * cm.heads, u, cm.key}, g.options());
-    grad_v = grad.select(0, 2);
-    at::bmm_out(grad_v, used.transpose(1, 2), g);
-  } else {
-    grad_v = at::bmm(used.transpose(1, 2), g);  // (N*Hc, U, Vc)
-  }
-  Tensor grad_w = at::bmm(g, v.transpose(1, 2));  // (N*Hc, U, U)
-  if (keep.has_value()) grad_w = grad_w * *keep;
-  const Tensor grad_s = softmax_rows_backward(grad_w, weights, cm.scale);
-  if (same) {
-    Tensor gq = grad.select(0, 0), gk = grad.select(0, 1);
-    at::bmm_out(gq, grad_s, qk.select(0, 1));
-    at::bmm_out(gk, grad_s.transpose(1, 2), qk.select(0, 0));
-    g_qkv.view({u, n, 3, cm.heads, cm.key}).copy_(grad.view({3, n, cm.heads, u, cm.key}).permute({3, 1, 0, 2, 4}));
-    return;
-  }
-  const int64_t qk_width = 2 * cm.heads * cm.key;
-  Tensor g_qk = g_qkv.narrow(-1, 0, qk_width).view({u, n, 2, cm.heads, cm.key}).permute({2, 1, 3, 0, 4});
-  g_qk.select(0, 0).copy_(at::bmm(grad_s, qk.select(0, 1)).view({n, cm.heads, u, cm.key}));
-  g_qk.select(0, 1).copy_(at::bmm(grad_s.transpose(1, 2), qk.select(0, 0)).view({n, cm.heads, u, cm.key}));
-  g_qkv.narrow(-1, qk_width, cm.heads * cm.value)
-      .view({u, n, cm.heads, cm.value})
-      .copy_(grad_v.view({n, cm.heads, u, cm.value}).permute({2, 0, 1, 3}));
-}
 
 // Rows of a (U, N, width) tensor whose last dimension is contiguous.
 template <typename T>
@@ -229,43 +169,110 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
   });
 }
 
-// Softmax over the last dimension of scale * scores (R, U, U), both contiguous, into out.
-void softmax_rows(const Tensor& scores, double scale, const Tensor& out) {
-  const int64_t rows = scores.numel() / scores.size(-1), w = scores.size(-1);
-  TORCH_CHECK(scores.is_contiguous() && out.is_contiguous(), "rims: softmax layout");
-  AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "softmax_rows", [&] {
+// Dot product of two length-n vectors, in eight partial sums so that the compiler vectorises it.
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t n) {
+  T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int64_t l = 0; l < 8; ++l) part[l] += a[j + l] * b[j + l];
+  T sum = 0;
+  for (; j < n; ++j) sum += a[j] * b[j];
+  for (int64_t l = 0; l < 8; ++l) sum += part[l];
+  return sum;
+}
+
+// y += alpha * x over n elements.
+template <typename T>
+inline void axpy(T alpha, const T* x, T* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
+}
+
+// Communication attention of one step, read straight from the rows of qkv (U, N, Hc*(2Kc+Vc)):
+// q, k and v of every head side by side in each (unit, batch) row. Per batch row and head:
+// weights (U, U) = softmax(scale * q k^T) into weights (N*Hc, U, U) (row n*Hc + head), and
+// read = (weights * keep, when given) v into the head's columns of read (U, N, Hc*Vc).
+void attend(const Comm& cm, const Tensor& qkv, const Tensor& weights, const optional<Tensor>& keep,
+            const Tensor& read) {
+  const int64_t u_n = qkv.size(0), n_n = qkv.size(1);
+  TORCH_CHECK(weights.is_contiguous() && (!keep.has_value() || keep->is_contiguous()), "rims: attention layout");
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "attend", [&] {
     using T = scalar_t;
-    const T* s = scores.data_ptr<T>();
-    T* o = out.data_ptr<T>();
-    const T sc = static_cast<T>(scale);
-    for (int64_t r = 0; r < rows; ++r, s += w, o += w) {
-      T top = s[0] * sc;
-      for (int64_t j = 1; j < w; ++j) top = std::max(top, s[j] * sc);
-      T sum = 0;
-      for (int64_t j = 0; j < w; ++j) sum += (o[j] = std::exp(s[j] * sc - top));
-      for (int64_t j = 0; j < w; ++j) o[j] /= sum;
+    const Rows<T> xr(qkv), rr(read);
+    const T sc = static_cast<T>(cm.scale);
+    const int64_t k_at = cm.heads * cm.key, v_at = 2 * cm.heads * cm.key;
+    for (int64_t n = 0; n < n_n; ++n) {
+      for (int64_t h = 0; h < cm.heads; ++h) {
+        const int64_t block = (n * cm.heads + h) * u_n * u_n;
+        T* w = weights.data_ptr<T>() + block;
+        const T* kp = keep.has_value() ? keep->data_ptr<T>() + block : nullptr;
+        for (int64_t i = 0; i < u_n; ++i, w += u_n) {
+          const T* q = xr.at(i, n) + h * cm.key;
+          T top = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j < u_n; ++j) {
+            w[j] = sc * dot(q, xr.at(j, n) + k_at + h * cm.key, cm.key);
+            top = std::max(top, w[j]);
+          }
+          T sum = 0;
+          for (int64_t j = 0; j < u_n; ++j) sum += (w[j] = std::exp(w[j] - top));
+          T* r = rr.at(i, n) + h * cm.value;
+          std::fill(r, r + cm.value, T(0));
+          for (int64_t j = 0; j < u_n; ++j) {
+            w[j] /= sum;
+            const T used = kp == nullptr ? w[j] : w[j] * kp[i * u_n + j];
+            axpy(used, xr.at(j, n) + v_at + h * cm.value, r, cm.value);
+          }
+        }
+      }
     }
   });
 }
 
-// Softmax backward: scale * w * (g - <g, w>) per row of the contiguous (R, U, U) tensors.
-Tensor softmax_rows_backward(const Tensor& grad_w, const Tensor& weights, double scale) {
-  const Tensor g = grad_w.contiguous();
-  Tensor out = at::empty_like(g);
-  const int64_t rows = g.numel() / g.size(-1), w = g.size(-1);
-  TORCH_CHECK(weights.is_contiguous(), "rims: softmax layout");
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "softmax_rows_backward", [&] {
+// Backward of attend from g_read (U, N, Hc*Vc): the gradients on q, k and v into the rows of g_qkv
+// (U, N, Hc*(2Kc+Vc)), in qkv's layout. Per batch row and head, with used = weights * keep:
+// g_v = used^T g, g_w = (g v^T) * keep, g_s = scale * w * (g_w - <g_w, w> per row),
+// g_q = g_s k, g_k = g_s^T q.
+void attend_backward(const Comm& cm, const Tensor& g_read, const Tensor& qkv, const Tensor& weights,
+                     const optional<Tensor>& keep, const Tensor& g_qkv) {
+  const int64_t u_n = qkv.size(0), n_n = qkv.size(1);
+  TORCH_CHECK(weights.is_contiguous() && (!keep.has_value() || keep->is_contiguous()), "rims: attention layout");
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "attend_backward", [&] {
     using T = scalar_t;
-    const T *gp = g.data_ptr<T>(), *wp = weights.data_ptr<T>();
-    T* o = out.data_ptr<T>();
-    const T sc = static_cast<T>(scale);
-    for (int64_t r = 0; r < rows; ++r, gp += w, wp += w, o += w) {
-      T dot = 0;
-      for (int64_t j = 0; j < w; ++j) dot += gp[j] * wp[j];
-      for (int64_t j = 0; j < w; ++j) o[j] = wp[j] * (gp[j] - dot) * sc;
+    const Rows<T> xr(qkv), gr(g_read), out(g_qkv);
+    const T sc = static_cast<T>(cm.scale);
+    const int64_t k_at = cm.heads * cm.key, v_at = 2 * cm.heads * cm.key, width = g_qkv.size(2);
+    std::vector<T> g_s(u_n * u_n);
+    for (int64_t n = 0; n < n_n; ++n) {
+      for (int64_t u = 0; u < u_n; ++u) std::fill(out.at(u, n), out.at(u, n) + width, T(0));
+      for (int64_t h = 0; h < cm.heads; ++h) {
+        const int64_t block = (n * cm.heads + h) * u_n * u_n;
+        const T* w = weights.data_ptr<T>() + block;
+        const T* kp = keep.has_value() ? keep->data_ptr<T>() + block : nullptr;
+        for (int64_t i = 0; i < u_n; ++i) {
+          const T* g = gr.at(i, n) + h * cm.value;
+          const T* w_i = w + i * u_n;
+          T* s_i = g_s.data() + i * u_n;
+          T inner = 0;
+          for (int64_t j = 0; j < u_n; ++j) {
+            const T keep_ij = kp == nullptr ? T(1) : kp[i * u_n + j];
+            s_i[j] = dot(g, xr.at(j, n) + v_at + h * cm.value, cm.value) * keep_ij;  // g_w
+            inner += s_i[j] * w_i[j];
+            axpy(w_i[j] * keep_ij, g, out.at(j, n) + v_at + h * cm.value, cm.value);  // g_v
+          }
+          for (int64_t j = 0; j < u_n; ++j) s_i[j] = sc * w_i[j] * (s_i[j] - inner);
+        }
+        for (int64_t i = 0; i < u_n; ++i) {
+          const T* q_i = xr.at(i, n) + h * cm.key;
+          T* g_q = out.at(i, n) + h * cm.key;
+          for (int64_t j = 0; j < u_n; ++j) {
+            const T s = g_s[i * u_n + j];
+            axpy(s, xr.at(j, n) + k_at + h * cm.key, g_q, cm.key);
+            axpy(s, q_i, out.at(j, n) + k_at + h * cm.key, cm.key);
+          }
+        }
+      }
     }
   });
-  return out;
 }
 
 // Input side of one backward step without dropout, one pass: g_proj = a * g_x,
@@ -330,8 +337,8 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
                   const optional<Tensor>& x_bias, const optional<Tensor>& null_proj, const optional<Tensor>& null_key,
                   const Tensor& w_qkv, const Tensor& w_out, const Tensor& hidden, const Tensor& tilde,
                   const Tensor& query, const Tensor& attn_buf, const optional<Tensor>& mask_buf,
-                  const optional<Tensor>& noise_buf, const Tensor& read, const Tensor& qk_buf, const Tensor& value_buf,
-                  const optional<Tensor>& qkv3_buf, const Tensor& weights_buf, const optional<Tensor>& keep_buf,
+                  const optional<Tensor>& noise_buf, const Tensor& read, const Tensor& qkv_buf,
+                  const Tensor& weights_buf, const optional<Tensor>& keep_buf,
                   const optional<Tensor>& cell, const Tensor& gates, const optional<Tensor>& tanh_c_buf,
                   const optional<Tensor>& cand, const optional<Tensor>& hidden_n) {
   const Comm cm{heads, key, value, scale};
@@ -403,10 +410,14 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
         h_tilde.copy_(h_new);
       }
     }
+    // communication: q, k, v of every unit in one product, attention in one pass, messages
+    Tensor qkv_t = qkv_buf.select(0, t);  // (U, N, Hc*(2Kc+Vc))
+    at::bmm_out(qkv_t, h_tilde, w_qkv);
     const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
-    const optional<Tensor> qkv3_t = qkv3_buf.has_value() ? optional<Tensor>(qkv3_buf->select(0, t)) : c10::nullopt;
-    const Tensor message = comm_forward(cm, dropout, h_tilde, w_qkv, w_out, qk_buf.select(0, t), value_buf.select(0, t),
-                                        qkv3_t, weights_buf.select(0, t), keep_t, read.select(1, t));
+    if (keep_t.has_value()) keep_t->bernoulli_(1.0 - dropout).div_(1.0 - dropout);
+    const Tensor read_t = read.select(1, t);
+    attend(cm, qkv_t, weights_buf.select(0, t), keep_t, read_t);
+    const Tensor message = at::bmm(read_t, w_out);
     Tensor h_next = hidden.select(1, t + 1);
     if (mask.defined()) {
       at::where_out(h_next, mask, h_tilde + message, h_tilde);
@@ -424,8 +435,8 @@ std::tuple<Tensor, Tensor> backward_loop(
     const Tensor& grad_msg, const Tensor& grad_proj, const Tensor& grad_keys, const Tensor& proj, const Tensor& keys,
     const Tensor& w_h, const optional<Tensor>& null_proj, const Tensor& w_qkv, const Tensor& w_out,
     const Tensor& hidden, const Tensor& query, const Tensor& attn_buf, const optional<Tensor>& mask_buf,
-    const optional<Tensor>& noise_buf, const Tensor& qk_buf, const Tensor& value_buf, bool same,
-    const Tensor& weights_buf, const optional<Tensor>& keep_buf, const optional<Tensor>& cell, const Tensor& gates,
+    const optional<Tensor>& noise_buf, const Tensor& qkv_buf, const Tensor& weights_buf,
+    const optional<Tensor>& keep_buf, const optional<Tensor>& cell, const Tensor& gates,
     const optional<Tensor>& tanh_c_buf, const optional<Tensor>& cand, const optional<Tensor>& hidden_n) {
   const Comm cm{heads, key, value, scale};
   const int64_t seq_len = proj.size(0), d = w_h.size(1);
@@ -445,8 +456,7 @@ std::tuple<Tensor, Tensor> backward_loop(
     const Tensor g_read = at::bmm(g_msg, w_out_t);  // (U, N, Hc*Vc)
     const Tensor g_qkv = grad_qkv.select(1, t);
     const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
-    attention_backward(cm, g_read, qk_buf.select(0, t), value_buf.select(0, t), same, weights_buf.select(0, t), keep_t,
-                       g_qkv);
+    attend_backward(cm, g_read, qkv_buf.select(0, t), weights_buf.select(0, t), keep_t, g_qkv);
     const Tensor g_tilde = at::baddbmm(g_h, g_qkv, w_qkv_t);  // (U, N, d)
     const Tensor g_hq = grad_hq.select(1, t), g_x = grad_x.select(1, t);
     Tensor kept_h;
@@ -513,16 +523,11 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
     const Tensor h_new = at::addcmul(cand, z, h - cand);
     tilde = mask.defined() ? at::where(mask, h_new, h) : h_new;
   }
-  const Tensor qkv = at::bmm(tilde, w_qkv);
-  const int64_t qk = heads * key;
-  const Tensor qq = qkv.narrow(-1, 0, qk).view({u, n, heads, key}).permute({1, 2, 0, 3}).reshape({n * heads, u, key});
-  const Tensor kk = qkv.narrow(-1, qk, qk).view({u, n, heads, key}).permute({1, 2, 3, 0}).reshape({n * heads, key, u});
-  const Tensor vv =
-      qkv.narrow(-1, 2 * qk, heads * value).view({u, n, heads, value}).permute({1, 2, 0, 3}).reshape({n * heads, u, value});
+  const Tensor qkv = at::bmm(tilde, w_qkv);  // (U, N, Hc*(2Kc+Vc))
   const Tensor weights = at::empty({n * heads, u, u}, proj.options());
-  softmax_rows(at::bmm(qq, kk), scale, weights);
-  const Tensor read = at::bmm(weights, vv).view({n, heads, u, value});  // (N, Hc, U, Vc)
-  const Tensor message = at::bmm(read.permute({2, 0, 1, 3}).reshape({u, n, heads * value}), w_out);
+  const Tensor read = at::empty({u, n, heads * value}, proj.options());
+  attend(Comm{heads, key, value, scale}, qkv, weights, c10::nullopt, read);
+  const Tensor message = at::bmm(read, w_out);
   const Tensor h_out = mask.defined() ? at::where(mask, tilde + message, tilde) : tilde + message;
   return {h_out.transpose(0, 1).reshape({n, u * d}), c_out};
 }
