@@ -66,7 +66,7 @@ def _build() -> ModuleType | None:
         log.info("rims: loading the C++ time loops (the first time on a machine builds them, ~40 s)")
         # one build per installed copy: checkouts at other paths would otherwise rebuild in turn
         name = "rims_fused_loop_" + hashlib.sha1(str(SOURCE.resolve()).encode()).hexdigest()[:10]
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fno-trapping-math"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...: fall back, say why
         log.warning("rims: C++ time loops unavailable, using the Python loops (%s: %s)", type(exc).__name__, exc)
         return None

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -82,6 +83,88 @@ std::tuple<Tensor, Tensor> lstm_gates_backward(const Tensor& g_tilde, const Tens
     }
   });
   return {kept, carry};
+}
+
+// exp for the one-pass gate kernels. float: Cephes' range reduction and degree-6 polynomial
+// (within 2 ulp of expf for |x| < 87), branch-free so that the compiler vectorises the loops that
+// call it (with -fno-trapping-math); arguments are clamped to [-87, 88]. double: std::exp.
+inline float exp_gate(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // x / ln 2 to the nearest integer
+  const int32_t n = static_cast<int32_t>(nf);
+  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2 in two parts
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (n + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp_gate(double x) { return std::exp(x); }
+template <typename T>
+inline T sigmoid_gate(T x) {
+  return T(1) / (T(1) + exp_gate(-x));
+}
+template <typename T>
+inline T tanh_gate(T x) {
+  return T(2) / (T(1) + exp_gate(T(-2) * x)) - T(1);
+}
+inline double tanh_gate(double x) { return std::tanh(x); }
+
+// LSTM dynamics of one step, one pass over each (unit, batch) row: pre = gh + w * proj
+// (+ w_null * null_proj under attention dropout), i, f, o = sigmoid, g = tanh, c' = f c + i g,
+// h' = o tanh(c'); rows of inactive units keep (h, c). Also copies the query columns of hq.
+// hq (U, N, 4d + K) = h W_h + b with gh its first 4d columns; w, w_null and mask_b (U, N, 1)
+// (mask_b bool, undefined when all units are active); proj_t (U, N, 4d); null_proj (U, 1, 4d);
+// h, c (U, N, d). Writes gates (U, N, 4d: sigmoid(i, f, o), tanh(g)), c_next, tanh_c (tanh(c')
+// for every row), tilde (U, N, d) and query (U, N, K). All with contiguous rows.
+void lstm_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const optional<Tensor>& null_proj,
+                  const Tensor& proj_t, const Tensor& mask_b, const Tensor& h, const Tensor& c, const Tensor& gates,
+                  const Tensor& c_next, const Tensor& tanh_c, const Tensor& tilde, const Tensor& query) {
+  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = query.size(2);
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lstm_forward", [&] {
+    using T = scalar_t;
+    const Rows<T> hqr(hq), wr(w), pr(proj_t), hr(h), cr(c), gr(gates), cnr(c_next), tcr(tanh_c), tr(tilde), qr(query);
+    const bool nulls = null_proj.has_value();
+    const Rows<T> wnr = nulls ? Rows<T>(w_null) : wr, npr = nulls ? Rows<T>(*null_proj) : wr;
+    const bool masked = mask_b.defined();
+    const bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
+    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T* gh = hqr.at(u, n);
+        const T* pj = pr.at(u, n);
+        const T a = *wr.at(u, n);
+        T* g = gr.at(u, n);
+        for (int64_t j = 0; j < 4 * d; ++j) g[j] = gh[j] + a * pj[j];
+        if (nulls) {
+          const T b = *wnr.at(u, n);
+          const T* np = npr.at(u, 0);
+          for (int64_t j = 0; j < 4 * d; ++j) g[j] += b * np[j];
+        }
+        for (int64_t j = 0; j < 3 * d; ++j) g[j] = sigmoid_gate(g[j]);
+        for (int64_t j = 3 * d; j < 4 * d; ++j) g[j] = tanh_gate(g[j]);
+        const T *gi = g, *gf = g + d, *go = g + 2 * d, *gg = g + 3 * d, *c_r = cr.at(u, n), *h_r = hr.at(u, n);
+        T *cn = cnr.at(u, n), *tc = tcr.at(u, n), *ti = tr.at(u, n);
+        for (int64_t j = 0; j < d; ++j) {
+          cn[j] = gf[j] * c_r[j] + gi[j] * gg[j];
+          tc[j] = tanh_gate(cn[j]);
+          ti[j] = go[j] * tc[j];
+        }
+        if (masked && !mb[u * mb_su + n * mb_sn]) {
+          std::copy(c_r, c_r + d, cn);
+          std::copy(h_r, h_r + d, ti);
+        }
+        std::copy(gh + 4 * d, gh + 4 * d + kk, qr.at(u, n));
+      }
+    }
+  });
 }
 
 // GRU gates backward of one step; writes the input-side gradient into g_x (r, z, n) and the
@@ -349,7 +432,6 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
     const Tensor h = hidden.select(1, t);
     const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);  // (U, N, G + K)
     const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
-    query.select(1, t).copy_(q);
     Tensor attn = attn_buf.select(1, t);
     Tensor mask;
     if (mask_buf.has_value()) {
@@ -359,7 +441,7 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
       select_units(q, keys.select(0, t), null_key, u, attn, Tensor(), Tensor());
     }
     const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
-    // input side: base + a * proj_t (+ the null value's part under dropout); base = gh (LSTM) or the input bias (GRU)
+    // input side: weight * proj_t (+ total * null_proj under dropout), added to gh (LSTM) or the input bias (GRU)
     Tensor weight = attn, total;
     if (noise_buf.has_value()) {
       // same draws as F.dropout on stack([attn, 1 - attn]) in the step-by-step path
@@ -370,32 +452,14 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
       weight = attn * noise.narrow(-1, 0, 1);
       if (null_proj.has_value()) total = at::addcmul(weight, at::rsub(attn, 1.0), noise.narrow(-1, 1, 1));
     }
-    const optional<Tensor> base = lstm ? optional<Tensor>(gh) : x_bias;
-    Tensor input = base.has_value() ? at::addcmul(*base, weight, proj_t) : weight * proj_t;
-    if (total.defined()) input = at::addcmul(input, total, *null_proj);
     Tensor h_tilde = tilde.select(1, t);
     if (lstm) {
-      const Tensor& pre = input;
-      const Tensor g_t = gates.select(1, t);
-      Tensor sig = g_t.narrow(-1, 0, 3 * d), g = g_t.narrow(-1, 3 * d, d);
-      at::sigmoid_out(sig, pre.narrow(-1, 0, 3 * d));
-      at::tanh_out(g, pre.narrow(-1, 3 * d, d));
-      const Tensor i = g_t.narrow(-1, 0, d), f = g_t.narrow(-1, d, d), o = g_t.narrow(-1, 2 * d, d);
-      const Tensor c = cell->select(1, t);
-      const Tensor c_new = at::addcmul(f * c, i, g);
-      Tensor tanh_c = tanh_c_buf->select(1, t);
-      at::tanh_out(tanh_c, c_new);
-      const Tensor h_new = o * tanh_c;
-      Tensor c_next = cell->select(1, t + 1);
-      if (mask.defined()) {
-        at::where_out(c_next, mask, c_new, c);
-        at::where_out(h_tilde, mask, h_new, h);
-      } else {
-        c_next.copy_(c_new);
-        h_tilde.copy_(h_new);
-      }
+      lstm_forward(hq, weight, total, total.defined() ? null_proj : c10::nullopt, proj_t, mask, h, cell->select(1, t),
+                   gates.select(1, t), cell->select(1, t + 1), tanh_c_buf->select(1, t), h_tilde, query.select(1, t));
     } else {
-      const Tensor& gx = input;
+      query.select(1, t).copy_(q);
+      Tensor gx = x_bias.has_value() ? at::addcmul(*x_bias, weight, proj_t) : weight * proj_t;
+      if (total.defined()) gx = at::addcmul(gx, total, *null_proj);
       Tensor rz = gates.select(1, t);
       at::sigmoid_out(rz, gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
       const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
