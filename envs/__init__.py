@@ -4,6 +4,7 @@ Never imports :mod:`agents`. Splits are data (``configs/env/<name>.yaml``), see 
 """
 
 from envs.fast_obs import FastObservations, fast_gen_obs
+from envs.int_actions import IntActions
 from envs.levels import LevelSeeds, make_condition_env, make_condition_vec_env
 from envs.memory import CueMemoryEnv
 from envs.minigrid import make_minigrid_vec_env
@@ -17,6 +18,7 @@ __all__ = [
     "CueMemoryEnv",
     "Distractors",
     "FastObservations",
+    "IntActions",
     "LevelSeeds",
     "SeedRange",
     "Split",

@@ -12,6 +12,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from envs.fast_obs import with_fast_observations
+from envs.int_actions import with_int_actions
 from envs.perturbations import PERTURBATIONS
 from envs.splits import Condition, SeedRange
 
@@ -63,13 +64,15 @@ def make_condition_env(
     """One environment of ``condition``: base env -> perturbation -> level seeds -> image only.
 
     MiniGrid environments build observations with :func:`envs.fast_obs.fast_gen_obs` (the same
-    arrays as MiniGrid's).
+    arrays as MiniGrid's); discrete actions reach them as Python ints
+    (:class:`envs.int_actions.IntActions`).
 
     :param condition: what to build (see :mod:`envs.splits`).
     :param sequential: evaluation order of level seeds (see :class:`LevelSeeds`).
     :param render_mode: gymnasium render mode, e.g. ``"rgb_array"`` for recording frames.
     """
     env = with_fast_observations(gym.make(condition.env_id, render_mode=render_mode, **condition.env_kwargs))
+    env = with_int_actions(env)
     if condition.perturbation is not None:
         env = PERTURBATIONS[condition.perturbation](env)
     env = LevelSeeds(env, condition.seeds, sequential=sequential, first=first, stride=stride)

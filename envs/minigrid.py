@@ -11,6 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from envs.fast_obs import with_fast_observations
+from envs.int_actions import with_int_actions
 
 Wrapper = Callable[[gym.Env], gym.Env]
 
@@ -35,6 +36,7 @@ def make_minigrid_vec_env(
     :param env_kwargs: keyword arguments for ``gym.make``.
     :param fast_observations: build observations with :func:`envs.fast_obs.fast_gen_obs`
         (identical arrays, ~2.5x faster than MiniGrid's own code); ``False`` keeps MiniGrid's.
+    Discrete actions reach the environment as Python ints (:class:`envs.int_actions.IntActions`).
     :raises ValueError: unknown ``env_id`` (listing similar registered ids) or ``n_envs < 1``.
     """
     if n_envs < 1:
@@ -52,13 +54,14 @@ def make_minigrid_vec_env(
     )
 
 
-def _wrapping(wrapper: Wrapper | None, fast_observations: bool) -> Wrapper | None:
-    """``wrapper`` applied over :func:`envs.fast_obs.with_fast_observations` when ``fast_observations``."""
-    if not fast_observations:
-        return wrapper
+def _wrapping(wrapper: Wrapper | None, fast_observations: bool) -> Wrapper:
+    """Fast observations when ``fast_observations`` (:func:`envs.fast_obs.with_fast_observations`),
+    int actions (:func:`envs.int_actions.with_int_actions`), then ``wrapper``."""
 
     def wrap(env: gym.Env) -> gym.Env:
-        fast = with_fast_observations(env)
-        return fast if wrapper is None else wrapper(fast)
+        if fast_observations:
+            env = with_fast_observations(env)
+        env = with_int_actions(env)
+        return env if wrapper is None else wrapper(env)
 
     return wrap
