@@ -5,7 +5,9 @@ without the interpreter's cost per operation (which dominates a RIM step at smal
 e.g. recurrent PPO minibatches): the same matrix products, with some runs of small element-wise
 ATen operations done in one pass over the data. It is compiled once per machine with
 ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; the build is cached
-under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Without a compiler,
+under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), tuned to the CPU it
+runs on (:func:`cpu_tuning`; one build per CPU model, so a cache shared between machines stays
+safe). Without a compiler,
 or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: the same results up
 to rounding (sums and exponentials in another order; float64 tests agree to 1e-10), so a
 near-tie between two units' selection scores may be broken differently.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import shutil
+import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
@@ -55,6 +59,26 @@ def loops_for(tensor: Tensor) -> ModuleType | None:
     return native_loops()
 
 
+def cpu_tuning() -> tuple[list[str], str]:
+    """Compiler flags that tune the loops to this CPU, and a key that names the CPU.
+
+    On Linux x86-64: ``-march=native`` (wider vectors and FMA for the one-pass kernels: the
+    training step at PPO's shape took 0.95x the time of the generic x86-64 build on an AMD EPYC
+    VM), keyed by the CPU's model name and feature flags from ``/proc/cpuinfo``. Elsewhere no
+    flags and the key ``"generic"``.
+    """
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return [], "generic"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return [], "generic"
+    identity = sorted({line for line in info.splitlines() if line.startswith(("model name", "flags"))})
+    if not identity:
+        return [], "generic"
+    return ["-march=native"], hashlib.sha1("\n".join(identity).encode()).hexdigest()[:12]
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
@@ -64,9 +88,12 @@ def _build() -> ModuleType | None:
             os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
         log.info("rims: loading the C++ time loops (the first time on a machine builds them, ~40 s)")
-        # one build per installed copy: checkouts at other paths would otherwise rebuild in turn
-        name = "rims_fused_loop_" + hashlib.sha1(str(SOURCE.resolve()).encode()).hexdigest()[:10]
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-fno-trapping-math"], verbose=False)
+        tuning, cpu = cpu_tuning()
+        # one build per installed copy and CPU: checkouts at other paths would otherwise rebuild in
+        # turn, and a cache shared between machines must not hand one CPU's code to another
+        name = "rims_fused_loop_" + hashlib.sha1(f"{SOURCE.resolve()}|{cpu}".encode()).hexdigest()[:10]
+        flags = ["-O3", "-fno-trapping-math", *tuning]
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...: fall back, say why
         log.warning("rims: C++ time loops unavailable, using the Python loops (%s: %s)", type(exc).__name__, exc)
         return None

@@ -235,3 +235,15 @@ def test_workspace_hands_back_given_tensors_within_its_bounds() -> None:
     assert reused == _workspace.MAX_FREE  # at most MAX_FREE idle tensors per shape are kept
     assert _workspace.take((3, 2), like) is not first  # another shape never gets them
     _workspace.clear()
+
+
+def test_cpu_tuning_names_the_cpu_it_tunes_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags, key = _native.cpu_tuning()
+    if flags:
+        assert flags == ["-march=native"] and len(key) == 12
+        monkeypatch.setattr(_native.Path, "read_text", lambda self: "model name\t: Other CPU\nflags\t\t: sse2\n")
+        assert _native.cpu_tuning()[1] not in (key, "generic")
+    else:
+        assert key == "generic"
+    monkeypatch.setattr(_native.platform, "machine", lambda: "aarch64")
+    assert _native.cpu_tuning() == ([], "generic")
