@@ -11,8 +11,9 @@ Used for one input head and without recording attention; everything else (LSTM a
 dynamics, both selection rules, bias or not, attention dropout, ``k == num_units``) takes this
 path when gradients are recorded. The two time loops run in C++ (:mod:`rims._native`) when
 that can be built, else the Python loops below run; both compute the same steps in the same
-order (the C++ loops do some runs of element-wise operations in one pass, so results agree up to
-rounding). Random numbers for attention dropout are drawn in the same order and shapes as the
+order (the C++ loops do some runs of element-wise operations in one pass, sum in another order
+and, in float32, take the LSTM gates' exponentials from their own vectorised ``exp``, so results
+agree up to rounding). Random numbers for attention dropout are drawn in the same order and shapes as the
 step-by-step path, so every path gives the same result for a seed, up to rounding.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
@@ -145,7 +146,7 @@ class _Buffers:
             self.hidden_n_t = self.hidden_n.unbind(1)
             self.r_t, self.z_t = self.gates[..., :d].unbind(1), self.gates[..., d:].unbind(1)
 
-    def native_args(self, backward: bool) -> list[Tensor | bool | None]:
+    def native_args(self, backward: bool) -> list[Tensor | None]:
         """The buffers in the order of ``forward_loop`` or ``backward_loop`` in ``fused_loop.cpp``.
 
         The backward does not read ``read``.
