@@ -571,14 +571,12 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
   Tensor tilde, c_out;
   if (lstm) {
-    const Tensor pre = at::addcmul(gh, attn, proj_t);
-    const Tensor sig = at::sigmoid(pre.narrow(-1, 0, 3 * d)), g = at::tanh(pre.narrow(-1, 3 * d, d));
-    const Tensor c = c_in->reshape({n, u, d}).transpose(0, 1);
-    const Tensor c_new = at::addcmul(sig.narrow(-1, d, d) * c, sig.narrow(-1, 0, d), g);
-    const Tensor h_new = sig.narrow(-1, 2 * d, d) * at::tanh(c_new);
-    tilde = mask.defined() ? at::where(mask, h_new, h) : h_new;
-    c_out = mask.defined() ? at::where(mask, c_new, c) : c_new;
-    c_out = c_out.transpose(0, 1).reshape({n, u * d});
+    const Tensor c = c_in->reshape({n, u, d}).transpose(0, 1);  // (U, N, d) view
+    const Tensor gates = at::empty({u, n, 4 * d}, proj.options()), tanh_c = at::empty({u, n, d}, proj.options());
+    const Tensor query = at::empty({u, n, key_size}, proj.options()), c_next = at::empty({u, n, d}, proj.options());
+    tilde = at::empty({u, n, d}, proj.options());
+    lstm_forward(hq, attn, Tensor(), c10::nullopt, proj_t, mask, h, c, gates, c_next, tanh_c, tilde, query);
+    c_out = c_next.transpose(0, 1).reshape({n, u * d});
   } else {
     const Tensor gx = x_bias.has_value() ? at::addcmul(*x_bias, attn, proj_t) : attn * proj_t;
     const Tensor rz = at::sigmoid(gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
