@@ -167,6 +167,58 @@ void lstm_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const
   });
 }
 
+// GRU dynamics of one step, one pass over each (unit, batch) row: gx = x_bias + w * proj
+// (+ w_null * null_proj under attention dropout), r, z = sigmoid(gx + gh) on their columns,
+// n = tanh(gx_n + r * gh_n), h' = n + z (h - n); rows of inactive units keep h. Also copies the
+// query columns of hq. hq (U, N, 3d + K) = h W_h + b with gh its first 3d columns; x_bias
+// (U, 1, 3d) or none; other inputs as lstm_forward. Writes gates (U, N, 2d: r, z), hidden_n
+// (gh_n), cand (n), tilde (U, N, d) and query (U, N, K). All with contiguous rows.
+void gru_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const optional<Tensor>& null_proj,
+                 const optional<Tensor>& x_bias, const Tensor& proj_t, const Tensor& mask_b, const Tensor& h,
+                 const Tensor& gates, const Tensor& hidden_n, const Tensor& cand, const Tensor& tilde,
+                 const Tensor& query) {
+  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = query.size(2);
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "gru_forward", [&] {
+    using T = scalar_t;
+    const Rows<T> hqr(hq), wr(w), pr(proj_t), hr(h), gr(gates), hnr(hidden_n), cr(cand), tr(tilde), qr(query);
+    const bool nulls = null_proj.has_value(), biased = x_bias.has_value();
+    const Rows<T> wnr = nulls ? Rows<T>(w_null) : wr, npr = nulls ? Rows<T>(*null_proj) : wr;
+    const Rows<T> xbr = biased ? Rows<T>(*x_bias) : wr;
+    const bool masked = mask_b.defined();
+    const bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
+    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
+    std::vector<T> gx(3 * d);
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T* gh = hqr.at(u, n);
+        const T* pj = pr.at(u, n);
+        const T a = *wr.at(u, n);
+        T* x = gx.data();
+        for (int64_t j = 0; j < 3 * d; ++j) x[j] = a * pj[j];
+        if (biased) {
+          const T* xb = xbr.at(u, 0);
+          for (int64_t j = 0; j < 3 * d; ++j) x[j] += xb[j];
+        }
+        if (nulls) {
+          const T b = *wnr.at(u, n);
+          const T* np = npr.at(u, 0);
+          for (int64_t j = 0; j < 3 * d; ++j) x[j] += b * np[j];
+        }
+        T *rz = gr.at(u, n), *hn = hnr.at(u, n), *c = cr.at(u, n), *ti = tr.at(u, n);
+        const T* h_r = hr.at(u, n);
+        for (int64_t j = 0; j < 2 * d; ++j) rz[j] = sigmoid_gate(x[j] + gh[j]);
+        for (int64_t j = 0; j < d; ++j) {
+          hn[j] = gh[2 * d + j];
+          c[j] = tanh_gate(x[2 * d + j] + rz[j] * hn[j]);
+          ti[j] = c[j] + rz[d + j] * (h_r[j] - c[j]);
+        }
+        if (masked && !mb[u * mb_su + n * mb_sn]) std::copy(h_r, h_r + d, ti);
+        std::copy(gh + 3 * d, gh + 3 * d + kk, qr.at(u, n));
+      }
+    }
+  });
+}
+
 // GRU gates backward of one step; writes the input-side gradient into g_x (r, z, n) and the
 // hidden-side one into g_hn (r, z, n * r); returns the gradient on the previous h that does not
 // pass through W_hh.
@@ -431,7 +483,7 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
   for (int64_t t = 0; t < seq_len; ++t) {
     const Tensor h = hidden.select(1, t);
     const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);  // (U, N, G + K)
-    const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
+    const Tensor q = hq.narrow(-1, gate_width, key_size);
     Tensor attn = attn_buf.select(1, t);
     Tensor mask;
     if (mask_buf.has_value()) {
@@ -457,22 +509,8 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
       lstm_forward(hq, weight, total, total.defined() ? null_proj : c10::nullopt, proj_t, mask, h, cell->select(1, t),
                    gates.select(1, t), cell->select(1, t + 1), tanh_c_buf->select(1, t), h_tilde, query.select(1, t));
     } else {
-      query.select(1, t).copy_(q);
-      Tensor gx = x_bias.has_value() ? at::addcmul(*x_bias, weight, proj_t) : weight * proj_t;
-      if (total.defined()) gx = at::addcmul(gx, total, *null_proj);
-      Tensor rz = gates.select(1, t);
-      at::sigmoid_out(rz, gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
-      const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
-      const Tensor gh_n = gh.narrow(-1, 2 * d, d);
-      hidden_n->select(1, t).copy_(gh_n);
-      Tensor cand_t = cand->select(1, t);
-      at::tanh_out(cand_t, at::addcmul(gx.narrow(-1, 2 * d, d), r, gh_n));
-      const Tensor h_new = at::addcmul(cand_t, z, h - cand_t);
-      if (mask.defined()) {
-        at::where_out(h_tilde, mask, h_new, h);
-      } else {
-        h_tilde.copy_(h_new);
-      }
+      gru_forward(hq, weight, total, total.defined() ? null_proj : c10::nullopt, x_bias, proj_t, mask, h,
+                  gates.select(1, t), hidden_n->select(1, t), cand->select(1, t), h_tilde, query.select(1, t));
     }
     // communication: q, k, v of every unit in one product, attention in one pass, messages
     Tensor qkv_t = qkv_buf.select(0, t);  // (U, N, Hc*(2Kc+Vc))
@@ -559,7 +597,7 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const int64_t key_size = keys.size(-1), gate_width = w_h.size(2) - key_size;
   const Tensor h = h_in.reshape({n, u, d}).transpose(0, 1).contiguous();  // (U, N, d)
   const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);
-  const Tensor gh = hq.narrow(-1, 0, gate_width), q = hq.narrow(-1, gate_width, key_size);
+  const Tensor q = hq.narrow(-1, gate_width, key_size);
   const Tensor attn = at::empty({u, n, 1}, proj.options());
   Tensor mask;
   if (k < u) {
@@ -578,12 +616,10 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
     lstm_forward(hq, attn, Tensor(), c10::nullopt, proj_t, mask, h, c, gates, c_next, tanh_c, tilde, query);
     c_out = c_next.transpose(0, 1).reshape({n, u * d});
   } else {
-    const Tensor gx = x_bias.has_value() ? at::addcmul(*x_bias, attn, proj_t) : attn * proj_t;
-    const Tensor rz = at::sigmoid(gx.narrow(-1, 0, 2 * d) + gh.narrow(-1, 0, 2 * d));
-    const Tensor r = rz.narrow(-1, 0, d), z = rz.narrow(-1, d, d);
-    const Tensor cand = at::tanh(at::addcmul(gx.narrow(-1, 2 * d, d), r, gh.narrow(-1, 2 * d, d)));
-    const Tensor h_new = at::addcmul(cand, z, h - cand);
-    tilde = mask.defined() ? at::where(mask, h_new, h) : h_new;
+    const Tensor rz = at::empty({u, n, 2 * d}, proj.options()), query = at::empty({u, n, key_size}, proj.options());
+    const Tensor hidden_n = at::empty({u, n, d}, proj.options()), cand = at::empty({u, n, d}, proj.options());
+    tilde = at::empty({u, n, d}, proj.options());
+    gru_forward(hq, attn, Tensor(), c10::nullopt, x_bias, proj_t, mask, h, rz, hidden_n, cand, tilde, query);
   }
   const Tensor qkv = at::bmm(tilde, w_qkv);  // (U, N, Hc*(2Kc+Vc))
   const Tensor weights = at::empty({n * heads, u, u}, proj.options());
