@@ -1,15 +1,15 @@
 """Training throughput (frames/s) of our recurrent PPO against sb3-contrib's, side by side.
 
-Same process, same environment (MiniGrid-DoorKey-5x5-v0, 8 envs in-process), same encoder
+Same script, same environment (MiniGrid-DoorKey-5x5-v0, 8 envs in-process), same encoder
 (:class:`agents.MiniGridCNN`, no /255 scaling) and heads (one 64-unit layer each),
 n_steps=128, batch 256, 4 epochs, 1 torch thread, LSTM width 128. sb3-contrib runs with one
 LSTM shared by actor and critic (``shared_lstm=True, enable_critic_lstm=False``). Plain
 feed-forward PPO with the same encoder is the ceiling. Each entry learns ``--frames`` frames
 after one warm-up rollout, in a fresh process (so that no entry inherits another's memory
 state), over ``--rounds`` rounds in alternating order; medians are reported. Every entry steps
-the same environments: by default with :mod:`envs.fast_obs` observations (what our factories
-build), with ``--minigrid-obs`` with MiniGrid's own observation code (same observations,
-slower environment steps).
+the same environments, built by :func:`envs.make_minigrid_vec_env` (int actions,
+:class:`envs.IntActions`): by default with :mod:`envs.fast_obs` observations, with
+``--minigrid-obs`` with MiniGrid's own observation code (same observations, slower steps).
 
 Usage::
 
@@ -96,7 +96,7 @@ def _run_entry(name: str, frames: int, fast_observations: bool) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all entries (median reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all entries (median reported)")
     parser.add_argument("--minigrid-obs", action="store_true", help="MiniGrid's own observation code")
     args = parser.parse_args()
     observations = "MiniGrid's observation code" if args.minigrid_obs else "envs.fast_obs observations"
