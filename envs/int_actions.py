@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 
 
 class IntActions(gym.ActionWrapper):
-    """Pass discrete actions on as Python ints (same value, same behaviour, faster comparisons).
+    """Pass numpy-integer actions on as Python ints (same value, same behaviour, faster
+    comparisons); any other action (a Python int, an array, ...) passes unchanged.
 
     :param env: an environment with a ``Discrete`` action space.
     :raises ValueError: any other action space.
@@ -27,9 +29,9 @@ class IntActions(gym.ActionWrapper):
             raise ValueError(f"IntActions needs a Discrete action space, got {env.action_space}")
         super().__init__(env)
 
-    def action(self, action: Any) -> int:
-        """``action`` (a numpy or Python integer, or a one-element array) as an ``int``."""
-        return int(action)
+    def action(self, action: Any) -> Any:
+        """``action`` as an ``int`` if it is a numpy integer, else unchanged."""
+        return int(action) if isinstance(action, np.integer) else action
 
 
 def with_int_actions(env: gym.Env) -> gym.Env:

@@ -247,3 +247,15 @@ def test_cpu_tuning_names_the_cpu_it_tunes_for(monkeypatch: pytest.MonkeyPatch) 
         assert key == "generic"
     monkeypatch.setattr(_native.platform, "machine", lambda: "aarch64")
     assert _native.cpu_tuning() == ([], "generic")
+
+
+def test_acting_step_takes_non_contiguous_states() -> None:
+    torch.manual_seed(0)
+    m = RIMLSTM(5, 12, 4, 2).eval()
+    x = torch.randn(1, 3, 5)
+    h, c = (torch.randn(1, 12, 3).transpose(1, 2) for _ in range(2))  # (1, 3, 12), last dim strided
+    with torch.no_grad():
+        out, (h_n, c_n) = m(x, (h, c))
+        ref, (h_ref, c_ref) = m(x, (h.contiguous(), c.contiguous()))
+    for a, b in ((out, ref), (h_n, h_ref), (c_n, c_ref)):
+        torch.testing.assert_close(a, b)

@@ -44,6 +44,15 @@ def test_actions_arrive_as_python_ints_with_the_same_effect() -> None:
     assert set(recorder.types) == {int}
 
 
+def test_other_actions_pass_unchanged() -> None:
+    recorder = _Recorder(gym.make("MiniGrid-DoorKey-5x5-v0"))
+    wrapped = IntActions(recorder)
+    wrapped.reset(seed=0)
+    for action in (2, np.array(2), np.array([1])):
+        wrapped.step(action)
+    assert recorder.types == [int, np.ndarray, np.ndarray]
+
+
 def test_non_discrete_action_space_is_refused() -> None:
     env = gym.make("Pendulum-v1")
     assert isinstance(env.action_space, spaces.Box)

@@ -85,12 +85,14 @@ std::tuple<Tensor, Tensor> lstm_gates_backward(const Tensor& g_tilde, const Tens
   return {kept, carry};
 }
 
-// exp for the one-pass gate kernels. float: Cephes' range reduction and degree-6 polynomial
-// (within 2 ulp of expf for |x| < 87), branch-free so that the compiler vectorises the loops that
-// call it (with -fno-trapping-math); arguments are clamped to [-87, 88]. double: std::exp.
-inline float exp_gate(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+// exp for the one-pass gate kernels. float: Cephes' range reduction and degree-6 polynomial,
+// branch-free so that the compiler vectorises the loops that call it (with -fno-trapping-math);
+// arguments are clamped to [-87, 88], NaN stays NaN. Measured against double exp at 4e7 points
+// of [-87, 88]: within 1.02 ulp; sigmoid_gate within 9e-8 and tanh_gate (2 / (1 + e^-2x) - 1,
+// so its relative error grows near 0) within 1.8e-7 absolute. double: std::exp and std::tanh.
+inline float exp_gate(float v) {
+  float x = v > -87.0f ? v : -87.0f;  // NaN goes to -87 here (defined integer conversion below) ...
+  x = x < 88.0f ? x : 88.0f;
   const float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // x / ln 2 to the nearest integer
   const int32_t n = static_cast<int32_t>(nf);
   const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2 in two parts
@@ -104,7 +106,7 @@ inline float exp_gate(float x) {
   const int32_t bits = (n + 127) << 23;  // 2^n
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return v == v ? p * scale : v;  // ... and comes back out as NaN
 }
 inline double exp_gate(double x) { return std::exp(x); }
 template <typename T>
@@ -609,7 +611,7 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
   Tensor tilde, c_out;
   if (lstm) {
-    const Tensor c = c_in->reshape({n, u, d}).transpose(0, 1);  // (U, N, d) view
+    const Tensor c = c_in->contiguous().view({n, u, d}).transpose(0, 1);  // (U, N, d) view, rows contiguous
     const Tensor gates = at::empty({u, n, 4 * d}, proj.options()), tanh_c = at::empty({u, n, d}, proj.options());
     const Tensor query = at::empty({u, n, key_size}, proj.options()), c_next = at::empty({u, n, d}, proj.options());
     tilde = at::empty({u, n, d}, proj.options());
