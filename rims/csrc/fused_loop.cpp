@@ -34,16 +34,34 @@ struct Comm {
   double scale;
 };
 
-// Rows of a (U, N, width) tensor whose last dimension is contiguous.
+// Rows of a (U, N, width) tensor whose last dimension is contiguous; an undefined tensor (an
+// optional input or output that is absent) gives no rows (data null).
 template <typename T>
 struct Rows {
-  T* data;
-  int64_t su, sn;
-  explicit Rows(const Tensor& x) : data(x.data_ptr<T>()), su(x.stride(0)), sn(x.stride(1)) {
+  T* data = nullptr;
+  int64_t su = 0, sn = 0;
+  explicit Rows(const Tensor& x) {
+    if (!x.defined()) return;
     TORCH_CHECK(x.dim() == 3 && (x.size(2) == 1 || x.stride(2) == 1), "rims: expected (U, N, w) with contiguous rows");
+    data = x.data_ptr<T>(), su = x.stride(0), sn = x.stride(1);
   }
+  explicit Rows(const optional<Tensor>& x) : Rows(x.has_value() ? *x : Tensor()) {}
   T* at(int64_t u, int64_t n) const { return data + u * su + n * sn; }
 };
+
+// Input side of a step's pre-activations over one row: out = base + a * proj (+ b * null), where
+// base (the hidden side, or the input bias) and null (the null value's projection under attention
+// dropout) may be absent.
+template <typename T>
+inline void input_side(T* out, const T* base, T a, const T* proj, T b, const T* null, int64_t width) {
+  if (base != nullptr) {
+    for (int64_t j = 0; j < width; ++j) out[j] = base[j] + a * proj[j];
+  } else {
+    for (int64_t j = 0; j < width; ++j) out[j] = a * proj[j];
+  }
+  if (null != nullptr)
+    for (int64_t j = 0; j < width; ++j) out[j] += b * null[j];
+}
 
 // LSTM gates backward of one step (the keep-inactive rule included), one pass over the data.
 // Writes the gate gradient (i, f, o, g) into g_pre and returns (kept_h or undefined, g_c_prev).
@@ -58,8 +76,8 @@ std::tuple<Tensor, Tensor> lstm_gates_backward(const Tensor& g_tilde, const Tens
     using T = scalar_t;
     const Rows<T> a(gt), b(gc), gs(gates), tc(tanh_c), cp(c_prev), out(g_pre), cr(carry);
     const bool masked = mask.defined();
-    const Rows<T> m = masked ? Rows<T>(mask) : a;
-    const Rows<T> kp = masked ? Rows<T>(kept) : a;
+    const Rows<T> m(mask);  // no rows when all units are active
+    const Rows<T> kp(kept);
     for (int64_t u = 0; u < u_n; ++u) {
       for (int64_t n = 0; n < n_n; ++n) {
         const T on = masked ? *m.at(u, n) : T(1);
@@ -125,31 +143,22 @@ inline double tanh_gate(double x) { return std::tanh(x); }
 // hq (U, N, 4d + K) = h W_h + b with gh its first 4d columns; w, w_null and mask_b (U, N, 1)
 // (mask_b bool, undefined when all units are active); proj_t (U, N, 4d); null_proj (U, 1, 4d);
 // h, c (U, N, d). Writes gates (U, N, 4d: sigmoid(i, f, o), tanh(g)), c_next, tanh_c (tanh(c')
-// for every row), tilde (U, N, d) and query (U, N, K). All with contiguous rows.
+// for every row), tilde (U, N, d) and, when defined, query (U, N, K). All with contiguous rows.
 void lstm_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const optional<Tensor>& null_proj,
                   const Tensor& proj_t, const Tensor& mask_b, const Tensor& h, const Tensor& c, const Tensor& gates,
                   const Tensor& c_next, const Tensor& tanh_c, const Tensor& tilde, const Tensor& query) {
-  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = query.size(2);
+  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = hq.size(2) - 4 * d;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
     const Rows<T> hqr(hq), wr(w), pr(proj_t), hr(h), cr(c), gr(gates), cnr(c_next), tcr(tanh_c), tr(tilde), qr(query);
-    const bool nulls = null_proj.has_value();
-    const Rows<T> wnr = nulls ? Rows<T>(w_null) : wr, npr = nulls ? Rows<T>(*null_proj) : wr;
-    const bool masked = mask_b.defined();
-    const bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
-    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
+    const Rows<T> wnr(w_null), npr(null_proj);
+    const Rows<bool> mr(mask_b);
     for (int64_t u = 0; u < u_n; ++u) {
       for (int64_t n = 0; n < n_n; ++n) {
         const T* gh = hqr.at(u, n);
-        const T* pj = pr.at(u, n);
-        const T a = *wr.at(u, n);
         T* g = gr.at(u, n);
-        for (int64_t j = 0; j < 4 * d; ++j) g[j] = gh[j] + a * pj[j];
-        if (nulls) {
-          const T b = *wnr.at(u, n);
-          const T* np = npr.at(u, 0);
-          for (int64_t j = 0; j < 4 * d; ++j) g[j] += b * np[j];
-        }
+        const T* null = npr.data == nullptr ? nullptr : npr.at(u, 0);
+        input_side(g, gh, *wr.at(u, n), pr.at(u, n), null == nullptr ? T(0) : *wnr.at(u, n), null, 4 * d);
         for (int64_t j = 0; j < 3 * d; ++j) g[j] = sigmoid_gate(g[j]);
         for (int64_t j = 3 * d; j < 4 * d; ++j) g[j] = tanh_gate(g[j]);
         const T *gi = g, *gf = g + d, *go = g + 2 * d, *gg = g + 3 * d, *c_r = cr.at(u, n), *h_r = hr.at(u, n);
@@ -159,11 +168,11 @@ void lstm_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const
           tc[j] = tanh_gate(cn[j]);
           ti[j] = go[j] * tc[j];
         }
-        if (masked && !mb[u * mb_su + n * mb_sn]) {
+        if (mr.data != nullptr && !*mr.at(u, n)) {
           std::copy(c_r, c_r + d, cn);
           std::copy(h_r, h_r + d, ti);
         }
-        std::copy(gh + 4 * d, gh + 4 * d + kk, qr.at(u, n));
+        if (qr.data != nullptr) std::copy(gh + 4 * d, gh + 4 * d + kk, qr.at(u, n));
       }
     }
   });
@@ -174,38 +183,25 @@ void lstm_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const
 // n = tanh(gx_n + r * gh_n), h' = n + z (h - n); rows of inactive units keep h. Also copies the
 // query columns of hq. hq (U, N, 3d + K) = h W_h + b with gh its first 3d columns; x_bias
 // (U, 1, 3d) or none; other inputs as lstm_forward. Writes gates (U, N, 2d: r, z), hidden_n
-// (gh_n), cand (n), tilde (U, N, d) and query (U, N, K). All with contiguous rows.
+// (gh_n), cand (n), tilde (U, N, d) and, when defined, query (U, N, K). All with contiguous rows.
 void gru_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const optional<Tensor>& null_proj,
                  const optional<Tensor>& x_bias, const Tensor& proj_t, const Tensor& mask_b, const Tensor& h,
                  const Tensor& gates, const Tensor& hidden_n, const Tensor& cand, const Tensor& tilde,
                  const Tensor& query) {
-  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = query.size(2);
+  const int64_t u_n = h.size(0), n_n = h.size(1), d = h.size(2), kk = hq.size(2) - 3 * d;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "gru_forward", [&] {
     using T = scalar_t;
     const Rows<T> hqr(hq), wr(w), pr(proj_t), hr(h), gr(gates), hnr(hidden_n), cr(cand), tr(tilde), qr(query);
-    const bool nulls = null_proj.has_value(), biased = x_bias.has_value();
-    const Rows<T> wnr = nulls ? Rows<T>(w_null) : wr, npr = nulls ? Rows<T>(*null_proj) : wr;
-    const Rows<T> xbr = biased ? Rows<T>(*x_bias) : wr;
-    const bool masked = mask_b.defined();
-    const bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
-    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
+    const Rows<T> wnr(w_null), npr(null_proj), xbr(x_bias);
+    const Rows<bool> mr(mask_b);
     std::vector<T> gx(3 * d);
     for (int64_t u = 0; u < u_n; ++u) {
       for (int64_t n = 0; n < n_n; ++n) {
         const T* gh = hqr.at(u, n);
-        const T* pj = pr.at(u, n);
-        const T a = *wr.at(u, n);
         T* x = gx.data();
-        for (int64_t j = 0; j < 3 * d; ++j) x[j] = a * pj[j];
-        if (biased) {
-          const T* xb = xbr.at(u, 0);
-          for (int64_t j = 0; j < 3 * d; ++j) x[j] += xb[j];
-        }
-        if (nulls) {
-          const T b = *wnr.at(u, n);
-          const T* np = npr.at(u, 0);
-          for (int64_t j = 0; j < 3 * d; ++j) x[j] += b * np[j];
-        }
+        const T* null = npr.data == nullptr ? nullptr : npr.at(u, 0);
+        const T* bias = xbr.data == nullptr ? nullptr : xbr.at(u, 0);
+        input_side(x, bias, *wr.at(u, n), pr.at(u, n), null == nullptr ? T(0) : *wnr.at(u, n), null, 3 * d);
         T *rz = gr.at(u, n), *hn = hnr.at(u, n), *c = cr.at(u, n), *ti = tr.at(u, n);
         const T* h_r = hr.at(u, n);
         for (int64_t j = 0; j < 2 * d; ++j) rz[j] = sigmoid_gate(x[j] + gh[j]);
@@ -214,8 +210,8 @@ void gru_forward(const Tensor& hq, const Tensor& w, const Tensor& w_null, const 
           c[j] = tanh_gate(x[2 * d + j] + rz[j] * hn[j]);
           ti[j] = c[j] + rz[d + j] * (h_r[j] - c[j]);
         }
-        if (masked && !mb[u * mb_su + n * mb_sn]) std::copy(h_r, h_r + d, ti);
-        std::copy(gh + 3 * d, gh + 3 * d + kk, qr.at(u, n));
+        if (mr.data != nullptr && !*mr.at(u, n)) std::copy(h_r, h_r + d, ti);
+        if (qr.data != nullptr) std::copy(gh + 3 * d, gh + 3 * d + kk, qr.at(u, n));
       }
     }
   });
@@ -233,7 +229,7 @@ Tensor gru_gates_backward(const Tensor& g_tilde, const Tensor& mask, const Tenso
     using T = scalar_t;
     const Rows<T> a(gt), gs(rz), nn(cand), ghn(gh_n), hh(h), ox(g_x), oh(g_h), kp(kept);
     const bool masked = mask.defined();
-    const Rows<T> m = masked ? Rows<T>(mask) : a;
+    const Rows<T> m(mask);  // no rows when all units are active
     for (int64_t u = 0; u < u_n; ++u) {
       for (int64_t n = 0; n < n_n; ++n) {
         const T on = masked ? *m.at(u, n) : T(1);
@@ -271,13 +267,10 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
   TORCH_CHECK(keys_t.stride(1) == 1 && (!null_key.has_value() || null_key->is_contiguous()), "rims: key layout");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "select_units", [&] {
     using T = scalar_t;
-    const Rows<T> qr(q), ar(attn);
+    const Rows<T> qr(q), ar(attn), mf(masked ? mask_f : Tensor());
+    const Rows<bool> mb(masked ? mask_b : Tensor());
     const T* key = keys_t.data_ptr<T>();
     const T* null = null_key.has_value() ? null_key->data_ptr<T>() : nullptr;
-    const bool write_f = masked && mask_f.defined();
-    const Rows<T> mf = write_f ? Rows<T>(mask_f) : ar;
-    bool* mb = masked ? mask_b.data_ptr<bool>() : nullptr;
-    const int64_t mb_su = masked ? mask_b.stride(0) : 0, mb_sn = masked ? mask_b.stride(1) : 0;
     std::vector<T> rank(u_n);
     for (int64_t n = 0; n < n_n; ++n) {
       const T* key_n = key + n * keys_t.stride(0);
@@ -299,8 +292,8 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
           ahead += (nan_v && !nan_u) || rank[v] > rank[u] || (same && v < u);
         }
         const bool on = ahead < k;
-        if (write_f) *mf.at(u, n) = on ? T(1) : T(0);
-        mb[u * mb_su + n * mb_sn] = on;
+        if (mf.data != nullptr) *mf.at(u, n) = on ? T(1) : T(0);
+        *mb.at(u, n) = on;
       }
     }
   });
@@ -481,19 +474,15 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
   const Comm cm{heads, key, value, scale};
   const int64_t seq_len = proj.size(0), n = proj.size(1), u = w_h.size(0), d = w_h.size(1);
   const int64_t key_size = query.size(-1), gate_width = w_h.size(2) - key_size;
-  const Tensor active = at::empty({u, n, 1}, proj.options().dtype(at::kBool));  // this step's mask
+  const Tensor active = at::empty({u, n, 1}, proj.options().dtype(at::kBool));  // this step's mask, if any
   for (int64_t t = 0; t < seq_len; ++t) {
     const Tensor h = hidden.select(1, t);
     const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);  // (U, N, G + K)
     const Tensor q = hq.narrow(-1, gate_width, key_size);
     Tensor attn = attn_buf.select(1, t);
-    Tensor mask;
-    if (mask_buf.has_value()) {
-      mask = active;
-      select_units(q, keys.select(0, t), null_key, k, attn, mask_buf->select(1, t), active);
-    } else {
-      select_units(q, keys.select(0, t), null_key, u, attn, Tensor(), Tensor());
-    }
+    const Tensor mask = mask_buf.has_value() ? active : Tensor();  // no mask buffer: all units active (k == U)
+    const Tensor mask_f = mask_buf.has_value() ? mask_buf->select(1, t) : Tensor();
+    select_units(q, keys.select(0, t), null_key, k, attn, mask_f, mask);
     const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
     // input side: weight * proj_t (+ total * null_proj under dropout), added to gh (LSTM) or the input bias (GRU)
     Tensor weight = attn, total;
@@ -601,27 +590,22 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const Tensor hq = h_bias.has_value() ? at::baddbmm(*h_bias, h, w_h) : at::bmm(h, w_h);
   const Tensor q = hq.narrow(-1, gate_width, key_size);
   const Tensor attn = at::empty({u, n, 1}, proj.options());
-  Tensor mask;
-  if (k < u) {
-    mask = at::empty({u, n, 1}, proj.options().dtype(at::kBool));
-    select_units(q, keys, null_key, k, attn, Tensor(), mask);
-  } else {
-    select_units(q, keys, null_key, u, attn, Tensor(), Tensor());
-  }
+  const Tensor mask = k < u ? at::empty({u, n, 1}, proj.options().dtype(at::kBool)) : Tensor();
+  select_units(q, keys, null_key, k, attn, Tensor(), mask);
   const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
   Tensor tilde, c_out;
   if (lstm) {
     const Tensor c = c_in->contiguous().view({n, u, d}).transpose(0, 1);  // (U, N, d) view, rows contiguous
     const Tensor gates = at::empty({u, n, 4 * d}, proj.options()), tanh_c = at::empty({u, n, d}, proj.options());
-    const Tensor query = at::empty({u, n, key_size}, proj.options()), c_next = at::empty({u, n, d}, proj.options());
+    const Tensor c_next = at::empty({u, n, d}, proj.options());
     tilde = at::empty({u, n, d}, proj.options());
-    lstm_forward(hq, attn, Tensor(), c10::nullopt, proj_t, mask, h, c, gates, c_next, tanh_c, tilde, query);
+    lstm_forward(hq, attn, Tensor(), c10::nullopt, proj_t, mask, h, c, gates, c_next, tanh_c, tilde, Tensor());
     c_out = c_next.transpose(0, 1).reshape({n, u * d});
   } else {
-    const Tensor rz = at::empty({u, n, 2 * d}, proj.options()), query = at::empty({u, n, key_size}, proj.options());
-    const Tensor hidden_n = at::empty({u, n, d}, proj.options()), cand = at::empty({u, n, d}, proj.options());
+    const Tensor rz = at::empty({u, n, 2 * d}, proj.options()), cand = at::empty({u, n, d}, proj.options());
+    const Tensor hidden_n = at::empty({u, n, d}, proj.options());
     tilde = at::empty({u, n, d}, proj.options());
-    gru_forward(hq, attn, Tensor(), c10::nullopt, x_bias, proj_t, mask, h, rz, hidden_n, cand, tilde, query);
+    gru_forward(hq, attn, Tensor(), c10::nullopt, x_bias, proj_t, mask, h, rz, hidden_n, cand, tilde, Tensor());
   }
   const Tensor qkv = at::bmm(tilde, w_qkv);  // (U, N, Hc*(2Kc+Vc))
   const Tensor weights = at::empty({n * heads, u, u}, proj.options());
