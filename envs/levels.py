@@ -11,8 +11,7 @@ from minigrid.wrappers import ImgObsWrapper
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from envs.fast_obs import with_fast_observations
-from envs.int_actions import with_int_actions
+from envs.minigrid import with_speed_ups
 from envs.perturbations import PERTURBATIONS
 from envs.splits import Condition, SeedRange
 
@@ -63,16 +62,14 @@ def make_condition_env(
 ) -> gym.Env:
     """One environment of ``condition``: base env -> perturbation -> level seeds -> image only.
 
-    MiniGrid environments build observations with :func:`envs.fast_obs.fast_gen_obs` (the same
-    arrays as MiniGrid's); discrete actions reach them as Python ints
-    (:class:`envs.int_actions.IntActions`).
+    The environment gets the factories' speed-ups (:func:`envs.minigrid.with_speed_ups`: fast
+    observations, int actions), which change nothing it does.
 
     :param condition: what to build (see :mod:`envs.splits`).
     :param sequential: evaluation order of level seeds (see :class:`LevelSeeds`).
     :param render_mode: gymnasium render mode, e.g. ``"rgb_array"`` for recording frames.
     """
-    env = with_fast_observations(gym.make(condition.env_id, render_mode=render_mode, **condition.env_kwargs))
-    env = with_int_actions(env)
+    env = with_speed_ups(gym.make(condition.env_id, render_mode=render_mode, **condition.env_kwargs))
     if condition.perturbation is not None:
         env = PERTURBATIONS[condition.perturbation](env)
     env = LevelSeeds(env, condition.seeds, sequential=sequential, first=first, stride=stride)

@@ -7,10 +7,9 @@ ATen operations done in one pass over the data. It is compiled once per machine 
 ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; the build is cached
 under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), tuned to the CPU it
 runs on (:func:`cpu_tuning`; one build per CPU model, so a cache shared between machines stays
-safe). Without a compiler,
-or with ``RIMS_NATIVE=0`` in the environment, the Python loops run instead: the same results up
-to rounding (sums and exponentials in another order; float64 tests agree to 1e-10), so a
-near-tie between two units' selection scores may be broken differently.
+safe). Without a compiler, or with ``RIMS_NATIVE=0`` in the environment, the Python loops run
+instead: the same results up to rounding (sums and exponentials in another order; float64 tests
+agree to 1e-10), so a near-tie between two units' selection scores may be broken differently.
 """
 
 from __future__ import annotations

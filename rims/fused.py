@@ -12,9 +12,10 @@ dynamics, both selection rules, bias or not, attention dropout, ``k == num_units
 path when gradients are recorded. The two time loops run in C++ (:mod:`rims._native`) when
 that can be built, else the Python loops below run; both compute the same steps in the same
 order (the C++ loops do some runs of element-wise operations in one pass, sum in another order
-and, in float32, take the LSTM and GRU gates' exponentials from their own vectorised ``exp``, so results
-agree up to rounding). Random numbers for attention dropout are drawn in the same order and shapes as the
-step-by-step path, so every path gives the same result for a seed, up to rounding.
+and, in float32, take the LSTM and GRU gates' exponentials from their own vectorised ``exp``,
+so results agree up to rounding). Random numbers for attention dropout are drawn in the same
+order and shapes as the step-by-step path, so every path gives the same result for a seed, up
+to rounding.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
 ``3d`` GRU), ``K`` input key size, ``Hc`` communication heads with key ``Kc`` and value ``Vc``.
