@@ -130,9 +130,29 @@ def validate(cfg: DictConfig) -> Split:
         if hidden % units:
             raise ConfigError(f"model.hidden_size must be divisible by model.num_units={units}, got {hidden}")
     try:
-        return split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source="env")
+        split = split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source="env")
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    eval_conditions(cfg, split)
+    return split
+
+
+def eval_conditions(cfg: DictConfig, split: Split) -> list[str]:
+    """The test conditions that ``cfg.eval.conditions`` selects (``null``: all of the split's).
+
+    :raises ConfigError: not ``null`` or a non-empty list of the split's condition names.
+    """
+    chosen = OmegaConf.select(cfg, "eval.conditions", default=None)
+    if chosen is None:
+        return list(split.test)
+    names = OmegaConf.to_container(chosen) if OmegaConf.is_list(chosen) else chosen
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"eval.conditions must be null or a non-empty list of condition names, got {names!r}")
+    unknown = [n for n in names if n not in split.test]
+    if unknown:
+        valid = list(split.test)
+        raise ConfigError(f"eval.conditions must name conditions of split {split.name!r} {valid}, got {unknown}")
+    return [n for n in split.test if n in names]
 
 
 def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
@@ -268,7 +288,8 @@ def _train(
     extra = state["extra"] if state else {}
     metrics_log = MetricsLog(run_dir / "metrics.csv", wandb_run, rows=extra.get("metrics_rows"))
     model.set_logger(Logger(folder=None, output_formats=[metrics_log]))
-    ood = OODEvalCallback(split, cfg.eval.every_frames, cfg.eval.episodes)
+    conditions = eval_conditions(cfg, split)
+    ood = OODEvalCallback(split, cfg.eval.every_frames, cfg.eval.episodes, conditions=conditions)
     if state:
         checkpoint.restore(model, state)
         ood.load_state(extra["ood"])
@@ -298,7 +319,7 @@ def _train(
         if ood.history:
             write_results(ood.history, run_dir, stem="ood_curves")
             wandb_run.log_table("ood/curves", ood.history, step=model.num_timesteps)
-        rows = _final_evaluation(cfg, split, model, interrupt, run_dir, show_progress)
+        rows = _final_evaluation(cfg, split, conditions, model, interrupt, run_dir, show_progress)
         write_results(rows, run_dir, stem="eval")
         log.info("final evaluation\n%s", format_table(rows))
         metrics = {r["condition"]: r["mean_return"] for r in rows}
@@ -306,18 +327,25 @@ def _train(
         summary = {f"eval/{r['condition']}/{key}": r[key] for r in rows for key in ("mean_return", "mean_success")}
         wandb_run.summary(summary)
         if cfg.eval.gifs:
-            _record_gifs(model, split, run_dir / "media", cfg.eval.gif_max_steps, wandb_run, interrupt)
+            media = run_dir / "media"
+            _record_gifs(model, split, conditions, media, cfg.eval.gif_max_steps, wandb_run, interrupt)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
 def _final_evaluation(
-    cfg: DictConfig, split: Split, model: RecurrentPPO, interrupt: GracefulInterrupt, run_dir: Path, progress: bool
+    cfg: DictConfig,
+    split: Split,
+    conditions: list[str],
+    model: RecurrentPPO,
+    interrupt: GracefulInterrupt,
+    run_dir: Path,
+    progress: bool,
 ) -> list[dict[str, Any]]:
-    """``cfg.eval.final_episodes`` deterministic episodes per test condition, stoppable between conditions."""
+    """``cfg.eval.final_episodes`` deterministic episodes per chosen test condition, stoppable between conditions."""
     rows: list[dict[str, Any]] = []
-    with tqdm(total=len(split.test), desc="final evaluation", unit="condition", disable=not progress) as bar:
-        for name in split.test:
+    with tqdm(total=len(conditions), desc="final evaluation", unit="condition", disable=not progress) as bar:
+        for name in conditions:
             if interrupt.requested:
                 handler = interrupt.previous.get(interrupt.signum)
                 raise TrainingInterruptedError(run_dir, model.num_timesteps, interrupt.signum, handler)
@@ -336,16 +364,18 @@ def _atomic_save_model(model: RecurrentPPO, path: Path) -> None:
 def _record_gifs(
     model: RecurrentPPO,
     split: Split,
+    conditions: list[str],
     directory: Path,
     max_steps: int,
     wandb_run: WandbRun,
     interrupt: GracefulInterrupt,
 ) -> None:
-    """One deterministic episode (the first test level) per condition as ``<condition>.gif``.
+    """One deterministic episode (the first test level) per chosen condition as ``<condition>.gif``.
 
     GIFs are a by-product: a failure is a warning, and a stop request skips the rest.
     """
-    for name, condition in split.test.items():
+    for name in conditions:
+        condition = split.test[name]
         if interrupt.requested:
             log.warning("stop requested: skipping the remaining GIFs")
             return

@@ -61,6 +61,8 @@ def test_defaults_are_rim_ppo_on_doorkey() -> None:
         (["logger.mode=ofline"], r"logger.mode must be one of \['offline', 'online', 'disabled'\], got 'ofline'"),
         (["+agent.bogus=1"], r"cannot build the agent from this config: TypeError: .*bogus"),
         (["agent.max_seq_len=0"], r"cannot build the agent from this config: ValueError: max_seq_len must be >= 1"),
+        (["eval.conditions=[iid,doorkey_9x9]"], r"eval.conditions must name conditions of split.*doorkey_9x9"),
+        (["eval.conditions=[]"], r"eval.conditions must be null or a non-empty list of condition names, got \[\]"),
     ],
 )
 def test_invalid_configs_fail_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
@@ -92,6 +94,16 @@ def test_train_writes_the_run_folder(tmp_path: Path) -> None:
         "iid_distractors",
     }
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_eval_conditions_restrict_every_evaluation(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["model=lstm", "env=empty", "eval.conditions=[empty_8x8,iid]", "eval.gifs=true", *TINY]
+    metrics = train(_compose(overrides), run)
+    assert list(metrics) == ["iid", "empty_8x8"]  # the split's order
+    assert sorted(p.stem for p in (run / "media").glob("*.gif")) == ["empty_8x8", "iid"]
+    curves = (run / "ood_curves.csv").read_text()
+    assert "empty_16x16" not in curves and "empty_8x8" in curves
 
 
 def test_cli_exits_2_with_the_reason_and_leaves_no_run(tmp_path: Path) -> None:
