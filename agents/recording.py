@@ -77,16 +77,17 @@ def is_rim_core(core: RecurrentCore) -> bool:
 
 
 def _core_step(
-    core: RecurrentCore, features: Tensor, states: State, start: bool
+    core: RecurrentCore, features: Tensor, states: State, starts: Tensor
 ) -> tuple[Tensor, State, Tensor | None]:
-    """One step of the core, resetting the state at an episode start.
+    """One step of the core for ``N`` environments, resetting the state where an episode starts.
 
-    :param features: ``(1, 1, F)`` time-major features of one observation.
-    :param states: ``(h, c)`` each ``(num_layers, 1, hidden_size)``.
-    :returns: ``(output (1, 1, hidden_size), (h, c), active)`` with ``active`` the
-        ``(num_layers, U)`` bool mask of a RIM core, ``None`` otherwise.
+    :param features: ``(1, N, F)`` time-major features of one observation per environment.
+    :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``.
+    :param starts: ``(N,)`` float, 1.0 where an episode starts at this step.
+    :returns: ``(output (1, N, hidden_size), (h, c), active)`` with ``active`` the
+        ``(num_layers, N, U)`` bool mask of a RIM core, ``None`` otherwise.
     """
-    starts = torch.full((1, 1), float(start), device=features.device)
+    starts = starts.view(1, -1)  # (1, N)
     if not is_rim_core(core):
         out, new_states = core(features, states, starts)
         return out, new_states, None
@@ -96,28 +97,34 @@ def _core_step(
         out, (h, c), info = core.module(features, (h, c), return_info=True)
     else:
         out, h, info = core.module(features, h, return_info=True)
-    return out, (h, c), info.active[:, 0, 0]
+    return out, (h, c), info.active[:, 0]
 
 
-def _policy_step(
-    policy: RecurrentPolicy, obs: np.ndarray, states: State, start: bool, deterministic: bool
-) -> tuple[int, State, np.ndarray | None]:
-    """The action ``model.predict`` takes on one observation, with the core's active units.
+def policy_step(
+    policy: RecurrentPolicy, obs: np.ndarray, states: State, starts: np.ndarray, deterministic: bool
+) -> tuple[np.ndarray, State, np.ndarray | None]:
+    """The actions ``model.predict`` takes on a batch of observations, with the core's active units.
 
-    :param obs: one observation as the environment returns it (e.g. ``(7, 7, 3)``).
-    :returns: ``(action, new states, active (num_layers, U) bool or None)``.
+    Call it under ``torch.no_grad()``.
+
+    :param obs: ``(N, ...)`` one observation per environment as the environment returns it
+        (e.g. ``(N, 7, 7, 3)``).
+    :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)`` (see :func:`zero_state`).
+    :param starts: ``(N,)`` bool, True where an episode starts at this step (its state is reset).
+    :returns: ``(actions (N,) int64, new states, active (num_layers, N, U) bool or None)``.
     """
-    obs_tensor, _ = policy.obs_to_tensor(obs[None])
-    features = policy.extract_features(obs_tensor)  # (1, F)
-    out, states, active = _core_step(policy.core, features.reshape(1, 1, -1), states, start)
-    latent_pi = policy.mlp_extractor.forward_actor(out.reshape(1, -1))
-    action = policy._get_action_dist_from_latent(latent_pi).get_actions(deterministic=deterministic)
-    return int(action.reshape(-1)[0].item()), states, None if active is None else active.cpu().numpy()
+    obs_tensor, _ = policy.obs_to_tensor(obs)
+    features = policy.extract_features(obs_tensor)  # (N, F)
+    start_tensor = torch.as_tensor(starts, dtype=torch.float32, device=features.device)  # (N,)
+    out, states, active = _core_step(policy.core, features.unsqueeze(0), states, start_tensor)
+    latent_pi = policy.mlp_extractor.forward_actor(out[0])  # (N, hidden_size) -> (N, latent)
+    actions = policy._get_action_dist_from_latent(latent_pi).get_actions(deterministic=deterministic)
+    return actions.reshape(-1).cpu().numpy().astype(np.int64), states, None if active is None else active.cpu().numpy()
 
 
-def _zero_state(policy: RecurrentPolicy) -> State:
-    """Zero ``(h, c)``, each ``(num_layers, 1, hidden_size)``, as ``predict`` starts from."""
-    zeros = torch.zeros(policy.core.num_layers, 1, policy.core.hidden_size, device=policy.device)
+def zero_state(policy: RecurrentPolicy, n: int = 1) -> State:
+    """Zero ``(h, c)``, each ``(num_layers, n, hidden_size)``, as ``predict`` starts from."""
+    zeros = torch.zeros(policy.core.num_layers, n, policy.core.hidden_size, device=policy.device)
     return zeros, zeros.clone()
 
 
@@ -170,18 +177,21 @@ def _play(
     actions: list[int] = []
     rewards: list[float] = []
     masks: list[np.ndarray] = []
-    states = _zero_state(policy)
+    states = zero_state(policy)
     terminated = truncated = False
     with torch.no_grad():
         while not (terminated or truncated) and (max_steps is None or len(actions) < max_steps):
-            action, states, active = _policy_step(policy, obs, states, not actions, deterministic)
+            batch_actions, states, active = policy_step(
+                policy, obs[None], states, np.array([not actions]), deterministic
+            )
+            action = int(batch_actions[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             if render:
                 frames.append(_frame(env))
             actions.append(action)
             rewards.append(float(reward))
             if active is not None:
-                masks.append(active)
+                masks.append(active[:, 0])
     layers = np.stack(masks).astype(bool) if masks else None
     return Recording(
         condition=name,

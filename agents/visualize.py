@@ -7,9 +7,6 @@ number of heatmap rows: ``num_units`` for a one-layer core, ``num_layers * num_u
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,47 +20,49 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from minigrid.core.actions import Actions
 from omegaconf import OmegaConf
-from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.atomic import atomic_path, atomic_write_text
-from agents.recording import Recording, is_rim_core, record_episode, save_gif
+from agents.activations import (
+    RIM_CORES,
+    STATS_STEM,
+    activation_stats,
+    active_mask,
+    check_conditions,
+    format_stats_table,
+    summarize_activations,
+    unit_labels,
+    write_activation_stats,
+)
+from agents.atomic import atomic_path
+from agents.recording import Recording, record_episode, save_gif
 from agents.runs import load_run, load_run_config
-from envs.splits import Condition, Split
+
+__all__ = [
+    "RIM_CORES",
+    "STATS_STEM",
+    "activation_frames",
+    "activation_gif",
+    "activation_stats",
+    "format_stats_table",
+    "save_activation_heatmap",
+    "save_frequency_plot",
+    "summarize_activations",
+    "visualize_run",
+    "write_activation_stats",
+]
 
 log = logging.getLogger(__name__)
 
-RIM_CORES: tuple[str, ...] = ("rim", "rim_gru")
 GIF_FIGSIZE: tuple[float, float] = (10.0, 4.0)
 GIF_DPI = 72
-STATS_STEM = "activation_stats"
 _CMAP = ListedColormap(["#eeeeee", "#2166ac"]).with_extremes(bad="white")
 _MARKER_COLOR = "#d6604d"
 
 
-def _layers(recording: Recording) -> np.ndarray:
-    """The ``(T, num_layers, U)`` bool active mask of ``recording``.
-
-    :raises ValueError: the recording has no mask (a non-RIM core).
-    """
-    if recording.active_layers is not None:
-        return np.asarray(recording.active_layers, dtype=bool)
-    if recording.active is not None:
-        return np.asarray(recording.active, dtype=bool)[:, None, :]
-    raise ValueError(f"the recording of {recording.condition!r} has no active-unit mask (not a RIM core)")
-
-
-def _unit_labels(num_layers: int, num_units: int) -> list[str]:
-    """Row labels: ``u0, u1, ...``, or ``l0u0, l0u1, ...`` for several layers."""
-    if num_layers == 1:
-        return [f"u{u}" for u in range(num_units)]
-    return [f"l{layer}u{u}" for layer in range(num_layers) for u in range(num_units)]
-
-
 def _activity(recording: Recording) -> tuple[np.ndarray, list[str]]:
     """The heatmap matrix ``(R, T)`` float (1.0 active, 0.0 inactive) and its row labels."""
-    layers = _layers(recording)
+    layers = active_mask(recording)
     steps, num_layers, num_units = layers.shape
-    return layers.reshape(steps, -1).T.astype(float), _unit_labels(num_layers, num_units)
+    return layers.reshape(steps, -1).T.astype(float), unit_labels(num_layers, num_units)
 
 
 def _draw_heatmap(ax: Axes, activity: np.ndarray, labels: list[str]) -> AxesImage:
@@ -164,7 +163,7 @@ def activation_gif(recording: Recording, path: str | Path, fps: float = 4) -> Pa
     :returns: ``path``.
     :raises ValueError: no frames, no active-unit mask, or ``fps <= 0``.
     """
-    _layers(recording)
+    active_mask(recording)
     return save_gif(activation_frames(recording), path, fps=fps)
 
 
@@ -198,126 +197,6 @@ def save_activation_heatmap(recording: Recording, path: str | Path) -> Path:
     return _save_figure(fig, path)
 
 
-def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
-    """Activation statistics over recorded RIM episodes (of one condition).
-
-    :returns: ``condition``, ``episodes``, ``steps`` (total), ``mean_return``, ``mean_success``
-        (share of episodes with positive return), ``mean_length``, ``num_layers``,
-        ``num_units``, ``units`` (``R`` labels), ``unit_frequency`` (``R`` fractions of steps
-        each unit was active; they sum to ``k * num_layers``), ``mean_active`` (active units
-        per step and layer: ``k``) and ``switch_rate`` (fraction of units whose active flag
-        changed between consecutive steps, pooled over all step pairs; 0 if no episode has
-        two steps).
-    :raises ValueError: no recordings, one without an active-unit mask, or masks of different widths.
-    """
-    if not recordings:
-        raise ValueError("summarize_activations needs at least one recording")
-    masks = [_layers(r) for r in recordings]  # each (T, num_layers, U)
-    widths = {m.shape[1:] for m in masks}
-    if len(widths) != 1:
-        raise ValueError(f"recordings have different (num_layers, num_units): {sorted(widths)}")
-    num_layers, num_units = masks[0].shape[1:]
-    stacked = np.concatenate(masks)  # (steps, num_layers, U)
-    changes = sum(int(np.sum(m[1:] != m[:-1])) for m in masks)
-    pairs = sum(max(len(m) - 1, 0) for m in masks) * num_layers * num_units
-    returns = [r.total_return for r in recordings]
-    return {
-        "condition": recordings[0].condition,
-        "episodes": len(recordings),
-        "steps": len(stacked),
-        "mean_return": float(np.mean(returns)),
-        "mean_success": float(np.mean([ret > 0 for ret in returns])),
-        "mean_length": len(stacked) / len(recordings),
-        "num_layers": int(num_layers),
-        "num_units": int(num_units),
-        "units": _unit_labels(num_layers, num_units),
-        "unit_frequency": [float(f) for f in stacked.mean(axis=0).reshape(-1)],
-        "mean_active": float(stacked.sum(axis=2).mean()),
-        "switch_rate": changes / pairs if pairs else 0.0,
-    }
-
-
-def _record_episodes(
-    model: BaseAlgorithm, condition: Condition, episodes: int, deterministic: bool, max_steps: int | None, frames: int
-) -> list[Recording]:
-    """Record level seeds ``0 .. episodes - 1`` of ``condition``; only the first ``frames`` with frames."""
-    return [
-        record_episode(model, condition, i, deterministic=deterministic, max_steps=max_steps, render=i < frames)
-        for i in range(episodes)
-    ]
-
-
-def activation_stats(
-    model: BaseAlgorithm,
-    condition: Condition,
-    episodes: int = 10,
-    deterministic: bool = True,
-    max_steps: int | None = None,
-) -> dict[str, Any]:
-    """Play the first ``episodes`` level seeds of ``condition`` and summarise the active units.
-
-    :param model: a trained RIM-core :class:`agents.RecurrentPPO` / :class:`agents.RecurrentA2C`.
-    :returns: see :func:`summarize_activations`.
-    :raises ValueError: a non-RIM core or ``episodes < 1``.
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if not is_rim_core(model.policy.core):
-        raise ValueError(f"activation_stats needs a RIM core, got {model.policy.core_name!r}")
-    return summarize_activations(_record_episodes(model, condition, episodes, deterministic, max_steps, frames=0))
-
-
-def _stats_row(stats: dict[str, Any]) -> dict[str, Any]:
-    """One flat CSV row: scalar statistics, then one ``freq_<unit>`` column per unit."""
-    row = {key: value for key, value in stats.items() if key not in ("units", "unit_frequency")}
-    row.update({f"freq_{u}": f for u, f in zip(stats["units"], stats["unit_frequency"], strict=True)})
-    return row
-
-
-def format_stats_table(stats: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`summarize_activations` results, one row per condition."""
-    units = list(stats[0]["units"]) if stats else []
-    header = ["condition", "episodes", "return", "success", "mean active", "switch rate", *units]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for s in stats:
-        cells = [
-            s["condition"],
-            str(s["episodes"]),
-            f"{s['mean_return']:.3f}",
-            f"{s['mean_success']:.2f}",
-            f"{s['mean_active']:.2f}",
-            f"{s['switch_rate']:.3f}",
-            *(f"{f:.2f}" for f in s["unit_frequency"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_activation_stats(stats: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Write ``activation_stats.json``, ``.csv`` (``freq_<unit>`` columns) and ``.md`` into ``out_dir``.
-
-    :param stats: :func:`summarize_activations` results, one per condition.
-    :returns: the three paths.
-    """
-    if not stats:
-        raise ValueError("write_activation_stats needs at least one condition's statistics")
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = [_stats_row(s) for s in stats]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    texts = {
-        directory / f"{STATS_STEM}.json": json.dumps(list(stats), indent=2),
-        directory / f"{STATS_STEM}.csv": buffer.getvalue(),
-        directory / f"{STATS_STEM}.md": format_stats_table(stats) + "\n",
-    }
-    for path, text in texts.items():
-        atomic_write_text(path, text)
-    return list(texts)
-
-
 def save_frequency_plot(stats: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Bar chart of each unit's activation frequency, one bar group per unit, one bar per condition.
 
@@ -343,17 +222,6 @@ def save_frequency_plot(stats: Sequence[dict[str, Any]], path: str | Path) -> Pa
     ax.legend(fontsize="small", ncols=min(len(stats) + 1, 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     return _save_figure(fig, path)
-
-
-def _conditions(split: Split, conditions: Sequence[str] | None) -> list[str]:
-    """The condition names to visualise, checked against ``split.test``."""
-    names = list(split.test) if conditions is None else list(conditions)
-    if not names:
-        raise ValueError("no conditions to visualise")
-    unknown = [name for name in names if name not in split.test]
-    if unknown:
-        raise ValueError(f"split {split.name!r} has no test condition(s) {unknown}; valid: {list(split.test)}")
-    return names
 
 
 def visualize_run(
@@ -392,16 +260,16 @@ def visualize_run(
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     model, split, _ = load_run(run, device=device)
-    names = _conditions(split, conditions)
+    names = check_conditions(split, conditions)
     out = run / "visualize" if out_dir is None else Path(out_dir)
     files: list[Path] = []
     stats: dict[str, dict[str, Any]] = {}
     for name in names:
         log.info("visualising %s: %d episodes", name, episodes)
-        recordings = _record_episodes(model, split.test[name], episodes, True, max_steps, frames=1)
-        files.append(activation_gif(recordings[0], out / f"{name}.gif", fps=fps))
-        files.append(save_activation_heatmap(recordings[0], out / f"{name}_heatmap.png"))
-        stats[name] = summarize_activations(recordings)
+        first = record_episode(model, split.test[name], 0, deterministic=True, max_steps=max_steps, render=True)
+        files.append(activation_gif(first, out / f"{name}.gif", fps=fps))
+        files.append(save_activation_heatmap(first, out / f"{name}_heatmap.png"))
+        stats[name] = activation_stats(model, split.test[name], episodes, deterministic=True, max_steps=max_steps)
     files += write_activation_stats(list(stats.values()), out)
     files.append(save_frequency_plot(list(stats.values()), out / "activation_frequency.png"))
     return {"out_dir": out, "files": files, "stats": stats}

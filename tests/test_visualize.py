@@ -14,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from agents import RecurrentPPO
+from agents.activations import collapse_reasons, play_activations
 from agents.cli.visualize import main
 from agents.experiment import build_model, train, validate
+from agents.modularity import aggregate_stats
 from agents.recording import Recording, record_episode, save_gif
 from agents.runs import load_run
 from agents.visualize import activation_stats, summarize_activations, visualize_run
@@ -217,3 +219,70 @@ def test_cli_exit_codes(rim_run: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert (rim_run / "visualize" / "iid.gif").is_file()
     assert main([str(tmp_path / "missing")]) == 2
     assert "error: no such run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_play_activations_plays_the_recorded_episodes(rim_model: RecurrentPPO, iid: Condition, n_envs: int) -> None:
+    played = play_activations(rim_model, iid, episodes=4, max_steps=STEPS, n_envs=n_envs)
+    assert [r.level_seed for r in played] == [iid.seeds.start + i for i in range(4)]
+    for i, recording in enumerate(played):
+        expected = record_episode(rim_model, iid, i, max_steps=STEPS, render=False)
+        assert recording.frames == []
+        np.testing.assert_array_equal(recording.actions, expected.actions)
+        np.testing.assert_array_equal(recording.rewards, expected.rewards)
+        np.testing.assert_array_equal(recording.active_layers, expected.active_layers)
+
+
+def test_collapse_reasons_and_aggregate_over_seeds() -> None:
+    healthy = {"condition": "iid", "units": ["u0", "u1", "u2"], "unit_frequency": [0.6, 0.9, 0.5],
+               "switch_rate": 0.2, "mean_active": 2.0, "mean_return": 0.5}  # fmt: skip
+    fixed = {**healthy, "unit_frequency": [1.0, 1.0, 0.0], "switch_rate": 0.0, "mean_return": 0.1}
+    assert collapse_reasons(healthy) == []
+    assert collapse_reasons(fixed) == ["always active: u0, u1", "never active: u2", "switch rate 0.0000 < 0.01"]
+    (agg,) = aggregate_stats([[healthy], [fixed]])
+    assert agg["n_runs"] == 2 and agg["collapsed_runs"] == 1
+    assert agg["unit_frequency"] == pytest.approx([0.8, 0.95, 0.25])
+    assert agg["sorted_frequency"] == pytest.approx([0.95, 0.8, 0.25])  # ranks: (0.9, 0.6, 0.5) and (1, 1, 0)
+    assert agg["switch_rate"] == pytest.approx(0.1) and agg["switch_rates"] == [0.2, 0.0]
+
+
+def test_stats_only_cli_aggregates_a_sweep_and_reads_back(
+    rim_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for seed in (0, 1):
+        run = sweep / f"{seed}_rim"
+        torch.manual_seed(seed)
+        train(_compose(["model=rim", f"model.k={K}", f"seed={seed}", *TINY]), run)
+    lstm_run = sweep / "2_lstm"
+    train(_compose(["model=lstm", *TINY]), lstm_run)  # skipped: not a RIM core
+    args = [
+        str(sweep),
+        "--stats-only",
+        "--episodes",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--conditions",
+        "iid",
+        "empty_6x6",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 RIM runs, models rim" in out and "| rim | empty_6x6 | 2 |" in out
+    summary = json.loads((sweep / "activation_summary.json").read_text())
+    assert list(summary) == ["rim"] and summary["rim"]["seeds"] == [0, 1]
+    iid_agg = summary["rim"]["aggregate"][0]
+    assert iid_agg["condition"] == "iid" and iid_agg["n_runs"] == 2 and iid_agg["mean_active"] == pytest.approx(K)
+    assert not (lstm_run / "visualize").exists()
+    per_run = sweep / "0_rim" / "visualize" / "activation_stats.json"
+    assert [s["condition"] for s in json.loads(per_run.read_text())] == ["iid", "empty_6x6"]
+    assert not list((sweep / "0_rim" / "visualize").glob("*.gif"))
+    stamp = per_run.stat().st_mtime_ns
+    assert main(args) == 0  # read back, not recomputed
+    assert per_run.stat().st_mtime_ns == stamp
+    assert main([*args, "--force"]) == 0
+    assert per_run.stat().st_mtime_ns != stamp
+    assert main([str(tmp_path / "nothing_here"), "--stats-only"]) == 2
+    assert main([str(rim_run), str(rim_run)]) == 2  # several paths need --stats-only
