@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
 _RIM_KEYS = (
     "num_units", "k", "num_input_heads", "input_key_size", "input_value_size",
-    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout",
+    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update",
 )  # fmt: skip
 
 

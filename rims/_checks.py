@@ -14,6 +14,15 @@ on the null input are active. ``input_score``: the ``k`` units with the highest 
 attention score on the real input are active.
 """
 
+COMMUNICATION_UPDATES: tuple[str, ...] = ("bounded", "residual")
+"""How an active unit adds what it read from the other units to its state.
+
+``bounded`` (default): ``h = tanh(h_tilde + message)``, so ``|h| < 1`` for every step, as in
+``nn.LSTM``/``nn.GRU``, and a state carried across windows cannot grow. ``residual`` (the
+paper's update, Goyal et al. 2019, eq. in section 2.4): ``h = h_tilde + message``, which adds
+to the state without bound.
+"""
+
 DYNAMICS: tuple[str, ...] = ("lstm", "gru")
 """Names of the per-unit recurrent dynamics."""
 

@@ -15,7 +15,9 @@ Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
    input weights is computed for the whole sequence before the time loop:
    ``W_ih,i (a_i v(x) + (1 - a_i) b_v) = a_i W_ih,i (x W_v) + W_ih,i b_v``.
 4. *Communication*: multi-head attention from every unit over all units' states (inactive units
-   show their kept state), added residually to the active units.
+   show their kept state), added residually to the active units: ``h = tanh(h_tilde + m)``
+   (``communication_update="bounded"``, the default: ``|h| < 1`` at every step) or the paper's
+   ``h = h_tilde + m`` (``"residual"``, unbounded on long carried streams).
 5. Inactive units keep ``h`` and ``c`` bit-identical. A unit's parameters get no gradient from a
    step where it was inactive: its new state is discarded (``torch.where`` in
    :mod:`rims.gates`) and the weight gradient of its communication key/value projection is
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rims._checks import (
+    COMMUNICATION_UPDATES,
     DYNAMICS,
     SELECTION_RULES,
     check_choice,
@@ -48,6 +51,7 @@ from rims._checks import (
     check_rim_sizes,
 )
 from rims._native import loops_for
+from rims._zero_grad import attach_zero_grad
 from rims.fused import SequenceSpec, fused_sequence
 from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
@@ -76,6 +80,9 @@ class RIMCell(nn.Module):
     :param comm_key_size: key/query size per communication head (paper: 32).
     :param comm_value_size: value size per communication head (paper: 32).
     :param attention_dropout: dropout on both attention distributions, training only (paper: 0.1).
+    :param communication_update: how active units add the message, one of
+        :data:`rims.COMMUNICATION_UPDATES`: ``"bounded"`` (default) ``h = tanh(h_tilde + m)``
+        or ``"residual"`` (the paper's) ``h = h_tilde + m``.
 
     Parameters (``U`` units, ``d`` unit size, ``G = 4d`` for LSTM or ``3d`` for GRU, gate order
     ``i, f, o, g`` and ``r, z, n``): ``weight_key (H*K, input_size)``, ``weight_value
@@ -83,8 +90,11 @@ class RIMCell(nn.Module):
     (U, d, G)``, ``weight_comm_qkv (U, d, Hc*(2Kc+Vc))`` (query, key, value blocks, each
     head-major), ``weight_comm_out (U, Hc*Vc, d)`` and, with ``bias``, ``bias_key``,
     ``bias_value``, ``bias_query (U, H*K)``, ``bias_ih (U, G)``, ``bias_hh (U, G)``.
-    ``bias_key`` is also the null input's key, so it cancels in the two-way softmax: it never
-    gets a gradient and only shifts the raw score ranked by the ``input_score`` rule.
+    ``bias_key`` is also the null input's key, so it cancels in the two-way softmax and cannot
+    change the output; it only shifts the raw score ranked by the ``input_score`` rule. It stays
+    a parameter so that saved state dicts keep loading, and gets an exact zero gradient from
+    every forward (as every other parameter gets a gradient, what ``DistributedDataParallel``
+    and hand-written SGD loops expect).
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class RIMCell(nn.Module):
         comm_key_size: int = 32,
         comm_value_size: int = 32,
         attention_dropout: float = 0.1,
+        communication_update: str = "bounded",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -120,6 +131,7 @@ class RIMCell(nn.Module):
         self.comm_key_size = check_positive_int("comm_key_size", comm_key_size)
         self.comm_value_size = check_positive_int("comm_value_size", comm_value_size)
         self.attention_dropout = check_probability("attention_dropout", attention_dropout)
+        self.communication_update = check_choice("communication_update", communication_update, COMMUNICATION_UPDATES)
         self.unit_size = self.hidden_size // self.num_units
 
         kw = {"device": device, "dtype": dtype}
@@ -165,7 +177,8 @@ class RIMCell(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}, "
-            f"dynamics={self.dynamics!r}, selection={self.selection!r}, bias={self.bias}"
+            f"dynamics={self.dynamics!r}, selection={self.selection!r}, bias={self.bias}, "
+            f"communication_update={self.communication_update!r}"
         )
 
     def forward(
@@ -218,10 +231,13 @@ class RIMCell(nn.Module):
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
             )
         seq_len, batch = x.shape[0], x.shape[1]
+        if batch == 0:
+            return self._empty_batch(x, states, record)
         u, d, heads = self.num_units, self.unit_size, self.num_input_heads
         gates = _GATES[self.dynamics] * d
         dropping = self.training and self.attention_dropout > 0.0
         lstm = self.dynamics == "lstm"
+        bounded = self.communication_update == "bounded"
         w = self._weights(dropping)
         if self._fast_paths and heads == 1 and not record:
             if torch.is_grad_enabled():
@@ -277,7 +293,9 @@ class RIMCell(nn.Module):
 
             # Active units read from all units (inactive ones show their kept state).
             message, weights = comm(h_tilde, mask, record)
-            h = h_tilde + message if mask is None else torch.where(mask, h_tilde + message, h_tilde)
+            h = h_tilde + message
+            h = torch.tanh(h) if bounded else h
+            h = h if mask is None else torch.where(mask, h, h_tilde)
             outputs.append(h)
             if record:
                 active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
@@ -294,6 +312,27 @@ class RIMCell(nn.Module):
                 active=torch.stack([r[0] for r in log]).unsqueeze(0),
                 input_attention=torch.stack([r[1] for r in log]).unsqueeze(0).detach(),
                 comm_attention=torch.stack([r[2] for r in log]).unsqueeze(0).detach(),
+            )
+        return out, finals, info
+
+    def _empty_batch(
+        self, x: Tensor, states: tuple[Tensor, ...], record: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...], RIMInfo | None]:
+        """:meth:`sequence` for a batch of size zero, as ``nn.LSTM`` runs it: empty outputs, and
+        a backward through them gives every parameter a zero gradient.
+
+        :param x: ``(L, 0, input_size)``; ``states`` as in :meth:`sequence`, each ``(0, hidden_size)``.
+        """
+        seq_len, u = x.shape[0], self.num_units
+        params = [p for p in self.parameters() if p is not None]
+        out = attach_zero_grad(x.new_zeros(seq_len, 0, self.hidden_size), x, *params)
+        finals = tuple(attach_zero_grad(s.clone(), *params) for s in states)
+        info = None
+        if record:
+            info = RIMInfo(
+                active=torch.zeros(1, seq_len, 0, u, dtype=torch.bool, device=x.device),
+                input_attention=x.new_zeros(1, seq_len, 0, u, self.num_input_heads),
+                comm_attention=x.new_zeros(1, seq_len, 0, self.num_comm_heads, u, u),
             )
         return out, finals, info
 
@@ -321,6 +360,7 @@ class RIMCell(nn.Module):
             comm_value=self.comm_value_size,
             comm_scale=1.0 / math.sqrt(self.comm_key_size),
             dropout=self.attention_dropout if dropping else 0.0,
+            bounded=self.communication_update == "bounded",
             null_key=None if w.null_key is None else w.null_key.detach().view(-1),
         )
         hidden, c_n = fused_sequence(
@@ -342,8 +382,9 @@ class RIMCell(nn.Module):
         keys = F.linear(x, w.key)  # (N, K) scaled
         proj = self._input_projection(x, w)[0]  # (N, U*G)
         null_key = None if w.null_key is None else w.null_key.view(-1)
+        bounded = self.communication_update == "bounded"
         h, c = loops.inference_step(
-            lstm, self.k, self.num_comm_heads, self.comm_key_size, self.comm_value_size,
+            lstm, bounded, self.k, self.num_comm_heads, self.comm_key_size, self.comm_value_size,
             1.0 / math.sqrt(self.comm_key_size), proj, keys, states[0], states[1] if lstm else None,
             w.h, w.h_bias, w.x_bias, null_key, self.weight_comm_qkv, self.weight_comm_out,
         )  # fmt: skip
@@ -406,7 +447,7 @@ class RIMCell(nn.Module):
             if self.selection == "input_score":
                 null_key = self.bias_key.view(heads, key_size) / math.sqrt(key_size)
         return _Weights(
-            key=self.weight_key / math.sqrt(key_size),
+            key=attach_zero_grad(self.weight_key / math.sqrt(key_size), self.bias_key),  # bias_key: see the class
             ih=ih,
             h=torch.cat([self.weight_hh, self.weight_query], dim=-1),  # (U, d, G + H*K)
             h_bias=h_bias,

@@ -46,6 +46,7 @@ class SequenceSpec(NamedTuple):
     comm_value: int
     comm_scale: float
     dropout: float  # attention dropout probability, 0 outside training
+    bounded: bool  # communication update h = tanh(h_tilde + m) (else the paper's h_tilde + m)
     null_key: Tensor | None  # (K,) scaled key bias for the ``input_score`` rule, else None
 
 
@@ -194,7 +195,8 @@ class _FusedSequence(torch.autograd.Function):
         else:
             comm = (spec.comm_heads, spec.comm_key, spec.comm_value, spec.comm_scale)
             loops.forward_loop(
-                spec.lstm, spec.k, spec.dropout, *comm, proj, keys, w_h, h_bias, x_bias, null_proj, spec.null_key,
+                spec.lstm, spec.bounded, spec.k, spec.dropout, *comm,
+                proj, keys, w_h, h_bias, x_bias, null_proj, spec.null_key,
                 w_qkv, w_out, buf.hidden, buf.tilde, *buf.native_args(backward=False),
             )  # fmt: skip
         c = buf.cell[:, -1] if spec.lstm else None
@@ -235,8 +237,9 @@ class _FusedSequence(torch.autograd.Function):
         else:
             comm = (spec.comm_heads, spec.comm_key, spec.comm_value, spec.comm_scale)
             carry_h, carry_c = loops.backward_loop(
-                spec.lstm, *comm, *grads, proj, keys, w_h, null_proj, w_qkv, w_out, hidden, *buf.native_args(True)
-            )
+                spec.lstm, spec.bounded, *comm, *grads,
+                proj, keys, w_h, null_proj, w_qkv, w_out, hidden, *buf.native_args(True),
+            )  # fmt: skip
         rows = seq_len * batch
         hq_rows = grad_hq.view(u, rows, -1)
         grad_w_h = torch.bmm(hidden[:, :seq_len].reshape(u, rows, d).transpose(1, 2), hq_rows)
@@ -310,10 +313,11 @@ def _forward_python(
             h_tilde = _gru_forward(gx, gh, h, mask, buf, t)
         message = _comm_forward(spec, h_tilde, w_qkv, w_out, buf, t)
         h = hidden_t[t + 1]
+        updated = torch.tanh(h_tilde + message) if spec.bounded else h_tilde + message
         if mask is None:
-            torch.add(h_tilde, message, out=h)
+            h.copy_(updated)
         else:
-            torch.where(mask, h_tilde + message, h_tilde, out=h)
+            torch.where(mask, updated, h_tilde, out=h)
 
 
 def _backward_python(
@@ -346,15 +350,17 @@ def _backward_python(
     for t in range(seq_len - 1, -1, -1):
         g_h = carry_h if t == seq_len - 1 else carry_h + grad_hidden_t[t + 1]
         mask = None if buf.mask_t is None else buf.mask_t[t]
-        # h = h_tilde + message for active units, h_tilde for the others
+        # h = h_tilde + message (bounded: tanh of it) for active units, h_tilde for the others
         g_msg = grad_msg_t[t]
+        g_pre = _bounded_backward(g_h, hidden_t[t + 1]) if spec.bounded else g_h
         if mask is None:
-            g_msg.copy_(g_h)
+            g_msg.copy_(g_pre)
         else:
-            torch.mul(g_h, mask, out=g_msg)
+            torch.mul(g_pre, mask, out=g_msg)
+        g_direct = g_h if g_pre is g_h else (g_pre if mask is None else torch.addcmul(g_h, mask, g_pre - g_h))
         g_read = torch.bmm(g_msg, w_out_t)  # (U, N, Hc*Vc)
         _attention_backward(spec, g_read, buf, t, grad_qkv_t[t])
-        g_tilde = torch.baddbmm(g_h, grad_qkv_t[t], w_qkv_t)  # (U, N, d)
+        g_tilde = torch.baddbmm(g_direct, grad_qkv_t[t], w_qkv_t)  # (U, N, d)
         if spec.lstm:
             kept_h, carry_c = _lstm_backward(g_tilde, carry_c, mask, buf, t, grad_hq_t[t])
         else:
@@ -366,6 +372,12 @@ def _backward_python(
         g_hq = grad_hq_t[t]
         carry_h = torch.bmm(g_hq, w_h_t) if kept_h is None else torch.baddbmm(kept_h, g_hq, w_h_t)
     return carry_h, carry_c
+
+
+def _bounded_backward(g_h: Tensor, h_next: Tensor) -> Tensor:
+    """Gradient on ``h_tilde + m`` from the gradient ``g_h`` on ``h_next = tanh(h_tilde + m)``,
+    ``g_h * (1 - h_next^2)``, all ``(U, N, d)`` (meaningful for active units only)."""
+    return torch.addcmul(g_h, g_h * h_next, h_next, value=-1.0)
 
 
 def _input_forward(

@@ -34,6 +34,8 @@ class _RIMBase(nn.Module):
         bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
         *,
         selection: str = "null_attention",
         num_input_heads: int = 1,
@@ -43,10 +45,12 @@ class _RIMBase(nn.Module):
         comm_key_size: int = 32,
         comm_value_size: int = 32,
         attention_dropout: float = 0.1,
+        communication_update: str = "bounded",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self._refuse_unsupported(bidirectional, proj_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.dropout = check_probability("dropout", dropout)
         if self.dropout > 0 and self.num_layers == 1:
@@ -67,6 +71,7 @@ class _RIMBase(nn.Module):
             "comm_key_size": comm_key_size,
             "comm_value_size": comm_value_size,
             "attention_dropout": attention_dropout,
+            "communication_update": communication_update,
             "device": device,
             "dtype": dtype,
         }
@@ -79,6 +84,26 @@ class _RIMBase(nn.Module):
         self.hidden_size = first.hidden_size
         self.num_units = first.num_units
         self.k = first.k
+
+    def _refuse_unsupported(self, bidirectional: object, proj_size: object) -> None:
+        """Refuse the ``nn.LSTM``/``nn.GRU`` arguments that RIMs do not implement, by name.
+
+        :raises NotImplementedError: ``bidirectional=True`` or (LSTM) ``proj_size > 0``.
+        :raises ValueError: ``proj_size > 0`` for GRU dynamics, as ``nn.GRU`` does.
+        """
+        name = type(self).__name__
+        if bidirectional:
+            raise NotImplementedError(
+                f"{name} does not implement bidirectional=True (got bidirectional={bidirectional!r})"
+            )
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"proj_size should be a non-negative integer, got {proj_size!r}")
+        if proj_size and self.dynamics == "gru":
+            raise ValueError(
+                f"proj_size argument is only supported for LSTM, not RNN or GRU (got proj_size={proj_size})"
+            )
+        if proj_size:
+            raise NotImplementedError(f"{name} does not implement proj_size > 0 (got proj_size={proj_size})")
 
     @property
     def _n_states(self) -> int:
@@ -110,6 +135,9 @@ class _RIMBase(nn.Module):
         if isinstance(input, PackedSequence):
             raise TypeError(f"{name} does not support PackedSequence input; pad the batch instead")
         batched = check_input_shape(name, tuple(input.shape), self.input_size)
+        self._check_dtypes(input, hx)
+        if input.shape[0 if not batched or not self.batch_first else 1] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         x = input if batched else input.unsqueeze(1)
         if batched and self.batch_first:
             x = x.transpose(0, 1)  # (L, N, H_in)
@@ -139,6 +167,22 @@ class _RIMBase(nn.Module):
             record = record if batched else record.squeeze_batch()
         return x, out_states, record
 
+    def _check_dtypes(self, input: Tensor, hx: tuple[Tensor, ...] | None) -> None:
+        """Input and states must have the weights' dtype, as ``nn.LSTM`` checks (not under autocast).
+
+        :raises ValueError: the input's dtype differs (``nn.LSTM``'s message).
+        :raises RuntimeError: a state's dtype differs from the input's.
+        """
+        weight = self.layers[0].weight_hh.dtype
+        if input.dtype != weight and not torch.is_autocast_enabled(input.device.type):
+            raise ValueError(
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight}). "
+                f"Convert input: input.to({weight}), or convert model: model.to({input.dtype})"
+            )
+        for i, s in enumerate(hx or ()):
+            if isinstance(s, Tensor) and s.dtype != input.dtype:
+                raise RuntimeError(f"Expected hx[{i}] to have dtype {input.dtype} (the input's), got {s.dtype}")
+
     def _layer_states(self, hx: tuple[Tensor, ...] | None, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
         """Check the caller's state and return it as ``(num_layers, N, hidden_size)`` tensors."""
         batch = x.shape[1]
@@ -165,7 +209,9 @@ class RIMLSTM(_RIMBase):
     Keyword-only RIM options (defaults from the paper, Table 3): ``selection``
     (``"null_attention"`` or ``"input_score"``), ``num_input_heads`` (1), ``input_key_size``
     (64), ``input_value_size`` (400), ``num_comm_heads`` (4), ``comm_key_size`` (32),
-    ``comm_value_size`` (32), ``attention_dropout`` (0.1), ``device``, ``dtype``.
+    ``comm_value_size`` (32), ``attention_dropout`` (0.1), ``communication_update``
+    (``"bounded"``: ``h = tanh(h_tilde + m)``, so ``|h| < 1``; ``"residual"``: the paper's
+    ``h_tilde + m``), ``device``, ``dtype``.
 
     Call: ``output, (h_n, c_n) = rim(input, (h_0, c_0))`` with input ``(L, N, input_size)``
     (``(N, L, input_size)`` if ``batch_first``, or unbatched ``(L, input_size)``), states

@@ -103,6 +103,8 @@ def reference_sequence(
                     w = torch.softmax(k_all[:, hd] @ q_all[i, hd] / math.sqrt(c_key), dim=0)  # over units
                     read.append(w @ v_all[:, hd])
                 h_next[i] = h_tilde[i] + torch.cat(read) @ wo[i]
+                if cell.communication_update == "bounded":
+                    h_next[i] = torch.tanh(h_next[i])
             new_h = h.clone()
             new_h[n] = h_next
             h = new_h

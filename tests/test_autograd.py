@@ -84,9 +84,10 @@ def test_active_weight_grad_bmm_masks_only_the_weight_gradient() -> None:
     torch.testing.assert_close(w.grad, (x.detach() * mask).transpose(1, 2) @ grad)
 
 
+@pytest.mark.parametrize("update", ["bounded", "residual"])
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
 @pytest.mark.parametrize("heads", [1, 2])
-def test_parameter_and_input_gradients_match_reference(dynamics: str, heads: int) -> None:
+def test_parameter_and_input_gradients_match_reference(dynamics: str, heads: int, update: str) -> None:
     cell = (
         RIMCell(
             5,
@@ -100,6 +101,7 @@ def test_parameter_and_input_gradients_match_reference(dynamics: str, heads: int
             num_comm_heads=2,
             comm_key_size=3,
             comm_value_size=5,
+            communication_update=update,
         )
         .double()
         .eval()

@@ -238,3 +238,163 @@ def test_state_dict_round_trip(make: Factory, lstm: bool, tmp_path: object) -> N
     b.load_state_dict(torch.load(path))
     x = torch.randn(4, 2, IN)
     torch.testing.assert_close(a(x)[0], b(x)[0])
+
+
+# What other people's nn.LSTM code relies on without saying so (issue 14).
+
+
+def _loss_and_params(m: nn.Module, out: torch.Tensor, state: object, lstm: bool) -> list[tuple[str, torch.Tensor]]:
+    loss = out.pow(2).sum() + sum(s.pow(2).sum() for s in _states(state, lstm))
+    loss.backward()
+    return [(n, p) for n, p in m.named_parameters() if p.grad is None]
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_parameter_gets_a_gradient(make: Factory, lstm: bool, num_layers: int, bias: bool) -> None:
+    """Hand-written SGD loops (``p.data.add_(p.grad, ...)``) and DistributedDataParallel need it."""
+    m = make(IN, HID, num_layers=num_layers, bias=bias)
+    out, state = m(torch.randn(5, 3, IN))
+    assert _loss_and_params(m, out, state, lstm) == []
+
+
+@pytest.mark.parametrize("cls", [RIMLSTM, RIMGRU])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("selection", ["null_attention", "input_score"])
+@pytest.mark.parametrize("update", ["bounded", "residual"])
+@pytest.mark.parametrize("path", ["fused", "python_loops", "step_by_step", "two_input_heads", "eval"])
+def test_every_rim_parameter_gets_a_gradient_on_every_path(
+    cls: type, num_layers: int, bias: bool, selection: str, update: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "python_loops":
+        monkeypatch.setenv("RIMS_NATIVE", "0")
+    heads = 2 if path == "two_input_heads" else 1
+    m = cls(
+        IN, HID, UNITS, K, num_layers, bias, selection=selection, communication_update=update, num_input_heads=heads
+    )
+    m.train(path != "eval")
+    x = torch.randn(5, 3, IN)
+    out, state, *_ = m(x, return_info=path == "step_by_step")
+    assert _loss_and_params(m, out, state, cls is RIMLSTM) == []
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+def test_batch_of_size_zero(make: Factory, lstm: bool) -> None:
+    m = make(IN, HID, num_layers=2)
+    x = torch.randn(5, 0, IN, requires_grad=True)
+    out, state = m(x)
+    assert out.shape == (5, 0, HID)
+    assert [s.shape for s in _states(state, lstm)] == [(2, 0, HID)] * (2 if lstm else 1)
+    assert _loss_and_params(m, out, state, lstm) == []
+    given = _state(lstm, 2, 0, HID)
+    _, carried = m(x, given)
+    assert [s.shape for s in _states(carried, lstm)] == [(2, 0, HID)] * (2 if lstm else 1)
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+def test_empty_sequence_is_the_same_error(make: Factory, lstm: bool) -> None:
+    with pytest.raises(RuntimeError, match="Expected sequence length to be larger than 0 in RNN"):
+        make(IN, HID)(torch.randn(0, 3, IN))
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+@pytest.mark.parametrize(
+    "x",
+    [
+        torch.randint(0, 3, (4, 2, IN)),
+        torch.ones(4, 2, IN, dtype=torch.bool),
+        torch.randn(4, 2, IN, dtype=torch.float64),
+        torch.randn(4, 2, IN, dtype=torch.float16),
+    ],
+    ids=["int64", "bool", "float64", "float16"],
+)
+def test_input_of_another_dtype_is_the_same_error(make: Factory, lstm: bool, x: torch.Tensor) -> None:
+    pattern = rf"RNN input dtype \({x.dtype}\) does not match weight dtype \(torch.float32\). Convert input"
+    with pytest.raises(ValueError, match=pattern):
+        make(IN, HID)(x)
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_state_of_another_dtype_is_a_runtime_error(make: Factory, lstm: bool, dtype: torch.dtype) -> None:
+    hx = tuple(torch.zeros(1, 2, HID, dtype=dtype) for _ in range(2)) if lstm else torch.zeros(1, 2, HID, dtype=dtype)
+    with pytest.raises(RuntimeError):
+        make(IN, HID)(torch.randn(3, 2, IN), hx)
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+def test_bfloat16_module_and_input(make: Factory, lstm: bool) -> None:
+    m = make(IN, HID).to(torch.bfloat16)
+    out, state = m(torch.randn(3, 2, IN, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in _states(state, lstm))
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+def test_non_contiguous_and_expanded_inputs_and_states(make: Factory, lstm: bool) -> None:
+    m = make(IN, HID, num_layers=2).eval()
+    x = torch.randn(3, 5, IN).transpose(0, 1)  # (5, 3, IN), not contiguous
+    h = torch.randn(2, 1, HID).expand(2, 3, HID)  # expanded over the batch
+    hx = (h, h.flip(-1)) if lstm else h
+    dense = tuple(s.contiguous() for s in hx) if lstm else h.contiguous()
+    out, state = m(x, hx)
+    ref_out, ref_state = m(x.contiguous(), dense)
+    torch.testing.assert_close(out, ref_out)
+    for a, b in zip(_states(state, lstm), _states(ref_state, lstm), strict=True):
+        torch.testing.assert_close(a, b)
+    expanded = torch.randn(1, 1, IN).expand(5, 3, IN)
+    torch.testing.assert_close(m(expanded)[0], m(expanded.contiguous())[0])
+
+
+@pytest.mark.parametrize("make", [_torch_lstm, _rim_lstm], ids=["nn.LSTM", "RIMLSTM"])
+def test_lstm_state_as_a_list(make: Factory) -> None:
+    m = make(IN, HID).eval()
+    x, hx = torch.randn(3, 2, IN), _state(True, 1, 2, HID)
+    torch.testing.assert_close(m(x, list(hx))[0], m(x, hx)[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "torch_cls", "rim_cls", "error", "pattern"),
+    [
+        ({"bidirectional": True}, nn.LSTM, RIMLSTM, NotImplementedError, r"RIMLSTM does not implement bidirectional"),
+        ({"bidirectional": True}, nn.GRU, RIMGRU, NotImplementedError, r"RIMGRU does not implement bidirectional"),
+        ({"proj_size": 4}, nn.LSTM, RIMLSTM, NotImplementedError, r"RIMLSTM does not implement proj_size > 0"),
+        ({"proj_size": 4}, nn.GRU, RIMGRU, ValueError, r"proj_size argument is only supported for LSTM"),
+    ],
+)
+def test_nn_lstm_arguments_that_rims_do_not_implement(
+    kwargs: dict, torch_cls: type, rim_cls: type, error: type, pattern: str
+) -> None:
+    """Refused by name, not with a bare 'unexpected keyword'; the defaults are accepted."""
+    if error is NotImplementedError:
+        torch_cls(IN, HID, **kwargs)  # torch accepts it
+    with pytest.raises(error, match=pattern):
+        rim_cls(IN, HID, UNITS, K, **kwargs)
+    neutral = {key: type(value)() for key, value in kwargs.items()}  # False / 0: what nn.LSTM defaults to
+    assert rim_cls(IN, HID, UNITS, K, **neutral).hidden_size == HID
+
+
+@pytest.mark.parametrize(("make", "lstm"), MODULES)
+def test_state_stays_bounded_on_a_long_carried_stream_under_training(make: Factory, lstm: bool) -> None:
+    """A stateful model: 300 windows of 35 steps, state carried detached, AdamW at a high rate.
+
+    ``nn.LSTM`` and ``nn.GRU`` keep ``|h| < 1`` by construction; so must the RIM default.
+    """
+    torch.manual_seed(0)
+    m = make(IN, HID, num_layers=2)
+    head = nn.Linear(HID, IN)
+    opt = torch.optim.AdamW([*m.parameters(), *head.parameters()], lr=0.02)
+    stream = torch.randn(300 * 35 + 1, 4, IN).cumsum(0).sin()  # smooth, predictable signals
+    state, peak = None, 0.0
+    for i in range(0, 300 * 35, 35):
+        state = None if state is None else tuple(s.detach() for s in state) if lstm else state.detach()
+        out, state = m(stream[i : i + 35], state)
+        loss = (head(out) - stream[i + 1 : i + 36]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        h_n = _states(state, lstm)[0]  # h (an LSTM's c is not bounded, in nn.LSTM either)
+        peak = max(peak, out.detach().abs().max().item(), h_n.detach().abs().max().item())
+    assert torch.isfinite(loss)
+    assert peak <= 1.0

@@ -23,9 +23,18 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
 
 CASES = list(itertools.product(["lstm", "gru"], [True, False], ["null_attention", "input_score"], [0.0, 0.3], [2, 4]))
+UPDATES = ["bounded", "residual"]
 
 
-def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int, comm_value: int = 5) -> RIMCell:
+def _cell(
+    dynamics: str,
+    bias: bool,
+    selection: str,
+    dropout: float,
+    k: int,
+    comm_value: int = 5,
+    communication_update: str = "bounded",
+) -> RIMCell:
     cell = RIMCell(
         5,
         12,
@@ -40,6 +49,7 @@ def _cell(dynamics: str, bias: bool, selection: str, dropout: float, k: int, com
         comm_key_size=3,
         comm_value_size=comm_value,
         attention_dropout=dropout,
+        communication_update=communication_update,
     )
     return cell.double().train()
 
@@ -59,11 +69,12 @@ def _run(cell: RIMCell, x: torch.Tensor, states: tuple[torch.Tensor, ...], fused
     return [out.detach(), *(f.detach() for f in finals), *grads]
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize(("dynamics", "bias", "selection", "dropout", "k"), CASES)
 def test_fused_equals_step_by_step(
-    loops: str, dynamics: str, bias: bool, selection: str, dropout: float, k: int
+    loops: str, dynamics: str, bias: bool, selection: str, dropout: float, k: int, update: str
 ) -> None:
-    _check_paths_agree(_cell(dynamics, bias, selection, dropout, k))
+    _check_paths_agree(_cell(dynamics, bias, selection, dropout, k, communication_update=update))
 
 
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
@@ -83,12 +94,13 @@ def _check_paths_agree(cell: RIMCell) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_float32_fused_agrees_with_float64_step_by_step(loops: str, dynamics: str, dropout: float) -> None:
+def test_float32_fused_agrees_with_float64_step_by_step(loops: str, dynamics: str, dropout: float, update: str) -> None:
     """The float32 loops (the C++ ones use their own vectorised exp for the gates) stay within
     float32 rounding of the float64 step-by-step path."""
-    reference = _cell(dynamics, True, "null_attention", dropout, 2)
+    reference = _cell(dynamics, True, "null_attention", dropout, 2, communication_update=update)
     single = copy.deepcopy(reference).float()
     torch.manual_seed(0)
     x = torch.randn(6, 3, 5, dtype=torch.float64)
@@ -123,8 +135,9 @@ def test_fused_path_is_taken_only_where_it_applies() -> None:
         assert one_head(x)[0].grad_fn is None
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
-def test_fused_gradcheck(loops: str, dynamics: str) -> None:
+def test_fused_gradcheck(loops: str, dynamics: str, update: str) -> None:
     cell = (
         RIMCell(
             3,
@@ -138,6 +151,7 @@ def test_fused_gradcheck(loops: str, dynamics: str) -> None:
             comm_key_size=2,
             comm_value_size=3,
             attention_dropout=0.2,
+            communication_update=update,
         )
         .double()
         .train()
@@ -190,12 +204,13 @@ def test_native_loops_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> No
     assert _native.native_loops() is None
 
 
+@pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize(("dynamics", "bias", "selection", "k"), [c[:3] + c[4:] for c in CASES if c[3] == 0.0])
-def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selection: str, k: int) -> None:
+def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selection: str, k: int, update: str) -> None:
     if _native.native_loops() is None:
         pytest.skip("the C++ time loops could not be built here (see the logged warning)")
     torch.manual_seed(0)
-    cell = _cell(dynamics, bias, selection, 0.0, k).eval()
+    cell = _cell(dynamics, bias, selection, 0.0, k, communication_update=update).eval()
     x = torch.randn(1, 3, 5, dtype=torch.float64)
     states = tuple(torch.randn(3, 12, dtype=torch.float64) for _ in range(2 if dynamics == "lstm" else 1))
     with torch.no_grad():

@@ -462,7 +462,7 @@ void input_backward_dropout(const Tensor& g_x, const Tensor& proj_t, const Tenso
 }  // namespace
 
 // Forward loop. Buffers as in rims.fused._Buffers (optional ones may be None).
-void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t key, int64_t value, double scale,
+void forward_loop(bool lstm, bool bounded, int64_t k, double dropout, int64_t heads, int64_t key, int64_t value, double scale,
                   const Tensor& proj, const Tensor& keys, const Tensor& w_h, const optional<Tensor>& h_bias,
                   const optional<Tensor>& x_bias, const optional<Tensor>& null_proj, const optional<Tensor>& null_key,
                   const Tensor& w_qkv, const Tensor& w_out, const Tensor& hidden, const Tensor& tilde,
@@ -512,8 +512,12 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
     attend(cm, qkv_t, weights_buf.select(0, t), keep_t, read_t);
     const Tensor message = at::bmm(read_t, w_out);
     Tensor h_next = hidden.select(1, t + 1);
+    // active units: h_tilde + message (bounded: its tanh); the others keep h_tilde
     if (mask.defined()) {
-      at::where_out(h_next, mask, h_tilde + message, h_tilde);
+      const Tensor updated = bounded ? at::tanh(h_tilde + message) : h_tilde + message;
+      at::where_out(h_next, mask, updated, h_tilde);
+    } else if (bounded) {
+      at::tanh_out(h_next, h_tilde + message);
     } else {
       at::add_out(h_next, h_tilde, message);
     }
@@ -523,7 +527,7 @@ void forward_loop(bool lstm, int64_t k, double dropout, int64_t heads, int64_t k
 // Backward loop: fills grad_hq, grad_x (GRU; a view of grad_hq for LSTM), grad_qkv, grad_msg,
 // grad_proj, grad_keys and returns the gradients on (h0, c0) (c0's undefined for GRU).
 std::tuple<Tensor, Tensor> backward_loop(
-    bool lstm, int64_t heads, int64_t key, int64_t value, double scale, const Tensor& grad_hidden,
+    bool lstm, bool bounded, int64_t heads, int64_t key, int64_t value, double scale, const Tensor& grad_hidden,
     const optional<Tensor>& grad_c, const Tensor& grad_hq, const Tensor& grad_x, const Tensor& grad_qkv,
     const Tensor& grad_msg, const Tensor& grad_proj, const Tensor& grad_keys, const Tensor& proj, const Tensor& keys,
     const Tensor& w_h, const optional<Tensor>& null_proj, const Tensor& w_qkv, const Tensor& w_out,
@@ -541,16 +545,20 @@ std::tuple<Tensor, Tensor> backward_loop(
     const Tensor g_h = t == seq_len - 1 ? carry_h : carry_h + grad_hidden.select(1, t + 1);
     const Tensor mask = mask_buf.has_value() ? mask_buf->select(1, t) : Tensor();
     Tensor g_msg = grad_msg.select(1, t);
+    // bounded: gradient on h_tilde + message is g_h (1 - h_next^2) for active units
+    const Tensor h_next = hidden.select(1, t + 1);
+    const Tensor g_pre = bounded ? at::addcmul(g_h, g_h * h_next, h_next, -1.0) : g_h;
     if (mask.defined()) {
-      at::mul_out(g_msg, g_h, mask);
+      at::mul_out(g_msg, g_pre, mask);
     } else {
-      g_msg.copy_(g_h);
+      g_msg.copy_(g_pre);
     }
+    const Tensor g_direct = !bounded ? g_h : (mask.defined() ? at::addcmul(g_h, mask, g_pre - g_h) : g_pre);
     const Tensor g_read = at::bmm(g_msg, w_out_t);  // (U, N, Hc*Vc)
     const Tensor g_qkv = grad_qkv.select(1, t);
     const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
     attend_backward(cm, g_read, qkv_buf.select(0, t), weights_buf.select(0, t), keep_t, g_qkv);
-    const Tensor g_tilde = at::baddbmm(g_h, g_qkv, w_qkv_t);  // (U, N, d)
+    const Tensor g_tilde = at::baddbmm(g_direct, g_qkv, w_qkv_t);  // (U, N, d)
     const Tensor g_hq = grad_hq.select(1, t), g_x = grad_x.select(1, t);
     Tensor kept_h;
     if (lstm) {
@@ -578,8 +586,8 @@ std::tuple<Tensor, Tensor> backward_loop(
 // One step without gradients (acting): same equations as the step-by-step path of RIMCell,
 // from the input projection (N, U*G) and scaled keys (N, K); states (N, U*d). Returns (h, c)
 // ((N, U*d) each; c undefined for GRU).
-std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, int64_t key, int64_t value,
-                                          double scale, const Tensor& proj, const Tensor& keys, const Tensor& h_in,
+std::tuple<Tensor, Tensor> inference_step(bool lstm, bool bounded, int64_t k, int64_t heads, int64_t key,
+                                          int64_t value, double scale, const Tensor& proj, const Tensor& keys, const Tensor& h_in,
                                           const optional<Tensor>& c_in, const Tensor& w_h,
                                           const optional<Tensor>& h_bias, const optional<Tensor>& x_bias,
                                           const optional<Tensor>& null_key, const Tensor& w_qkv,
@@ -612,7 +620,8 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, int64_t k, int64_t heads, i
   const Tensor read = at::empty({u, n, heads * value}, proj.options());
   attend(Comm{heads, key, value, scale}, qkv, weights, c10::nullopt, read);
   const Tensor message = at::bmm(read, w_out);
-  const Tensor h_out = mask.defined() ? at::where(mask, tilde + message, tilde) : tilde + message;
+  const Tensor updated = bounded ? at::tanh(tilde + message) : tilde + message;
+  const Tensor h_out = mask.defined() ? at::where(mask, updated, tilde) : updated;
   return {h_out.transpose(0, 1).reshape({n, u * d}), c_out};
 }
 
