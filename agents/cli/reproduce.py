@@ -1,0 +1,157 @@
+"""``rims-reproduce TABLE`` / ``scripts/reproduce.py TABLE``: one command per table of the RIM vs LSTM results.
+
+Usage::
+
+    rims-reproduce tune                     # learning rate per core on doorkey iid validation seeds
+    rims-reproduce doorkey                  # lstm, gru, rim, rim_u6k4 x 5 seeds, then compare + modularity
+    rims-reproduce empty --seeds 10 --jobs 2
+    rims-reproduce multiroom --launcher slurm -o hydra.launcher.partition=cpu
+    rims-reproduce doorkey --only-compare   # rebuild the report from the runs that finished
+    rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
+    rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
+
+A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
+``multirun/reproduce/<table>/<model>/``, so the same command continues an interrupted reproduction
+and returns finished jobs at once; then it compares all models' runs and writes ``report.md``,
+``summary.{json,csv}``, ``learning_curves.png``, ``ood_bars.png`` and ``meta.json`` to
+``scripts/reproduce/<table>/`` (``--smoke``: ``multirun/reproduce_smoke/<table>/``).
+Exit status: 0 done; 1 the report was written but a sweep reported failed jobs; 2 cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from agents.modularity import StatsSettings
+from agents.reproduce.runner import reproduce_split, reproduce_tune, with_grid
+from agents.reproduce.tables import (
+    COPYING,
+    LAUNCHERS,
+    MODELS,
+    REPO,
+    RESULTS_DIR,
+    SMOKE_LEARNING_RATES,
+    SMOKE_MODELS,
+    SMOKE_ROOT,
+    SMOKE_SETTINGS,
+    SWEEP_ROOT,
+    TABLES,
+    TUNE,
+    Plan,
+    Preset,
+    ReproduceError,
+    learning_rates_for,
+    load_preset,
+    smoke_conditions,
+)
+from agents.reproduce.tune import load_choice
+
+SMOKE_STATS = StatsSettings(episodes=2, max_steps=64, n_envs=2)
+SMOKE_REPS = 200
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rims-reproduce``."""
+    parser = argparse.ArgumentParser(
+        prog="rims-reproduce",
+        description="Run one table of the RIM vs LSTM comparison end to end: sweeps (resumable), compare, "
+        "modularity statistics, and the committed summary in scripts/reproduce/<table>/.",
+    )
+    parser.add_argument("table", choices=TABLES, help="the table to reproduce")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the preset's, 5 / 2)")
+    parser.add_argument("--frames", type=int, default=None, help="training frames per run (default: the preset's)")
+    parser.add_argument("--smoke", action="store_true", help="tiny budget, 1 seed, lstm and rim; never committed")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="parallel jobs of the joblib launcher (default: 2; smoke 1)"
+    )
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), default="joblib", help="Hydra launcher")
+    parser.add_argument("--only-compare", action="store_true", help="no training: report on the finished runs")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None, help="models to run (default: all)")
+    parser.add_argument("--stats-episodes", type=int, default=20, help="episodes per condition for modularity")
+    parser.add_argument("--reps", type=int, default=None, help="bootstrap replications (default: 2000; smoke 200)")
+    parser.add_argument("--root", type=Path, default=None, help="folder of the sweep folders (default: multirun/...)")
+    parser.add_argument("--out", type=Path, default=None, help="where the summary goes (default: see above)")
+    parser.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="extra override for every sweep"
+    )
+    return parser
+
+
+def _root(args: argparse.Namespace) -> Path:
+    """The sweep root: relative to the repository when inside it (as the by-hand commands give it)."""
+    if args.root is None:
+        return SMOKE_ROOT if args.smoke else SWEEP_ROOT
+    root = args.root.resolve()
+    return root.relative_to(REPO) if root.is_relative_to(REPO) else root
+
+
+def _out_dir(args: argparse.Namespace, root: Path) -> Path:
+    """Where the summary goes; a smoke run never writes into the committed folder."""
+    out = args.out if args.out is not None else (REPO / root / args.table if args.smoke else RESULTS_DIR / args.table)
+    if args.smoke and out.resolve().is_relative_to(RESULTS_DIR.resolve()):
+        raise ReproduceError(f"--smoke never writes into the committed results ({RESULTS_DIR}); choose another --out")
+    return out
+
+
+def _plan(args: argparse.Namespace, preset: Preset, root: Path) -> Plan:
+    """The plan of a MiniGrid table from the arguments and the preset."""
+    first_seed = (preset.param("seed") or [0])[0]
+    default_seeds = 1 if args.smoke else len(preset.param("seed") or [0])
+    seeds = list(range(first_seed, first_seed + (args.seeds or default_seeds)))
+    smoke_frames = SMOKE_SETTINGS["total_frames"]
+    frames = args.frames or (smoke_frames if args.smoke else int(preset.setting("total_frames")))
+    models = tuple(args.models or (SMOKE_MODELS if args.smoke else MODELS))
+    rates = None
+    if args.table != TUNE and not args.smoke:
+        choice_file = RESULTS_DIR / TUNE / "summary.json"
+        rates = learning_rates_for(models, load_choice(choice_file), choice_file)
+    settings = {k: v for k, v in SMOKE_SETTINGS.items() if k != "total_frames"} if args.smoke else {}
+    if args.smoke and args.table != TUNE:
+        settings["eval.conditions"] = list(smoke_conditions(preset.env))
+    jobs = args.jobs or (1 if args.smoke else 2)
+    plan = Plan(preset, models, seeds, frames, rates, jobs, args.launcher, root, settings, tuple(args.override))
+    return with_grid(plan, SMOKE_LEARNING_RATES) if args.smoke and args.table == TUNE else plan
+
+
+def _copying(args: argparse.Namespace) -> int:
+    """``copying``: delegate to ``scripts/copying.py`` (:mod:`agents.cli.copying`)."""
+    from agents.cli.copying import main as copying_main
+
+    forwarded = [*(["--seeds", str(args.seeds)] if args.seeds else []), *(["--smoke"] if args.smoke else [])]
+    if args.out is not None or args.smoke:
+        forwarded += ["--out", str(_out_dir(args, _root(args)))]
+    return copying_main(forwarded)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rims-reproduce``; returns the exit status (0 done, 1 failed jobs, 2 cannot run)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rliable logs every bootstrap at INFO
+    try:
+        if args.table == COPYING:
+            return _copying(args)
+        root = _root(args)
+        out = _out_dir(args, root)
+        plan = _plan(args, load_preset(args.table), root)
+        command = None if argv is None else ["scripts/reproduce.py", *argv]
+        if args.table == TUNE:
+            failed, choice = reproduce_tune(plan, out, args.only_compare, command)
+            print(f"tune: chosen learning rates {choice}")
+        else:
+            smoke_stats = replace(SMOKE_STATS, conditions=smoke_conditions(plan.preset.env))
+            stats = smoke_stats if args.smoke else StatsSettings(episodes=args.stats_episodes)
+            reps = args.reps or (SMOKE_REPS if args.smoke else 2000)
+            failed, files = reproduce_split(plan, out, stats, args.only_compare, reps, command)
+            print(f"table {args.table}: wrote {', '.join(p.name for p in files)}")
+    except ReproduceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"summary: {out}")
+    if failed:
+        print(f"sweeps with failed jobs: {', '.join(failed)} (rerun the same command to continue them)")
+    return 1 if failed else 0

@@ -1,0 +1,161 @@
+"""scripts/reproduce.py: the presets, the sweeps' command lines, the verdicts, and a smoke run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from agents.cli import reproduce as cli
+from agents.compare import Estimate
+from agents.reproduce.summary import BETTER, SAME, WORSE, verdict
+from agents.reproduce.tables import (
+    MODELS,
+    SPLIT_TABLES,
+    Plan,
+    ReproduceError,
+    check_sweep_dir,
+    load_preset,
+    sweep_overrides,
+)
+from agents.reproduce.tune import choose
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tune_plan(root: Path | None = None) -> Plan:
+    preset = load_preset("tune")
+    plan = Plan(preset, MODELS, preset.param("seed"), preset.setting("total_frames"), None, jobs=1)
+    return plan if root is None else Plan(**{**plan.__dict__, "sweep_root": root})
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_tune_sweep_is_the_by_hand_command_word_for_word(model: str) -> None:
+    # The tune sweeps of lstm and gru were started by hand with this command; resume needs the same jobs.
+    by_hand = (
+        f"env=doorkey model={model} agent.learning_rate=0.0001,0.0003,0.001 seed=1000,1001 total_frames=300000 "
+        "eval.conditions=[iid] eval.gifs=false logger=none progress_bar=false resume=true hydra/launcher=joblib "
+        f"hydra.launcher.n_jobs=1 hydra.sweep.dir=multirun/reproduce/tune/{model}"
+    )
+    assert " ".join(sweep_overrides(_tune_plan(), model)) == by_hand
+
+
+def test_split_table_sweep_uses_the_tuned_rate_and_a_fixed_folder() -> None:
+    preset = load_preset("doorkey")
+    plan = Plan(preset, MODELS, list(range(5)), 300000, dict.fromkeys(MODELS, 0.001))
+    args = sweep_overrides(plan, "rim_u6k4")
+    assert args[:4] == ["env=doorkey", "model=rim_u6k4", "agent.learning_rate=0.001", "seed=0,1,2,3,4"]
+    assert {"total_frames=300000", "eval.final_episodes=100", "eval.every_frames=50000", "eval.gifs=false"} <= set(args)
+    assert {"logger=none", "resume=true", "hydra.launcher.n_jobs=2"} <= set(args)
+    assert args[-1] == "hydra.sweep.dir=multirun/reproduce/doorkey/rim_u6k4"
+    assert [job["seed"] for job in plan.jobs_of("rim")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("table", ["tune", *SPLIT_TABLES])
+def test_every_preset_is_a_runnable_sweep_preset(table: str) -> None:
+    preset = load_preset(table)
+    assert preset.setting("total_frames") > 0 and preset.param("seed")
+    assert ("logger", "none") in preset.groups
+    data = yaml.safe_load((REPO / "configs" / "sweep" / f"reproduce_{table}.yaml").read_text())
+    assert data["hydra"]["sweep"]["dir"] == f"multirun/reproduce/{table}/${{hydra.runtime.choices.model}}"
+
+
+def test_rim_u6k4_preset_differs_from_rim_only_in_units_k_and_width() -> None:
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        rim = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim"]).model)
+        u6k4 = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim_u6k4"]).model)
+    assert (u6k4["num_units"], u6k4["k"], u6k4["hidden_size"]) == (6, 4, 126)
+    changed = {"num_units", "k", "hidden_size"}
+    assert {k: v for k, v in u6k4.items() if k not in changed} == {k: v for k, v in rim.items() if k not in changed}
+
+
+def test_a_job_folder_of_other_settings_is_refused_before_launching(tmp_path: Path) -> None:
+    plan = _tune_plan(tmp_path)
+    job = tmp_path / "tune" / "lstm" / "2_ppo_lstm_doorkey_s1000"  # job 2: lr 0.0003, seed 1000
+    job.mkdir(parents=True)
+    config = {"seed": 1000, "total_frames": 300000, "agent": {"learning_rate": 0.0003}}
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    check_sweep_dir(plan, "lstm")  # the same job: resumable
+    with pytest.raises(ReproduceError, match=r"total_frames=300000.*total_frames=100000.*--frames"):
+        check_sweep_dir(Plan(**{**plan.__dict__, "frames": 100000}), "lstm")
+    with pytest.raises(
+        ReproduceError, match=r"learning_rate=0.0003, but job 2 of this command has agent.learning_rate=0.0001"
+    ):
+        check_sweep_dir(Plan(**{**plan.__dict__, "seeds": [1000, 1001, 1002]}), "lstm")
+
+
+def _p(low: float, high: float) -> Estimate:
+    return Estimate("rim", "lstm", "iid", "return", "p_improvement", (low + high) / 2, low, high, 5, 5)
+
+
+def test_verdict_follows_the_ci_of_p_improvement() -> None:
+    assert verdict(_p(0.55, 0.9)) == BETTER
+    assert verdict(_p(0.1, 0.45)) == WORSE
+    assert verdict(_p(0.3, 0.8)) == SAME and verdict(_p(0.5, 0.5)) == SAME
+
+
+def test_tune_chooses_the_best_mean_and_needs_every_rate() -> None:
+    rows = [
+        {"model": "lstm", "learning_rate": lr, "seed": s, "iid_return": ret, "iid_success": 1.0}
+        for lr, s, ret in [
+            (1e-4, 0, 0.5),
+            (1e-4, 1, 0.7),
+            (3e-4, 0, 0.9),
+            (3e-4, 1, 0.2),
+            (1e-3, 0, 0.1),
+            (1e-3, 1, 0.1),
+        ]
+    ] + [{"model": "gru", "learning_rate": 1e-4, "seed": 0, "iid_return": 0.9, "iid_success": 1.0}]
+    means, choice = choose(rows, [1e-4, 3e-4, 1e-3])
+    assert means["lstm"]["0.0001"]["mean_return"] == pytest.approx(0.6) and means["lstm"]["0.0001"]["seeds"] == [0, 1]
+    assert choice == {"lstm": 1e-4}  # 0.6 > 0.55 > 0.1; gru lacks two rates: no choice
+
+
+def test_split_table_refuses_without_tuned_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "RESULTS_DIR", tmp_path / "results")
+    assert cli.main(["doorkey", "--root", str(tmp_path / "runs")]) == 2
+    assert "no tuned learning rates" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert cli.main(["doorkey", "--smoke", "--out", str(tmp_path / "results" / "doorkey")]) == 2
+    assert "never writes into the committed results" in capsys.readouterr().err
+
+
+def test_smoke_run_writes_every_summary_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "runs"
+    assert cli.main(["doorkey", "--smoke", "--root", str(root)]) == 0
+    out = root / "doorkey"
+    names = {"report.md", "summary.json", "summary.csv", "learning_curves.png", "ood_bars.png", "meta.json"}
+    assert names <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"lstm", "rim"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["models"]) == ["lstm", "rim"] and summary["split"] == "doorkey"
+    conditions = ["iid", "doorkey_6x6", "iid_background", "iid_distractors", "all_ood"]
+    assert summary["conditions"] == conditions
+    cell = summary["models"]["rim"]["conditions"]["iid"]["return"]
+    assert cell["seeds"] == [0] and len(cell["values"]) == 1 and cell["n_seeds"] == 1
+    assert set(cell) >= {"mean", "iqm"} and len(cell["iqm"]["ci"]) == 2
+    assert {(r["model"], r["baseline"]) for r in summary["improvements"]} == {("rim", "lstm")}
+    assert {r["verdict"] for r in summary["improvements"]} <= {BETTER, SAME, WORSE}
+    assert "iid" in summary["modularity"]["rim"]["aggregate"] and "lstm" not in summary["modularity"]
+    with (out / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["aggregate"] for r in rows} == {"iqm", "mean", "p_improvement"}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["budget"]["frames"] == 2048 and meta["budget"]["seeds"] == [0]
+    assert meta["command"].startswith("python scripts/reproduce.py doorkey --smoke")
+    assert set(meta["machine"]) >= {"cpu", "cores", "torch"} and len(meta["commit"]) in (0, 40)
+    assert "model=rim seed=0 total_frames=2048" in meta["sweeps"]["rim"]
+    report = (out / "report.md").read_text()
+    for heading in ("## Verdicts", "## Return", "## Success rate", "## Is the modularity used?", "## Figures"):
+        assert heading in report
+    assert "| iid | rim | 1 |" in report and "![learning curves](learning_curves.png)" in report
+    first = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert cli.main(["doorkey", "--smoke", "--root", str(root), "--only-compare"]) == 0  # no training
+    assert json.loads((out / "summary.json").read_text())["models"] == json.loads(first)["models"]
