@@ -58,6 +58,10 @@ from rims.info import RIMInfo
 from rims.unit_attention import unit_attention
 
 _GATES = {"lstm": 4, "gru": 3}
+_ATTENTION_PARAMETERS = (
+    "weight_key", "bias_key", "weight_value", "bias_value", "weight_query", "bias_query",
+    "weight_comm_qkv", "weight_comm_out",
+)  # fmt: skip
 
 
 class RIMCell(nn.Module):
@@ -158,6 +162,15 @@ class RIMCell(nn.Module):
         self._cache: tuple[tuple[object, ...], _Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self.reset_parameters()
+
+    def attention_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The attention mechanisms' parameters: input attention (query, key, value projections)
+        and communication, as ``(name, parameter)`` pairs in registration order.
+
+        What Madan et al. (ICLR 2021, "Fast and slow learning of recurrent independent
+        mechanisms") train slowly; the rest (each unit's recurrent weights) is the fast group.
+        """
+        return [(n, p) for n, p in self.named_parameters(recurse=False) if n in _ATTENTION_PARAMETERS]
 
     def reset_parameters(self) -> None:
         """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit)."""

@@ -3,12 +3,15 @@
 Checks (issue 3): PPO with ``lstm`` and ``rim`` on MiniGrid-DoorKey-5x5-v0 within 300k
 frames; A2C with ``lstm`` and ``rim`` on MiniGrid-Empty-5x5-v0 within 200k frames; threshold
 0.9 on the mean return of the last 100 training episodes (sampled actions), 3 seeds each.
-Each run stops when it reaches the threshold. Prints a table and writes JSON.
+Each run stops when it reaches the threshold. Prints a table and writes JSON. ``ppo-rim-residual``
+and ``a2c-rim-residual`` run the RIM with the paper's unbounded communication update
+(``communication_update="residual"``) against the default (``bounded``), issue 14.
 
 Usage::
 
-    python scripts/learn_check.py                     # all four checks, seeds 0 1 2
+    python scripts/learn_check.py                     # the four checks of issue 3, seeds 0 1 2
     python scripts/learn_check.py --only ppo-rim --seeds 0
+    python scripts/learn_check.py --only ppo-rim ppo-rim-residual --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Check:
     env_id: str
     budget: int
     kwargs: dict = field(default_factory=dict)
+    core_options: dict = field(default_factory=dict)  # added to the core's default options
 
 
 CHECKS = {
@@ -45,6 +49,13 @@ CHECKS = {
     "a2c-lstm": Check("a2c-lstm", RecurrentA2C, "lstm", "MiniGrid-Empty-5x5-v0", 200_000, A2C_MINIGRID),
     "a2c-rim": Check("a2c-rim", RecurrentA2C, "rim", "MiniGrid-Empty-5x5-v0", 200_000, A2C_MINIGRID),
 }
+RESIDUAL = {"communication_update": "residual"}
+CHECKS |= {
+    f"{name}-residual": Check(f"{name}-residual", c.algo, c.core, c.env_id, c.budget, c.kwargs, RESIDUAL)
+    for name, c in list(CHECKS.items())
+    if c.core == "rim"
+}
+DEFAULT_CHECKS = ["ppo-lstm", "ppo-rim", "a2c-lstm", "a2c-rim"]
 
 
 class StopAtReturn(BaseCallback):
@@ -70,7 +81,7 @@ class StopAtReturn(BaseCallback):
 
 def run(check: Check, seed: int, threshold: float) -> dict:
     env = make_minigrid_vec_env(check.env_id, n_envs=8, seed=1000 * seed)
-    policy_kwargs = dict(core=check.core, core_kwargs=core_kwargs(check.core))
+    policy_kwargs = dict(core=check.core, core_kwargs=core_kwargs(check.core) | check.core_options)
     model = check.algo("RecurrentPolicy", env, policy_kwargs=policy_kwargs, seed=seed, **check.kwargs)
     callback = StopAtReturn(threshold)
     start = time.perf_counter()
@@ -90,7 +101,7 @@ def run(check: Check, seed: int, threshold: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=sorted(CHECKS), default=list(CHECKS))
+    parser.add_argument("--only", nargs="*", choices=sorted(CHECKS), default=DEFAULT_CHECKS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("runs/learn_check.json"))

@@ -253,3 +253,15 @@ def test_no_grad_weight_cache_follows_parameter_updates() -> None:
         after = m(x)[0]
     assert not torch.equal(after, before)
     torch.testing.assert_close(after, m(x)[0])  # same as the uncached, differentiable path
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_attention_parameters_are_the_attention_mechanisms(bias: bool) -> None:
+    cell = RIMCell(6, 16, 4, 2, bias=bias)
+    names = [n for n, _ in cell.attention_parameters()]
+    expected = ["weight_key", "weight_value", "weight_query", "weight_comm_qkv", "weight_comm_out"]
+    if bias:
+        expected += ["bias_key", "bias_value", "bias_query"]
+    assert names == expected
+    rest = {n for n, _ in cell.named_parameters()} - set(names)
+    assert rest == ({"weight_ih", "weight_hh", "bias_ih", "bias_hh"} if bias else {"weight_ih", "weight_hh"})
