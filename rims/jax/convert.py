@@ -26,6 +26,15 @@ _OPTIONS = (
 )
 
 
+def communication_update_of(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> str:
+    """The ``communication_update`` of a PyTorch RIM module.
+
+    Modules from before that option existed used the paper's update, ``"residual"``.
+    """
+    cell = module.layers[0]
+    return str(getattr(module, "communication_update", getattr(cell, "communication_update", "residual")))
+
+
 def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequence:
     """The Flax :class:`~rims.jax.RIMLSTM` / :class:`~rims.jax.RIMGRU` with the same arguments."""
     if not isinstance(module, (torch_rnn.RIMLSTM, torch_rnn.RIMGRU)):
@@ -43,6 +52,7 @@ def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequenc
         module.batch_first,
         module.dropout,
         **{name: getattr(cell, name) for name in _OPTIONS},
+        communication_update=communication_update_of(module),
         param_dtype=dtype,
     )
 

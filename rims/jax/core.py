@@ -1,8 +1,10 @@
 """Pure JAX functions of one RIM layer, the same model as :class:`rims.RIMCell`.
 
-Parameters are a flat dict with the PyTorch names and shapes (``weight_key``, ``weight_ih``,
-...), so conversion is a rename-free copy. Arrays use the batch-major layout ``(N, U, d)``
-inside a step; XLA fuses the elementwise work, so none of the PyTorch CPU tricks are needed.
+Parameters are a flat dict with the PyTorch names and shapes (see :mod:`rims.jax.config`).
+The public functions take and return PyTorch's batch-major states ``(N, hidden_size)``;
+inside a sequence the state is kept unit-major, ``(U, N, d)``, so that every per-unit matmul
+is a batched matmul in XLA's canonical layout, and the input side (keys and the input
+weights' projection of the whole sequence) is computed before the scan, as in PyTorch.
 
 Everything here works under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``jax.lax.scan``.
 """
@@ -10,100 +12,24 @@ Everything here works under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``jax.la
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from rims._checks import (
-    DYNAMICS,
-    SELECTION_RULES,
-    check_choice,
-    check_positive_int,
-    check_probability,
-    check_rim_sizes,
-)
+from rims.jax.attention import communicate, top_k_mask
+from rims.jax.config import Params, RIMConfig, State, init_params, zero_state
 
-Params = dict[str, Array]
-State = tuple[Array, ...]
-_GATES = {"lstm": 4, "gru": 3}
-
-
-@dataclass(frozen=True)
-class RIMConfig:
-    """Static configuration of one RIM layer; the arguments of :class:`rims.RIMCell`.
-
-    Validated at construction with the PyTorch module's errors.
-    """
-
-    input_size: int
-    hidden_size: int
-    num_units: int
-    k: int
-    bias: bool = True
-    dynamics: str = "lstm"
-    selection: str = "null_attention"
-    num_input_heads: int = 1
-    input_key_size: int = 64
-    input_value_size: int = 400
-    num_comm_heads: int = 4
-    comm_key_size: int = 32
-    comm_value_size: int = 32
-    attention_dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_positive_int("input_size", self.input_size)
-        check_rim_sizes(self.hidden_size, self.num_units, self.k)
-        check_choice("dynamics", self.dynamics, DYNAMICS)
-        check_choice("selection", self.selection, SELECTION_RULES)
-        for name in ("num_input_heads", "input_key_size", "input_value_size", "num_comm_heads"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("comm_key_size", self.comm_key_size)
-        check_positive_int("comm_value_size", self.comm_value_size)
-        check_probability("attention_dropout", self.attention_dropout)
-
-    @property
-    def unit_size(self) -> int:
-        """Width ``d`` of one unit."""
-        return self.hidden_size // self.num_units
-
-    @property
-    def gate_width(self) -> int:
-        """``G``: 4d for LSTM dynamics, 3d for GRU."""
-        return _GATES[self.dynamics] * self.unit_size
-
-    @property
-    def n_states(self) -> int:
-        """2 (``h, c``) for LSTM dynamics, 1 for GRU."""
-        return 2 if self.dynamics == "lstm" else 1
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Name -> shape of every parameter, as in :class:`rims.RIMCell`."""
-        u, d, g = self.num_units, self.unit_size, self.gate_width
-        hk = self.num_input_heads * self.input_key_size
-        hv = self.num_input_heads * self.input_value_size
-        shapes = {
-            "weight_key": (hk, self.input_size),
-            "weight_value": (hv, self.input_size),
-            "weight_query": (u, d, hk),
-            "weight_ih": (u, hv, g),
-            "weight_hh": (u, d, g),
-            "weight_comm_qkv": (u, d, self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)),
-            "weight_comm_out": (u, self.num_comm_heads * self.comm_value_size, d),
-        }
-        if self.bias:
-            shapes.update(bias_key=(hk,), bias_value=(hv,), bias_query=(u, hk), bias_ih=(u, g), bias_hh=(u, g))
-        return shapes
-
-    def init_bound(self, name: str) -> float:
-        """Half-width of the uniform initialisation of parameter ``name`` (as the PyTorch one)."""
-        if name in ("weight_key", "weight_value", "bias_key", "bias_value"):
-            return 1.0 / math.sqrt(self.input_size)
-        if name == "weight_comm_out":
-            return 1.0 / math.sqrt(self.num_comm_heads * self.comm_value_size)
-        return 1.0 / math.sqrt(self.unit_size)
+__all__ = [
+    "RIMConfig",
+    "StepInfo",
+    "init_params",
+    "layer_sequence",
+    "project_inputs",
+    "step",
+    "zero_state",
+]
 
 
 class StepInfo(NamedTuple):
@@ -119,14 +45,55 @@ class StepInfo(NamedTuple):
     comm_attention: Array
 
 
-def init_params(key: Array, cfg: RIMConfig, dtype: jnp.dtype = jnp.float32) -> Params:
-    """Uniform ``+-1/sqrt(fan_in)`` initialisation, like ``RIMCell.reset_parameters``."""
-    shapes = cfg.param_shapes()
-    keys = jax.random.split(key, len(shapes))
-    return {
-        name: jax.random.uniform(k, shape, dtype, -cfg.init_bound(name), cfg.init_bound(name))
-        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
-    }
+class _Weights(NamedTuple):
+    """Parameters rearranged once per sequence (``U`` units, ``G`` gate width)."""
+
+    recurrent: Array  # (U, d, G + H*K): [W_hh | W_query], one batched matmul per step
+    recurrent_bias: Array | None  # (U, 1, G + H*K): [b_hh (LSTM: + input-side bias) | b_query]
+    input_bias: Array | None  # (U, 1, G) input-side bias of GRU dynamics
+    null_proj: Array | None  # (U, H, G) W_ih b_v per head, only under attention dropout
+    null_key: Array | None  # (H, K) key bias, only for the input_score rule
+    comm_qkv: Array  # (U, d, Hc*(2Kc+Vc))
+    comm_out: Array  # (U, Hc*Vc, d)
+
+
+def _weights(params: Params, cfg: RIMConfig, dropping: bool) -> _Weights:
+    """Rearrange the parameters for :func:`_unit_step` (differentiable).
+
+    The attended input ``a v(x) + (1 - a) v(null)`` with ``v(null) = b_v`` projects through a
+    unit's input weights to ``a W_ih (x W_v) + W_ih b_v``: the null value's term is a
+    constant folded into the input-side bias, unless attention dropout reweights the input
+    and null candidates separately (``dropping``).
+    """
+    u, heads, gates = cfg.num_units, cfg.num_input_heads, cfg.gate_width
+    lstm = cfg.dynamics == "lstm"
+    recurrent = jnp.concatenate([params["weight_hh"], params["weight_query"]], axis=-1)
+    recurrent_bias = input_bias = null_proj = null_key = None
+    if cfg.bias:
+        w_ih = params["weight_ih"].reshape(u, heads, cfg.input_value_size, gates)
+        per_head = jnp.einsum("hv,uhvg->uhg", params["bias_value"].reshape(heads, -1), w_ih)  # (U, H, G)
+        null_proj = per_head if dropping else None
+        input_bias = params["bias_ih"] if dropping else params["bias_ih"] + per_head.sum(1)  # (U, G)
+        hidden_bias = params["bias_hh"] + input_bias if lstm else params["bias_hh"]
+        recurrent_bias = jnp.concatenate([hidden_bias, params["bias_query"]], axis=-1)[:, None]
+        input_bias = None if lstm else input_bias[:, None]
+        if cfg.selection == "input_score":
+            null_key = params["bias_key"].reshape(heads, cfg.input_key_size)
+    return _Weights(
+        recurrent, recurrent_bias, input_bias, null_proj, null_key, params["weight_comm_qkv"], params["weight_comm_out"]
+    )
+
+
+def _prefer_combined(rows: int, size: int, value: int, width: int) -> bool:
+    """Whether ``x (W_v W_ih)`` costs fewer multiply-adds than ``(x W_v) W_ih``, forward and backward.
+
+    Per input head, with ``R`` rows, input ``I``, value ``V`` and output ``W = U * G``: two-step
+    ``R I V + R V W`` forward, ``2 R V W + R I V`` backward; combined ``I V W + R I W``
+    forward, ``R I W + 2 I V W`` backward (as ``rims.cell._prefer_combined`` with gradients).
+    """
+    two_step = 2 * rows * size * value + 3 * rows * value * width
+    combined = 3 * size * value * width + 2 * rows * size * width
+    return combined < two_step
 
 
 def project_inputs(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Array]:
@@ -134,17 +101,117 @@ def project_inputs(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Arr
 
     The attended input ``a v(x) + (1 - a) b_v`` is affine in the attention ``a``, so its
     projection by each unit's input weights splits into ``a W_ih,i (x W_v)``, computed here
-    for all steps at once, and a constant null-value term added in :func:`step`.
+    for all steps at once (as ``x (W_v W_ih)`` when that is cheaper), and a constant
+    null-value term added in :func:`step`.
 
     :param x: ``(..., input_size)``.
     :returns: bias-free keys ``(..., H, K)`` and ``W_ih,i (x W_v)`` per unit and head
         ``(..., U, H, G)``.
     """
-    heads, value = cfg.num_input_heads, cfg.input_value_size
-    keys = (x @ params["weight_key"].T).reshape(*x.shape[:-1], heads, cfg.input_key_size)
-    values = (x @ params["weight_value"].T).reshape(*x.shape[:-1], heads, value)
-    w_ih = params["weight_ih"].reshape(cfg.num_units, heads, value, cfg.gate_width)
+    lead, size = x.shape[:-1], cfg.input_size
+    u, heads, value, gates = cfg.num_units, cfg.num_input_heads, cfg.input_value_size, cfg.gate_width
+    keys = (x @ params["weight_key"].T).reshape(*lead, heads, cfg.input_key_size)
+    w_ih = params["weight_ih"].reshape(u, heads, value, gates)
+    if _prefer_combined(math.prod(lead), size, value, u * gates):
+        w_value = params["weight_value"].reshape(heads, value, size)
+        combined = jnp.einsum("hvi,uhvg->iuhg", w_value, w_ih).reshape(size, u * heads * gates)
+        return keys, (x @ combined).reshape(*lead, u, heads, gates)
+    values = (x @ params["weight_value"].T).reshape(*lead, heads, value)
     return keys, jnp.einsum("...hv,uhvg->...uhg", values, w_ih)
+
+
+def _unit_step(
+    w: _Weights,
+    cfg: RIMConfig,
+    keys: Array,
+    proj: Array,
+    h: Array,
+    c: Array | None,
+    rng: Array | None,
+) -> tuple[Array, Array | None, tuple[Array, Array, Array]]:
+    """One RIM step in the unit-major layout.
+
+    :param keys: ``(N, H, K)`` bias-free input keys.
+    :param proj: ``(U, N, H, G)`` projected input values.
+    :param h: ``(U, N, d)`` hidden state; ``c`` the same cell state (LSTM) or ``None`` (GRU).
+    :param rng: PRNG key for attention dropout, or ``None`` (eval).
+    :returns: ``(h', c' or None, (active (U, N), input attention (U, N, H), communication
+        weights (U, U, N, Hc)))``.
+    """
+    u, n, d = h.shape
+    heads, gates = cfg.num_input_heads, cfg.gate_width
+    scale = 1.0 / math.sqrt(cfg.input_key_size)
+
+    # 1. input attention over {input, null}; the key bias is the null key and cancels
+    hq = jnp.einsum("und,udf->unf", h, w.recurrent)  # (U, N, G + H*K)
+    if w.recurrent_bias is not None:
+        hq = hq + w.recurrent_bias
+    gh, query = hq[..., :gates], hq[..., gates:].reshape(u, n, heads, cfg.input_key_size)
+    score = jnp.einsum("unhk,nhk->unh", query, keys) * scale  # (U, N, H) input minus null score
+    attn = jax.nn.sigmoid(score)
+
+    # 2. top-k selection (the paper's rule: least attention on null)
+    if cfg.selection == "null_attention":
+        rank = score[..., 0] if heads == 1 else attn.mean(-1)
+    else:
+        raw = score if w.null_key is None else score + jnp.sum(query * w.null_key, axis=-1) * scale
+        rank = raw.mean(-1)
+    active = top_k_mask(rank, cfg.k)  # (U, N)
+    mask = None if cfg.k == u else active[..., None]  # (U, N, 1)
+
+    rng_in = rng_comm = None
+    if rng is not None:
+        rng_in, rng_comm = jax.random.split(rng)
+    p_in, p_null = attn, 1.0 - attn
+    if rng_in is not None:
+        keep = jax.random.bernoulli(rng_in, 1.0 - cfg.attention_dropout, (2, *attn.shape))
+        p_in = jnp.where(keep[0], attn / (1.0 - cfg.attention_dropout), 0.0)
+        p_null = jnp.where(keep[1], p_null / (1.0 - cfg.attention_dropout), 0.0)
+    gx = jnp.sum(p_in[..., None] * proj, axis=-2)  # (U, N, G)
+    if w.null_proj is not None:  # only under dropout; else part of the bias
+        gx = gx + jnp.einsum("unh,uhg->ung", p_in + p_null, w.null_proj)
+
+    # 3. independent dynamics (all units computed, inactive ones keep their state)
+    if c is not None:
+        pre = gh + gx
+        i_g, f_g, o_g = jnp.split(jax.nn.sigmoid(pre[..., : 3 * d]), 3, axis=-1)
+        c_new = f_g * c + i_g * jnp.tanh(pre[..., 3 * d :])
+        h_new = o_g * jnp.tanh(c_new)
+        c = c_new if mask is None else jnp.where(mask, c_new, c)
+    else:
+        if w.input_bias is not None:
+            gx = gx + w.input_bias
+        r_g, z_g = jnp.split(jax.nn.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d]), 2, axis=-1)
+        n_g = jnp.tanh(gx[..., 2 * d :] + r_g * gh[..., 2 * d :])
+        h_new = (1.0 - z_g) * n_g + z_g * h
+    h_tilde = h_new if mask is None else jnp.where(mask, h_new, h)
+
+    # 4. communication: active units read all units' states and add the message
+    message, comm_weights = communicate(cfg, w.comm_qkv, w.comm_out, h_tilde, mask, rng_comm)
+    updated = h_tilde + message
+    if cfg.communication_update == "bounded":
+        updated = jnp.tanh(updated)
+    h_next = updated if mask is None else jnp.where(mask, updated, h_tilde)
+    return h_next, c, (active, attn, comm_weights)
+
+
+def _info(active: Array, attn: Array, comm: Array) -> StepInfo:
+    """:class:`StepInfo` in PyTorch's batch-major layout from :func:`_unit_step`'s, with any
+    leading dimensions (e.g. time)."""
+    return StepInfo(
+        jnp.swapaxes(active, -1, -2),  # (..., N, U)
+        jnp.swapaxes(attn, -2, -3),  # (..., N, U, H)
+        jnp.moveaxis(comm, (-4, -3), (-2, -1)),  # (..., N, Hc, U, U)
+    )
+
+
+def _dropping(cfg: RIMConfig, dropout_rng: Array | None) -> bool:
+    return dropout_rng is not None and cfg.attention_dropout > 0.0
+
+
+def _to_units(cfg: RIMConfig, s: Array) -> Array:
+    """``(N, hidden_size)`` -> ``(U, N, d)``."""
+    return jnp.swapaxes(s.reshape(s.shape[0], cfg.num_units, cfg.unit_size), 0, 1)
 
 
 def step(
@@ -158,99 +225,13 @@ def step(
     :param dropout_rng: PRNG key for attention dropout, or ``None`` for none (eval).
     :returns: ``(new_state, info)``.
     """
-    n = keys.shape[0]
-    u, d, heads = cfg.num_units, cfg.unit_size, cfg.num_input_heads
-    lstm = cfg.dynamics == "lstm"
-    scale = 1.0 / math.sqrt(cfg.input_key_size)
-    h = state[0].reshape(n, u, d)
-
-    # 1. input attention over {input, null}; the key bias is the null key and cancels
-    query = jnp.einsum("nud,udk->nuk", h, params["weight_query"])
-    if cfg.bias:
-        query = query + params["bias_query"]
-    query = query.reshape(n, u, heads, cfg.input_key_size)
-    score = jnp.einsum("nuhk,nhk->nuh", query, keys) * scale  # input minus null score
-    attn = jax.nn.sigmoid(score)  # (N, U, H)
-
-    # 2. top-k selection
-    if cfg.selection == "null_attention":
-        rank = score[..., 0] if heads == 1 else attn.mean(-1)
-    else:
-        raw = score
-        if cfg.bias:
-            null_key = params["bias_key"].reshape(heads, cfg.input_key_size)
-            raw = raw + jnp.einsum("nuhk,hk->nuh", query, null_key) * scale
-        rank = raw.mean(-1)
-    top = jax.lax.top_k(rank, cfg.k)[1]  # (N, k)
-    active = jax.nn.one_hot(top, u, dtype=jnp.int32).sum(1) > 0  # (N, U)
-
-    rng_in = rng_comm = None
-    if dropout_rng is not None and cfg.attention_dropout > 0.0:
-        rng_in, rng_comm = jax.random.split(dropout_rng)
-    p_in, p_null = attn, 1.0 - attn
-    if rng_in is not None:
-        keep = jax.random.bernoulli(rng_in, 1.0 - cfg.attention_dropout, (2, *attn.shape))
-        p_in = jnp.where(keep[0], p_in / (1.0 - cfg.attention_dropout), 0.0)
-        p_null = jnp.where(keep[1], p_null / (1.0 - cfg.attention_dropout), 0.0)
-    # attended input p_in v(x) + p_null v(null), v(null) = b_v, through each unit's input weights
-    gx = jnp.einsum("nuh,nuhg->nug", p_in, proj)
-    if cfg.bias:
-        w_ih = params["weight_ih"].reshape(u, heads, cfg.input_value_size, cfg.gate_width)
-        null_proj = jnp.einsum("hv,uhvg->uhg", params["bias_value"].reshape(heads, -1), w_ih)  # (U, H, G)
-        gx = gx + jnp.einsum("nuh,uhg->nug", p_in + p_null, null_proj)
-
-    # 3. independent dynamics (all units computed, inactive ones discarded)
-    gh = jnp.einsum("nud,udg->nug", h, params["weight_hh"])
-    if cfg.bias:
-        gx, gh = gx + params["bias_ih"], gh + params["bias_hh"]
-    keep_unit = active[..., None]
-    if lstm:
-        c = state[1].reshape(n, u, d)
-        pre = gx + gh
-        i_g, f_g, o_g = jnp.split(jax.nn.sigmoid(pre[..., : 3 * d]), 3, axis=-1)
-        c_new = f_g * c + i_g * jnp.tanh(pre[..., 3 * d :])
-        h_new = o_g * jnp.tanh(c_new)
-        c_next = jnp.where(keep_unit, c_new, c)
-    else:
-        r_g, z_g = jnp.split(jax.nn.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d]), 2, axis=-1)
-        n_g = jnp.tanh(gx[..., 2 * d :] + r_g * gh[..., 2 * d :])
-        h_new = (1.0 - z_g) * n_g + z_g * h
-    h_tilde = jnp.where(keep_unit, h_new, h)
-
-    # 4. communication: active units read all units; inactive units' projection weights get
-    # no gradient from this step (their key/value use the stopped weights).
-    message, comm_weights = _communicate(params, cfg, h_tilde, keep_unit, rng_comm)
-    h_next = jnp.where(keep_unit, h_tilde + message, h_tilde)
-    new_h = h_next.reshape(n, cfg.hidden_size)
-    new_state = (new_h, c_next.reshape(n, cfg.hidden_size)) if lstm else (new_h,)
-    return new_state, StepInfo(active, attn, comm_weights)
-
-
-def _communicate(
-    params: Params, cfg: RIMConfig, states: Array, keep_unit: Array, rng: Array | None
-) -> tuple[Array, Array]:
-    """Multi-head attention among units: ``(messages (N, U, d), weights (N, Hc, U, U))``."""
-    n, u = states.shape[0], cfg.num_units
-    heads, key, value = cfg.num_comm_heads, cfg.comm_key_size, cfg.comm_value_size
-    weight = params["weight_comm_qkv"]
-    live = jnp.einsum("nud,udf->nuf", states, weight)
-    frozen = jnp.einsum("nud,udf->nuf", states, jax.lax.stop_gradient(weight))
-    qkv = jnp.where(keep_unit, live, frozen)
-    q = qkv[..., : heads * key].reshape(n, u, heads, key)
-    k = qkv[..., heads * key : 2 * heads * key].reshape(n, u, heads, key)
-    v = qkv[..., 2 * heads * key :].reshape(n, u, heads, value)
-    weights = jax.nn.softmax(jnp.einsum("nihk,njhk->nhij", q, k) / math.sqrt(key), axis=-1)
-    used = weights
-    if rng is not None:
-        keep = jax.random.bernoulli(rng, 1.0 - cfg.attention_dropout, weights.shape)
-        used = jnp.where(keep, weights / (1.0 - cfg.attention_dropout), 0.0)
-    read = jnp.einsum("nhij,njhv->nihv", used, v).reshape(n, u, heads * value)
-    return jnp.einsum("nuv,uvd->nud", read, params["weight_comm_out"]), weights
-
-
-def zero_state(cfg: RIMConfig, batch: int, dtype: jnp.dtype = jnp.float32) -> State:
-    """Zero state of one layer: ``n_states`` arrays of ``(batch, hidden_size)``."""
-    return tuple(jnp.zeros((batch, cfg.hidden_size), dtype) for _ in range(cfg.n_states))
+    dropping = _dropping(cfg, dropout_rng)
+    w = _weights(params, cfg, dropping)
+    units = tuple(_to_units(cfg, s) for s in state)
+    c = units[1] if cfg.dynamics == "lstm" else None
+    h, c, info = _unit_step(w, cfg, keys, jnp.swapaxes(proj, 0, 1), units[0], c, dropout_rng if dropping else None)
+    new_state = tuple(jnp.swapaxes(s, 0, 1).reshape(keys.shape[0], cfg.hidden_size) for s in (h, c) if s is not None)
+    return new_state, _info(*info)
 
 
 def layer_sequence(
@@ -260,7 +241,9 @@ def layer_sequence(
     state: State,
     episode_starts: Array | None = None,
     dropout_rng: Array | None = None,
-) -> tuple[Array, State, StepInfo]:
+    *,
+    record: bool = True,
+) -> tuple[Array, State, StepInfo | None]:
     """Run one layer over a time-major sequence with ``jax.lax.scan``.
 
     :param x: ``(L, N, input_size)``.
@@ -268,18 +251,31 @@ def layer_sequence(
     :param episode_starts: optional ``(L, N)``; where true the state is zeroed before that step
         (RL rollouts spanning episode boundaries).
     :param dropout_rng: PRNG key for attention dropout, or ``None`` (eval).
-    :returns: ``(output (L, N, hidden_size), final state, info stacked over time)``.
+    :param record: also return what each step did; ``False`` returns ``None`` for it.
+    :returns: ``(output (L, N, hidden_size), final state, info stacked over time or None)``.
     """
-    keys, proj = project_inputs(params, cfg, x)
-    length = x.shape[0]
-    starts = jnp.zeros(x.shape[:2], bool) if episode_starts is None else episode_starts.astype(bool)
-    rngs = None if dropout_rng is None else jax.random.split(dropout_rng, length)
+    length, batch = x.shape[:2]
+    lstm = cfg.dynamics == "lstm"
+    dropping = _dropping(cfg, dropout_rng)
+    w = _weights(params, cfg, dropping)
+    keys, proj = project_inputs(params, cfg, x)  # (L, N, H, K), (L, N, U, H, G)
+    proj = jnp.swapaxes(proj, 1, 2)  # (L, U, N, H, G)
+    starts = None if episode_starts is None else episode_starts.astype(bool)
+    rngs = jax.random.split(dropout_rng, length) if dropping else None
+    units = tuple(_to_units(cfg, s) for s in state)  # each (U, N, d)
 
-    def body(carry: State, inputs: tuple) -> tuple[State, tuple[Array, StepInfo]]:
+    def body(carry: State, inputs: tuple) -> tuple[State, tuple]:
         keys_t, proj_t, start_t, rng_t = inputs
-        carry = tuple(jnp.where(start_t[:, None], jnp.zeros_like(s), s) for s in carry)
-        new, info = step(params, cfg, keys_t, proj_t, carry, rng_t)
-        return new, (new[0], info)
+        if start_t is not None:
+            carry = tuple(jnp.where(start_t[None, :, None], jnp.zeros_like(s), s) for s in carry)
+        h, c, info = _unit_step(w, cfg, keys_t, proj_t, carry[0], carry[1] if lstm else None, rng_t)
+        new = (h, c) if lstm else (h,)
+        return new, (h, info if record else None)
 
-    final, (out, info) = jax.lax.scan(body, tuple(state), (keys, proj, starts, rngs))
-    return out, final, info
+    # Recompute each step in the backward pass instead of storing its intermediates: a step's
+    # intermediates are many small arrays whose allocation costs more on CPU than the recompute.
+    body = jax.checkpoint(body, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
+    finals, (out, info) = jax.lax.scan(body, units, (keys, proj, starts, rngs))
+    out = jnp.moveaxis(out, 1, 2).reshape(length, batch, cfg.hidden_size)  # (L, U, N, d) -> (L, N, U*d)
+    finals = tuple(jnp.swapaxes(s, 0, 1).reshape(batch, cfg.hidden_size) for s in finals)
+    return out, finals, None if info is None else _info(*info)

@@ -55,6 +55,7 @@ class RIMCell(nn.Module):
     comm_key_size: int = 32
     comm_value_size: int = 32
     attention_dropout: float = 0.1
+    communication_update: str = "bounded"
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -93,10 +94,17 @@ class RIMCell(nn.Module):
         return new, new[0]
 
     def sequence(
-        self, x: Array, state: State, episode_starts: Array | None = None, *, deterministic: bool = True
-    ) -> tuple[Array, State, StepInfo]:
+        self,
+        x: Array,
+        state: State,
+        episode_starts: Array | None = None,
+        *,
+        deterministic: bool = True,
+        record: bool = True,
+    ) -> tuple[Array, State, StepInfo | None]:
         """Time-major sequence: see :func:`rims.jax.core.layer_sequence`."""
-        return layer_sequence(self._params(), self.config, x, state, episode_starts, self._rng(deterministic))
+        rng = self._rng(deterministic)
+        return layer_sequence(self._params(), self.config, x, state, episode_starts, rng, record=record)
 
     def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> State:
         """Zero carry for inputs of shape ``(N, input_size)`` (``nn.RNN`` convention)."""
@@ -128,6 +136,7 @@ class _RIMSequence(nn.Module):
     comm_key_size: int = 32
     comm_value_size: int = 32
     attention_dropout: float = 0.1
+    communication_update: str = "bounded"
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -175,7 +184,8 @@ class _RIMSequence(nn.Module):
             if i > 0 and self.dropout > 0.0 and not deterministic:
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, seq.shape)
                 seq = jnp.where(keep, seq / (1.0 - self.dropout), 0.0)
-            seq, final, info = layer.sequence(seq, tuple(s[i] for s in state), starts, deterministic=deterministic)
+            layer_state = tuple(s[i] for s in state)
+            seq, final, info = layer.sequence(seq, layer_state, starts, deterministic=deterministic, record=return_info)
             finals.append(final)
             infos.append(info)
         out_state = tuple(jnp.stack([f[j] for f in finals]) for j in range(n_states))

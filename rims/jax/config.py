@@ -1,0 +1,120 @@
+"""Static configuration and parameter initialisation of one JAX RIM layer.
+
+Parameters are a flat dict with the PyTorch names and shapes (``weight_key``, ``weight_ih``,
+...), so conversion to and from :class:`rims.RIMCell` is a rename-free copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from rims._checks import (
+    COMMUNICATION_UPDATES,
+    DYNAMICS,
+    SELECTION_RULES,
+    check_choice,
+    check_positive_int,
+    check_probability,
+    check_rim_sizes,
+)
+
+Params = dict[str, Array]
+State = tuple[Array, ...]
+_GATES = {"lstm": 4, "gru": 3}
+
+
+@dataclass(frozen=True)
+class RIMConfig:
+    """Static configuration of one RIM layer; the arguments of :class:`rims.RIMCell`.
+
+    Validated at construction with the PyTorch module's errors.
+    """
+
+    input_size: int
+    hidden_size: int
+    num_units: int
+    k: int
+    bias: bool = True
+    dynamics: str = "lstm"
+    selection: str = "null_attention"
+    num_input_heads: int = 1
+    input_key_size: int = 64
+    input_value_size: int = 400
+    num_comm_heads: int = 4
+    comm_key_size: int = 32
+    comm_value_size: int = 32
+    attention_dropout: float = 0.1
+    communication_update: str = "bounded"
+
+    def __post_init__(self) -> None:
+        check_positive_int("input_size", self.input_size)
+        check_rim_sizes(self.hidden_size, self.num_units, self.k)
+        check_choice("dynamics", self.dynamics, DYNAMICS)
+        check_choice("selection", self.selection, SELECTION_RULES)
+        for name in ("num_input_heads", "input_key_size", "input_value_size", "num_comm_heads"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("comm_key_size", self.comm_key_size)
+        check_positive_int("comm_value_size", self.comm_value_size)
+        check_probability("attention_dropout", self.attention_dropout)
+        check_choice("communication_update", self.communication_update, COMMUNICATION_UPDATES)
+
+    @property
+    def unit_size(self) -> int:
+        """Width ``d`` of one unit."""
+        return self.hidden_size // self.num_units
+
+    @property
+    def gate_width(self) -> int:
+        """``G``: 4d for LSTM dynamics, 3d for GRU."""
+        return _GATES[self.dynamics] * self.unit_size
+
+    @property
+    def n_states(self) -> int:
+        """2 (``h, c``) for LSTM dynamics, 1 for GRU."""
+        return 2 if self.dynamics == "lstm" else 1
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter, as in :class:`rims.RIMCell`."""
+        u, d, g = self.num_units, self.unit_size, self.gate_width
+        hk = self.num_input_heads * self.input_key_size
+        hv = self.num_input_heads * self.input_value_size
+        shapes = {
+            "weight_key": (hk, self.input_size),
+            "weight_value": (hv, self.input_size),
+            "weight_query": (u, d, hk),
+            "weight_ih": (u, hv, g),
+            "weight_hh": (u, d, g),
+            "weight_comm_qkv": (u, d, self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)),
+            "weight_comm_out": (u, self.num_comm_heads * self.comm_value_size, d),
+        }
+        if self.bias:
+            shapes.update(bias_key=(hk,), bias_value=(hv,), bias_query=(u, hk), bias_ih=(u, g), bias_hh=(u, g))
+        return shapes
+
+    def init_bound(self, name: str) -> float:
+        """Half-width of the uniform initialisation of parameter ``name`` (as the PyTorch one)."""
+        if name in ("weight_key", "weight_value", "bias_key", "bias_value"):
+            return 1.0 / math.sqrt(self.input_size)
+        if name == "weight_comm_out":
+            return 1.0 / math.sqrt(self.num_comm_heads * self.comm_value_size)
+        return 1.0 / math.sqrt(self.unit_size)
+
+
+def init_params(key: Array, cfg: RIMConfig, dtype: jnp.dtype = jnp.float32) -> Params:
+    """Uniform ``+-1/sqrt(fan_in)`` initialisation, like ``RIMCell.reset_parameters``."""
+    shapes = cfg.param_shapes()
+    keys = jax.random.split(key, len(shapes))
+    return {
+        name: jax.random.uniform(k, shape, dtype, -cfg.init_bound(name), cfg.init_bound(name))
+        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
+    }
+
+
+def zero_state(cfg: RIMConfig, batch: int, dtype: jnp.dtype = jnp.float32) -> State:
+    """Zero state of one layer: ``n_states`` arrays of ``(batch, hidden_size)``."""
+    return tuple(jnp.zeros((batch, cfg.hidden_size), dtype) for _ in range(cfg.n_states))
