@@ -124,6 +124,8 @@ def _copying(args: argparse.Namespace) -> int:
     forwarded = [*(["--seeds", str(args.seeds)] if args.seeds else []), *(["--smoke"] if args.smoke else [])]
     if args.out is not None or args.smoke:
         forwarded += ["--out", str(_out_dir(args, _root(args)))]
+    if args.root is not None:
+        forwarded += ["--root", str(args.root / COPYING)]
     return copying_main(forwarded)
 
 

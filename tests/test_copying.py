@@ -1,0 +1,134 @@
+"""The copying task: data layout, metrics, resumable runs, and scripts/copying.py end to end (smoke)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.cli import copying as cli
+from agents.cli import reproduce
+from agents.reproduce import copying as copying_module
+from agents.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
+from agents.reproduce.copying_report import TOO_FEW, verdicts
+from envs.copying import BLANK, COPY_LENGTH, DELIMITER, VOCAB, copying_batch, copying_dataset
+from rims import RIMLSTM
+
+TINY = CopySettings(
+    steps=4, hidden_size=12, embed_size=6, batch_size=4, train_blank=3, test_blanks=(3, 6), test_size=8,
+    curve_size=4, eval_every=2,
+)  # fmt: skip
+HAS_RESIDUAL = "communication_update" in inspect.signature(RIMLSTM.__init__).parameters
+
+
+def test_batch_layout_follows_the_authors_generator() -> None:
+    inputs, targets = copying_batch(5, 7, torch.Generator().manual_seed(0))
+    assert inputs.shape == targets.shape == (7 + 2 * COPY_LENGTH, 5) and inputs.dtype == torch.int64
+    symbols = inputs[:COPY_LENGTH]
+    assert ((symbols >= 1) & (symbols <= 8)).all()
+    assert (inputs[COPY_LENGTH : COPY_LENGTH + 6] == BLANK).all()  # blank_length - 1 blanks
+    assert (inputs[COPY_LENGTH + 6] == DELIMITER).all()
+    assert (inputs[-COPY_LENGTH:] == BLANK).all()
+    assert (targets[:-COPY_LENGTH] == BLANK).all() and torch.equal(targets[-COPY_LENGTH:], symbols)
+
+
+def test_datasets_are_deterministic_from_the_seed() -> None:
+    a, b, c = copying_dataset(6, 4, seed=1), copying_dataset(6, 4, seed=1), copying_dataset(6, 4, seed=2)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    with pytest.raises(ValueError, match="blank_length"):
+        copying_batch(2, 0, torch.Generator())
+
+
+def test_chance_ce_is_ten_guesses_over_the_sequence() -> None:
+    assert chance_ce(50) == pytest.approx(10 * math.log(8) / 70)
+
+
+class _Oracle(torch.nn.Module):
+    """Logits that put almost all mass on the right answer (or a wrong symbol at the copied positions)."""
+
+    def __init__(self, wrong: bool = False) -> None:
+        super().__init__()
+        self.wrong = wrong
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        answer = torch.full_like(tokens, BLANK)
+        answer[-COPY_LENGTH:] = tokens[:COPY_LENGTH] % 8 + 1 if self.wrong else tokens[:COPY_LENGTH]
+        return torch.nn.functional.one_hot(answer, VOCAB).float() * 50.0
+
+
+def test_evaluate_metrics() -> None:
+    inputs, targets = copying_dataset(10, 5, seed=0)
+    perfect = evaluate(_Oracle(), inputs, targets, batch_size=4)
+    assert perfect["ce"] == pytest.approx(0.0, abs=1e-6) and perfect["accuracy"] == perfect["sequence_accuracy"] == 1
+    wrong = evaluate(_Oracle(wrong=True), inputs, targets, batch_size=4)
+    assert wrong["accuracy"] == wrong["sequence_accuracy"] == 0
+    assert wrong["copy_ce"] == pytest.approx(50.0) and wrong["ce"] == pytest.approx(50.0 * 10 / 25)
+
+
+def test_models_share_the_width_and_rim_residual_passes_the_keyword() -> None:
+    logits = CopyModel("rim", TINY)(copying_batch(3, 3, torch.Generator().manual_seed(0))[0])
+    assert logits.shape == (23, 3, VOCAB)
+    assert make_core("lstm", TINY).hidden_size == make_core("rim", TINY).hidden_size == 12
+    with pytest.raises(ValueError, match="model must be one of"):
+        make_core("gru", TINY)
+    if HAS_RESIDUAL:
+        updates = {getattr(m, "communication_update", None) for m in make_core("rim_residual", TINY).modules()}
+        assert "residual" in updates
+
+
+def test_an_interrupted_run_continues_to_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = train_run("rim", 0, TINY, tmp_path / "whole", progress=False)
+    calls = {"n": 0}
+    real = copying_module.copying_batch
+
+    def stop_after_two(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(copying_module, "copying_batch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("rim", 0, TINY, tmp_path / "split", progress=False)
+    monkeypatch.setattr(copying_module, "copying_batch", real)
+    assert (tmp_path / "split" / "checkpoint.pt").is_file() and not (tmp_path / "split" / "result.json").exists()
+    resumed = train_run("rim", 0, TINY, tmp_path / "split", progress=False)
+    assert resumed["final"] == whole["final"]
+    assert [r["train_ce"] for r in resumed["curve"]] == [r["train_ce"] for r in whole["curve"]]
+    again = train_run("rim", 0, TINY, tmp_path / "split", progress=False)  # finished: read back
+    assert again == json.loads((tmp_path / "split" / "result.json").read_text())
+    with pytest.raises(ValueError, match=r"steps=4, this call asks for steps=6"):
+        train_run("rim", 0, CopySettings(**{**TINY.__dict__, "steps": 6}), tmp_path / "split", progress=False)
+
+
+def test_verdict_needs_two_seeds_per_model() -> None:
+    def model(values: list[float]) -> dict:
+        return {"final": {"200": {"ce": {"values": values, "mean": sum(values) / len(values)}}}}
+
+    lower = verdicts({"lstm": model([4.0, 4.2, 4.1]), "rim": model([0.1, 0.2, 0.0])})
+    assert [(v["model"], v["blank"], v["verdict"]) for v in lower] == [("rim", "200", "better")]
+    assert verdicts({"lstm": model([4.0]), "rim": model([0.1])})[0]["verdict"] == TOO_FEW
+
+
+def test_smoke_writes_the_summary_and_reproduce_delegates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = ["lstm", "rim", *(["rim_residual"] if HAS_RESIDUAL else [])]
+    out = tmp_path / "out"
+    assert cli.main(["--smoke", "--models", *models, "--root", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"report.md", "summary.json", "summary.csv", "learning_curves.png",
+                                              "meta.json"}  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["models"]) == models and summary["settings"]["test_blanks"] == [5, 20]
+    cell = summary["models"]["rim"]["final"]["20"]["accuracy"]
+    assert len(cell["values"]) == 1 and len(cell["ci"]) == 2
+    assert {v["model"] for v in summary["verdicts"]} == set(models) - {"lstm"}
+    assert "## Verdicts" in (out / "report.md").read_text()
+    assert json.loads((out / "meta.json").read_text())["budget"]["steps"] == 4
+    via = ["copying", "--smoke", "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "via_reproduce")]
+    assert reproduce.main(via) == 0
+    assert (tmp_path / "via_reproduce" / "summary.json").is_file()
+    assert cli.main(["--smoke", "--out", str(cli.RESULTS_DIR / "copying")]) == 2
+    assert "never writes into the committed results" in capsys.readouterr().err
