@@ -111,7 +111,8 @@ def render_tune_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"Grid: `{LEARNING_RATE}` in {grid[LEARNING_RATE]}, training seeds {grid['seeds']}, "
                 f"{meta['budget']['frames']:,} frames per run; final evaluation on the iid condition only (unseen "
                 f"levels of the training environment), {meta['budget']['final_episodes']} deterministic episodes. "
-                "Chosen per model: the rate with the highest mean final iid return over the seeds.",
+                "Chosen per model: the rate with the highest mean final iid return over the seeds (ties: the first "
+                "in grid order).",
                 "## Mean final iid return (per seed in parentheses)",
                 "\n".join(lines),
                 "## Every run",
