@@ -23,6 +23,10 @@ paper's update, Goyal et al. 2019, eq. in section 2.4): ``h = h_tilde + message`
 to the state without bound.
 """
 
+COMMUNICATIONS: tuple[str, ...] = ("pairwise", "workspace")
+"""How the units of a layer exchange information: ``pairwise`` attention among units (RIMs) or
+write/broadcast through a shared ``workspace`` (Goyal et al. 2022)."""
+
 DYNAMICS: tuple[str, ...] = ("lstm", "gru")
 """Names of the per-unit recurrent dynamics."""
 
@@ -84,6 +88,37 @@ def check_rim_sizes(hidden_size: object, num_units: object, k: object) -> tuple[
             f"of all units), got hidden_size={hidden_size}"
         )
     return hidden_size, num_units, k
+
+
+def check_write_k(write_k: object, k: int) -> int:
+    """Return the number of writers per workspace slot: ``write_k``, or ``max(1, k // 2)`` for ``None``.
+
+    :raises TypeError: not an int or ``None``.
+    :raises ValueError: outside ``[1, k]`` (only active units write).
+    """
+    if write_k is None:
+        return max(1, k // 2)
+    write_k = check_positive_int("write_k", write_k)
+    if write_k > k:
+        raise ValueError(f"write_k must be in [1, k] = [1, {k}] (only active units write), got write_k={write_k}")
+    return write_k
+
+
+def check_schemata(num_schemata: object, num_units: int) -> int | None:
+    """Return ``num_schemata`` (``None``: per-unit weights) if it is an int in ``[1, num_units]``.
+
+    :raises TypeError: not an int or ``None``.
+    :raises ValueError: outside ``[1, num_units]`` (schemata are shared by the units).
+    """
+    if num_schemata is None:
+        return None
+    num_schemata = check_positive_int("num_schemata", num_schemata)
+    if num_schemata > num_units:
+        raise ValueError(
+            f"num_schemata must be in [1, num_units] = [1, {num_units}] (units share the schemata), "
+            f"got num_schemata={num_schemata}"
+        )
+    return num_schemata
 
 
 def check_input_shape(name: str, shape: tuple[int, ...], input_size: int) -> bool:

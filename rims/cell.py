@@ -1,41 +1,47 @@
-"""One RIM layer (Goyal et al. 2019, arXiv:1909.10893, section 2).
+"""One layer of the RIM family (Goyal et al. 2019, arXiv:1909.10893, section 2, and its successors).
 
-Per step, for ``U = num_units`` units of width ``d = hidden_size // U``:
+Per step, for ``U = num_units`` units of width ``d = hidden_size // U``; each step is a
+composition of mechanisms, one module each:
 
-1. *Input attention*: unit ``i`` queries ``{x_t, null}`` (null = zeros) with
-   ``q_i = h_i W_q,i + b_q,i``; keys ``x W_k + b_k`` (null key ``b_k``), values ``x W_v + b_v``
-   (null value ``b_v``). The softmax is per unit and head over the two candidates, so the
-   attention on the real input is ``a_i = sigmoid(q_i . (x W_k) / sqrt(key))``.
+1. *Input attention* (:mod:`rims.input_attention`): unit ``i`` queries ``{x_t, null}`` (null =
+   zeros) with ``q_i = h_i W_q,i + b_q,i``; keys ``x W_k + b_k`` (null key ``b_k``), values
+   ``x W_v + b_v`` (null value ``b_v``). The softmax is per unit and head over the candidates,
+   so the attention on the real input is ``a_i = sigmoid(q_i . (x W_k) / sqrt(key))``. With a
+   top-down input (BRIMs, set up by the stacked modules' ``top_down=True``) the candidates are
+   ``{x_t, top, null}``.
 2. *Selection*: the ``k`` units with the least attention on null are active (``null_attention``,
    the paper's rule) or, as a named alternative, the ``k`` with the highest raw score on the
    real input (``input_score``; differs only when the key projection has a bias). Ties go to
    the lower unit index.
-3. *Independent dynamics*: every unit has its own LSTM/GRU weights, applied to all units in one
-   batched matmul. Because the attended input is affine in ``a_i``, its projection by the unit's
-   input weights is computed for the whole sequence before the time loop:
-   ``W_ih,i (a_i v(x) + (1 - a_i) b_v) = a_i W_ih,i (x W_v) + W_ih,i b_v``.
+3. *Dynamics*: every unit has its own LSTM/GRU weights, applied to all units in one batched
+   matmul; or (``num_schemata``, SCOFF, :mod:`rims.schemata`) the units share a few weight
+   sets and each active unit picks one per step. Because the attended input is affine in
+   ``a_i``, its projection by the input weights is computed for the whole sequence before the
+   time loop (:mod:`rims.weights`).
 4. *Communication*: multi-head attention from every unit over all units' states (inactive units
-   show their kept state), added residually to the active units: ``h = tanh(h_tilde + m)``
+   show their kept state), added to the active units (:mod:`rims.communication`); or
+   (``communication="workspace"``) write/broadcast through a small shared workspace
+   (:mod:`rims.workspace_comm`). The update is ``h = tanh(h_tilde + m)``
    (``communication_update="bounded"``, the default: ``|h| < 1`` at every step) or the paper's
    ``h = h_tilde + m`` (``"residual"``, unbounded on long carried streams).
-5. Inactive units keep ``h`` and ``c`` bit-identical. A unit's parameters get no gradient from a
-   step where it was inactive: its new state is discarded (``torch.where`` in
-   :mod:`rims.gates`) and the weight gradient of its communication key/value projection is
-   masked (gradient still reaches its state from earlier steps).
+5. Inactive units keep ``h`` and ``c`` bit-identical (with the workspace, they still receive its
+   broadcast). A unit's parameters get no gradient from a step where it was inactive: its new
+   state is discarded (``torch.where`` in :mod:`rims.gates`) and the weight gradient of its
+   communication key/value projection is masked (gradient still reaches its state from earlier
+   steps).
 
-When gradients are recorded (training) and there is one input head, :meth:`RIMCell.sequence`
-runs the whole sequence as one autograd node with a hand-written backward
-(:mod:`rims.fused`); a one-step call without gradients (acting) is one C++ call when
-:mod:`rims._native` is available. Otherwise (other inference, several input heads,
-``record=True``) it steps through time with autograd. All paths compute the same function;
-tests compare them.
+For the plain RIM (one input head, pairwise communication, per-unit weights, no top-down input),
+when gradients are recorded (training) :meth:`RIMCell.sequence` runs the whole sequence as one
+autograd node with a hand-written backward (:mod:`rims.fused`); a one-step call without
+gradients (acting) is one C++ call when :mod:`rims._native` is available. Everything else runs
+step by step with autograd (:mod:`rims.stepwise`). All paths compute the same function; tests
+compare them.
 """
 
 from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,24 +49,31 @@ from torch import Tensor, nn
 
 from rims._checks import (
     COMMUNICATION_UPDATES,
+    COMMUNICATIONS,
     DYNAMICS,
     SELECTION_RULES,
     check_choice,
     check_positive_int,
     check_probability,
     check_rim_sizes,
+    check_schemata,
+    check_write_k,
 )
 from rims._native import loops_for
 from rims._zero_grad import attach_zero_grad
 from rims.fused import SequenceSpec, fused_sequence
-from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
-from rims.unit_attention import unit_attention
+from rims.stepwise import StepRunner
+from rims.weights import Weights, build_weights, combined_if_cheaper, input_projection
 
 _GATES = {"lstm": 4, "gru": 3}
 _ATTENTION_PARAMETERS = (
     "weight_key", "bias_key", "weight_value", "bias_value", "weight_query", "bias_query",
     "weight_comm_qkv", "weight_comm_out",
+    "weight_key_top", "bias_key_top", "weight_value_top", "bias_value_top",
+    "weight_schema_query", "bias_schema_query", "weight_schema_key",
+    "workspace_slots", "weight_write_query", "weight_write_kv", "weight_workspace_gate", "bias_workspace_gate",
+    "weight_read_query", "weight_read_kv", "weight_read_out",
 )  # fmt: skip
 
 
@@ -72,7 +85,7 @@ class RIMCell(nn.Module):
 
     :param input_size: features of the input ``x``.
     :param hidden_size: total hidden width, ``num_units * unit_size``.
-    :param num_units: number of units (mechanisms).
+    :param num_units: number of units (mechanisms; object files with schemata).
     :param k: number of units active per step, ``1 <= k <= num_units``.
     :param bias: if ``False``, no projection of the layer has a bias.
     :param dynamics: ``"lstm"`` or ``"gru"``.
@@ -84,21 +97,40 @@ class RIMCell(nn.Module):
     :param comm_key_size: key/query size per communication head (paper: 32).
     :param comm_value_size: value size per communication head (paper: 32).
     :param attention_dropout: dropout on both attention distributions, training only (paper: 0.1).
-    :param communication_update: how active units add the message, one of
+    :param communication_update: how units add the message, one of
         :data:`rims.COMMUNICATION_UPDATES`: ``"bounded"`` (default) ``h = tanh(h_tilde + m)``
         or ``"residual"`` (the paper's) ``h = h_tilde + m``.
+    :param communication: ``"pairwise"`` (RIMs) or ``"workspace"`` (shared workspace, Goyal et
+        al. 2022: :mod:`rims.workspace_comm`).
+    :param num_slots: workspace slots (``communication="workspace"``).
+    :param slot_size: width of a workspace slot.
+    :param write_k: units that may write into each slot per step, ``1 <= write_k <= k``
+        (default ``None``: ``max(1, k // 2)``).
+    :param num_schemata: ``None`` (default): every unit has its own recurrent weights (RIMs); an
+        int ``1 <= S <= num_units``: the units share ``S`` weight sets and each active unit
+        picks one per step (SCOFF, Goyal et al. 2021: :mod:`rims.schemata`).
+    :param schema_key_size: key size of the schema choice.
+    :param top_down_size: width of a top-down input (BRIMs); set by the stacked modules for
+        every layer but the top one when ``top_down=True``. ``None``: no top-down input.
 
-    Parameters (``U`` units, ``d`` unit size, ``G = 4d`` for LSTM or ``3d`` for GRU, gate order
-    ``i, f, o, g`` and ``r, z, n``): ``weight_key (H*K, input_size)``, ``weight_value
-    (H*V, input_size)``, ``weight_query (U, d, H*K)``, ``weight_ih (U, H*V, G)``, ``weight_hh
-    (U, d, G)``, ``weight_comm_qkv (U, d, Hc*(2Kc+Vc))`` (query, key, value blocks, each
-    head-major), ``weight_comm_out (U, Hc*Vc, d)`` and, with ``bias``, ``bias_key``,
-    ``bias_value``, ``bias_query (U, H*K)``, ``bias_ih (U, G)``, ``bias_hh (U, G)``.
-    ``bias_key`` is also the null input's key, so it cancels in the two-way softmax and cannot
-    change the output; it only shifts the raw score ranked by the ``input_score`` rule. It stays
-    a parameter so that saved state dicts keep loading, and gets an exact zero gradient from
-    every forward (as every other parameter gets a gradient, what ``DistributedDataParallel``
-    and hand-written SGD loops expect).
+    Parameters (``U`` units, ``W`` weight sets (``U``, or ``S`` with schemata), ``d`` unit size,
+    ``G = 4d`` for LSTM or ``3d`` for GRU, gate order ``i, f, o, g`` and ``r, z, n``):
+    ``weight_key (H*K, input_size)``, ``weight_value (H*V, input_size)``, ``weight_query
+    (U, d, H*K)``, ``weight_ih (W, H*V, G)``, ``weight_hh (W, d, G)``, with pairwise
+    communication ``weight_comm_qkv (U, d, Hc*(2Kc+Vc))`` (query, key, value blocks, each
+    head-major) and ``weight_comm_out (U, Hc*Vc, d)``, and, with ``bias``, ``bias_key``,
+    ``bias_value``, ``bias_query (U, H*K)``, ``bias_ih (W, G)``, ``bias_hh (W, G)``. Options add
+    their own (top-down: ``weight_key_top (H*K, top_down_size)``, ``weight_value_top``,
+    ``bias_key_top``, ``bias_value_top``; schemata: ``weight_schema_query``,
+    ``weight_schema_key (d, Ks)``, ``bias_schema_query (Ks,)``; workspace: ``workspace_slots
+    (S, m)``, ``weight_write_query (m, Kc)``, ``weight_write_kv (U, d, Kc + m)``,
+    ``weight_workspace_gate (2m, 2m)``, ``bias_workspace_gate (2m,)``, ``weight_read_query
+    (U, d, Kc)``, ``weight_read_kv (m, Kc + Vc)``, ``weight_read_out (U, Vc, d)``).
+    ``bias_key`` is also the null input's key, so it cancels in the softmax over candidates and
+    cannot change the output; it only shifts the raw score ranked by the ``input_score`` rule.
+    It stays a parameter so that saved state dicts keep loading, and gets an exact zero
+    gradient from every forward (as every other parameter gets a gradient, what
+    ``DistributedDataParallel`` and hand-written SGD loops expect).
     """
 
     def __init__(
@@ -119,6 +151,13 @@ class RIMCell(nn.Module):
         comm_value_size: int = 32,
         attention_dropout: float = 0.1,
         communication_update: str = "bounded",
+        communication: str = "pairwise",
+        num_slots: int = 4,
+        slot_size: int = 32,
+        write_k: int | None = None,
+        num_schemata: int | None = None,
+        schema_key_size: int = 32,
+        top_down_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -136,63 +175,127 @@ class RIMCell(nn.Module):
         self.comm_value_size = check_positive_int("comm_value_size", comm_value_size)
         self.attention_dropout = check_probability("attention_dropout", attention_dropout)
         self.communication_update = check_choice("communication_update", communication_update, COMMUNICATION_UPDATES)
+        self.communication = check_choice("communication", communication, COMMUNICATIONS)
+        self.num_slots = check_positive_int("num_slots", num_slots)
+        self.slot_size = check_positive_int("slot_size", slot_size)
+        self.write_k = check_write_k(write_k, self.k)
+        self.num_schemata = check_schemata(num_schemata, self.num_units)
+        self.schema_key_size = check_positive_int("schema_key_size", schema_key_size)
+        self.top_down_size = None if top_down_size is None else check_positive_int("top_down_size", top_down_size)
         self.unit_size = self.hidden_size // self.num_units
 
         kw = {"device": device, "dtype": dtype}
         u, d, g = self.num_units, self.unit_size, _GATES[self.dynamics] * self.unit_size
+        sets = u if self.num_schemata is None else self.num_schemata
         heads_key = self.num_input_heads * self.input_key_size
         heads_value = self.num_input_heads * self.input_value_size
-        comm_width = self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)
         self.weight_key = nn.Parameter(torch.empty(heads_key, self.input_size, **kw))
         self.weight_value = nn.Parameter(torch.empty(heads_value, self.input_size, **kw))
         self.weight_query = nn.Parameter(torch.empty(u, d, heads_key, **kw))
-        self.weight_ih = nn.Parameter(torch.empty(u, heads_value, g, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(u, d, g, **kw))
-        self.weight_comm_qkv = nn.Parameter(torch.empty(u, d, comm_width, **kw))
-        self.weight_comm_out = nn.Parameter(torch.empty(u, self.num_comm_heads * self.comm_value_size, d, **kw))
-        if self.bias:
-            self.bias_key = nn.Parameter(torch.empty(heads_key, **kw))
-            self.bias_value = nn.Parameter(torch.empty(heads_value, **kw))
-            self.bias_query = nn.Parameter(torch.empty(u, heads_key, **kw))
-            self.bias_ih = nn.Parameter(torch.empty(u, g, **kw))
-            self.bias_hh = nn.Parameter(torch.empty(u, g, **kw))
-        else:
-            for name in ("bias_key", "bias_value", "bias_query", "bias_ih", "bias_hh"):
-                self.register_parameter(name, None)
-        self._cache: tuple[tuple[object, ...], _Weights] | None = None
+        self.weight_ih = nn.Parameter(torch.empty(sets, heads_value, g, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(sets, d, g, **kw))
+        pairwise = self.communication == "pairwise"
+        comm_width = self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)
+        self._optional("weight_comm_qkv", (u, d, comm_width), pairwise, kw)
+        self._optional("weight_comm_out", (u, self.num_comm_heads * self.comm_value_size, d), pairwise, kw)
+        # registration order as before the options existed: optimizer states saved by index stay valid
+        self._optional("bias_key", (heads_key,), self.bias, kw)
+        self._optional("bias_value", (heads_value,), self.bias, kw)
+        self._optional("bias_query", (u, heads_key), self.bias, kw)
+        self._optional("bias_ih", (sets, g), self.bias, kw)
+        self._optional("bias_hh", (sets, g), self.bias, kw)
+        top = self.top_down_size
+        self._optional("weight_key_top", (heads_key, top or 0), top is not None, kw)
+        self._optional("weight_value_top", (heads_value, top or 0), top is not None, kw)
+        self._optional("bias_key_top", (heads_key,), top is not None and self.bias, kw)
+        self._optional("bias_value_top", (heads_value,), top is not None and self.bias, kw)
+        schemata, ks = self.num_schemata is not None, self.schema_key_size
+        self._optional("weight_schema_query", (d, ks), schemata, kw)
+        self._optional("weight_schema_key", (d, ks), schemata, kw)
+        self._optional("bias_schema_query", (ks,), schemata and self.bias, kw)
+        workspace, m, kc, vc = not pairwise, self.slot_size, self.comm_key_size, self.comm_value_size
+        self._optional("workspace_slots", (self.num_slots, m), workspace, kw)
+        self._optional("weight_write_query", (m, kc), workspace, kw)
+        self._optional("weight_write_kv", (u, d, kc + m), workspace, kw)
+        self._optional("weight_workspace_gate", (2 * m, 2 * m), workspace, kw)
+        self._optional("bias_workspace_gate", (2 * m,), workspace and self.bias, kw)
+        self._optional("weight_read_query", (u, d, kc), workspace, kw)
+        self._optional("weight_read_kv", (m, kc + vc), workspace, kw)
+        self._optional("weight_read_out", (u, vc, d), workspace, kw)
+        self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self.reset_parameters()
 
+    def _optional(self, name: str, shape: tuple[int, ...], present: bool, kw: dict) -> None:
+        """Register parameter ``name`` (uninitialised) if ``present``, else ``None``."""
+        self.register_parameter(name, nn.Parameter(torch.empty(shape, **kw)) if present else None)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the layer is the plain RIM (pairwise communication, per-unit weights, no top-down
+        input, one input head): the configuration with fast paths."""
+        return (
+            self.communication == "pairwise"
+            and self.num_schemata is None
+            and self.top_down_size is None
+            and self.num_input_heads == 1
+        )
+
     def attention_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """The attention mechanisms' parameters: input attention (query, key, value projections)
-        and communication, as ``(name, parameter)`` pairs in registration order.
+        """The attention mechanisms' parameters: input attention (query, key, value projections,
+        top-down ones included), communication (pairwise or workspace) and the schema choice, as
+        ``(name, parameter)`` pairs in registration order.
 
         What Madan et al. (ICLR 2021, "Fast and slow learning of recurrent independent
-        mechanisms") train slowly; the rest (each unit's recurrent weights) is the fast group.
+        mechanisms") train slowly; the rest (the recurrent weights of units or schemata) is the
+        fast group.
         """
         return [(n, p) for n, p in self.named_parameters(recurse=False) if n in _ATTENTION_PARAMETERS]
 
     def reset_parameters(self) -> None:
-        """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit)."""
+        """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit); the
+        workspace's forget-gate bias starts at 1 (as in relational memory)."""
         unit_bound = 1.0 / math.sqrt(self.unit_size)
         in_bound = 1.0 / math.sqrt(self.input_size)
+        top_bound = 1.0 / math.sqrt(self.top_down_size or 1)
+        slot_bound = 1.0 / math.sqrt(self.slot_size)
         bounds = {
             "weight_key": in_bound,
             "weight_value": in_bound,
             "bias_key": in_bound,
             "bias_value": in_bound,
             "weight_comm_out": 1.0 / math.sqrt(self.num_comm_heads * self.comm_value_size),
+            "weight_key_top": top_bound,
+            "weight_value_top": top_bound,
+            "bias_key_top": top_bound,
+            "bias_value_top": top_bound,
+            "workspace_slots": 1.0,
+            "weight_write_query": slot_bound,
+            "weight_workspace_gate": 1.0 / math.sqrt(2 * self.slot_size),
+            "bias_workspace_gate": 1.0 / math.sqrt(2 * self.slot_size),
+            "weight_read_kv": slot_bound,
+            "weight_read_out": 1.0 / math.sqrt(self.comm_value_size),
         }
         for name, param in self.named_parameters(recurse=False):
             bound = bounds.get(name, unit_bound)
             nn.init.uniform_(param, -bound, bound)
+        if self.bias_workspace_gate is not None:
+            with torch.no_grad():
+                self.bias_workspace_gate[self.slot_size :] += 1.0
 
     def extra_repr(self) -> str:
-        return (
+        s = (
             f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, k={self.k}, "
             f"dynamics={self.dynamics!r}, selection={self.selection!r}, bias={self.bias}, "
             f"communication_update={self.communication_update!r}"
         )
+        if self.communication != "pairwise":
+            s += f", communication={self.communication!r}, num_slots={self.num_slots}, write_k={self.write_k}"
+        if self.num_schemata is not None:
+            s += f", num_schemata={self.num_schemata}"
+        if self.top_down_size is not None:
+            s += f", top_down_size={self.top_down_size}"
+        return s
 
     def forward(
         self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None
@@ -238,95 +341,40 @@ class RIMCell(nn.Module):
         :param record: if ``True``, also return a :class:`RIMInfo` with a layer dimension of 1.
         :returns: ``(output, final_states, info)``; ``output`` is ``(L, N, hidden_size)``, the
             final states have the shapes of ``states``, ``info`` is ``None`` unless recorded.
+        :raises RuntimeError: for a layer with a top-down input, which runs only inside a stack
+            (:class:`rims.RIMLSTM` with ``top_down=True``).
         """
         if x.shape[-1] != self.input_size:
             raise RuntimeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
             )
+        if self.top_down_size is not None:
+            raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         seq_len, batch = x.shape[0], x.shape[1]
         if batch == 0:
             return self._empty_batch(x, states, record)
-        u, d, heads = self.num_units, self.unit_size, self.num_input_heads
-        gates = _GATES[self.dynamics] * d
         dropping = self.training and self.attention_dropout > 0.0
-        lstm = self.dynamics == "lstm"
-        bounded = self.communication_update == "bounded"
-        w = self._weights(dropping)
-        if self._fast_paths and heads == 1 and not record:
+        if self._fast_paths and self.plain and not record:
             if torch.is_grad_enabled():
-                return self._fused_sequence(x, states, w, dropping)
+                return self._fused_sequence(x, states, self._weights(fold=not dropping), dropping)
             loops = loops_for(x) if seq_len == 1 and not dropping else None
             if loops is not None:  # acting: one C++ call for the step
-                return self._native_step(loops, x[0], states, w)
-        fused_input = heads == 1 and not dropping  # input part is one addcmul
-
-        # Input side for the whole sequence (one large matmul each).
-        keys = F.linear(x, w.key).view(seq_len, batch, heads, self.input_key_size)  # (L, N, H, K) scaled
-        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w)  # (H, L*N, U*G)
-        # (L, U, N, H, G) as a strided view: the per-step elementwise ops read it in place
-        proj = proj.view(heads, seq_len, batch, u, gates).permute(1, 3, 2, 0, 4)
-        proj = proj.squeeze(3) if heads == 1 else proj
-        # unbind, not proj[t]: indexing would make backward scatter into a full (L, ...) zeros tensor per step
-        proj_steps, key_steps = proj.unbind(0), keys.unbind(0)
-
-        comm = _Communication(self, batch)
-        k, full = self.k, self.k == u
-        inactive = torch.zeros(u, batch, 1, dtype=torch.bool, device=x.device)
-        h = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
-        c = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else h
-        outputs: list[Tensor] = []
-        log: list[tuple[Tensor, Tensor, Tensor | None]] = []
+                return self._native_step(loops, x[0], states, self._weights(fold=True))
+        runner = StepRunner(self, states, x, record)
         for t in range(seq_len):
-            hq = torch.bmm(h, w.h) if w.h_bias is None else torch.baddbmm(w.h_bias, h, w.h)  # (U, N, G + H*K)
-            gh, query = hq.split(w.h_split, dim=-1)
-            query = query.view(u, batch, heads, -1)  # (U, N, H, K)
-            score = torch.linalg.vecdot(query, key_steps[t])  # (U, N, H) input minus null score
-            attn = torch.sigmoid(score)  # (U, N, H) attention on the real input
+            runner.step(t)
+        return runner.finish()
 
-            mask = None
-            if not full:
-                rank = self._selection_score(score, attn, query, w.null_key)  # (U, N, 1)
-                # stable sort: ties go to the lower unit index (as jax.lax.top_k)
-                top = rank.sort(dim=0, descending=True, stable=True).indices[:k]
-                mask = inactive.scatter(0, top, True)  # (U, N, 1) True = active
+    def _top_key_weight(self) -> Tensor:
+        """Top-down key weight divided by ``sqrt(K)``, ``(H*K, top_down_size)``."""
+        assert self.weight_key_top is not None
+        return self.weight_key_top / math.sqrt(self.input_key_size)
 
-            if lstm:
-                if fused_input:
-                    pre = torch.addcmul(gh, attn, proj_steps[t])
-                else:
-                    pre = gh + self._input_part(attn, proj_steps[t], w.null_proj, dropping)
-                h_tilde, c = lstm_gates(pre, h, c, mask)
-            else:
-                if fused_input:
-                    gx = torch.addcmul(w.x_bias, attn, proj_steps[t]) if w.x_bias is not None else attn * proj_steps[t]
-                else:
-                    gx = self._input_part(attn, proj_steps[t], w.null_proj, dropping)
-                    gx = gx if w.x_bias is None else gx + w.x_bias
-                h_tilde = gru_gates(gx, gh, h, mask)
-
-            # Active units read from all units (inactive ones show their kept state).
-            message, weights = comm(h_tilde, mask, record)
-            h = h_tilde + message
-            h = torch.tanh(h) if bounded else h
-            h = h if mask is None else torch.where(mask, h, h_tilde)
-            outputs.append(h)
-            if record:
-                active = torch.ones(u, batch, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
-                log.append((active.t(), attn.transpose(0, 1), weights))
-
-        finals = tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in ((h, c) if lstm else (h,)))
-        if seq_len == 1:  # acting: the output is the final hidden state
-            out = finals[0].unsqueeze(0)
-        else:
-            out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
-        info = None
-        if record:
-            info = RIMInfo(
-                active=torch.stack([r[0] for r in log]).unsqueeze(0),
-                input_attention=torch.stack([r[1] for r in log]).unsqueeze(0).detach(),
-                comm_attention=torch.stack([r[2] for r in log]).unsqueeze(0).detach(),
-            )
-        return out, finals, info
+    def _top_key_bias(self) -> Tensor | None:
+        """Top-down key bias minus the null key, divided by ``sqrt(K)`` (scores relative to null)."""
+        if self.bias_key_top is None:
+            return None
+        return (self.bias_key_top - self.bias_key) / math.sqrt(self.input_key_size)
 
     def _empty_batch(
         self, x: Tensor, states: tuple[Tensor, ...], record: bool
@@ -342,15 +390,16 @@ class RIMCell(nn.Module):
         finals = tuple(attach_zero_grad(s.clone(), *params) for s in states)
         info = None
         if record:
+            comm = x.new_zeros(1, seq_len, 0, self.num_comm_heads, u, u) if self.communication == "pairwise" else None
             info = RIMInfo(
                 active=torch.zeros(1, seq_len, 0, u, dtype=torch.bool, device=x.device),
                 input_attention=x.new_zeros(1, seq_len, 0, u, self.num_input_heads),
-                comm_attention=x.new_zeros(1, seq_len, 0, self.num_comm_heads, u, u),
+                comm_attention=comm,
             )
         return out, finals, info
 
     def _fused_sequence(
-        self, x: Tensor, states: tuple[Tensor, ...], w: _Weights, dropping: bool
+        self, x: Tensor, states: tuple[Tensor, ...], w: Weights, dropping: bool
     ) -> tuple[Tensor, tuple[Tensor, ...], None]:
         """Training path of :meth:`sequence` for one input head: one autograd node
         (:mod:`rims.fused`). Same arguments and results, without recording."""
@@ -358,7 +407,7 @@ class RIMCell(nn.Module):
         u, d = self.num_units, self.unit_size
         lstm = self.dynamics == "lstm"
         keys = F.linear(x, w.key)  # (L, N, K) scaled
-        proj = self._input_projection(x.reshape(seq_len * batch, self.input_size), w)  # (1, L*N, U*G)
+        proj = input_projection(self, x.reshape(seq_len * batch, self.input_size), w)  # (1, L*N, U*G)
         proj = proj.view(seq_len, batch, u, -1)  # (L, N, U, G)
         h0 = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
         c0 = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else None
@@ -384,7 +433,7 @@ class RIMCell(nn.Module):
         return out, tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in finals), None
 
     def _native_step(
-        self, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: _Weights
+        self, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: Weights
     ) -> tuple[Tensor, tuple[Tensor, ...], None]:
         """One step without gradients through :mod:`rims._native` (acting in RL).
 
@@ -393,7 +442,7 @@ class RIMCell(nn.Module):
         """
         lstm = self.dynamics == "lstm"
         keys = F.linear(x, w.key)  # (N, K) scaled
-        proj = self._input_projection(x, w)[0]  # (N, U*G)
+        proj = input_projection(self, x, w)[0]  # (N, U*G)
         null_key = None if w.null_key is None else w.null_key.view(-1)
         bounded = self.communication_update == "bounded"
         h, c = loops.inference_step(
@@ -403,227 +452,25 @@ class RIMCell(nn.Module):
         )  # fmt: skip
         return h.unsqueeze(0), ((h, c) if lstm else (h,)), None
 
-    def _weights(self, dropping: bool) -> _Weights:
-        """Weights rearranged for the fast path; cached while no gradient is recorded.
+    def _weights(self, fold: bool) -> Weights:
+        """Parameters rearranged for one forward call (:mod:`rims.weights`); cached while no
+        gradient is recorded.
 
         Under ``torch.no_grad()`` (acting in RL) the rearranged tensors are reused until a
         parameter changes (any in-place update bumps its version counter), dtype or device.
 
-        :param dropping: attention dropout is active, so the null value's term cannot be
-            folded into a bias.
+        :param fold: fold the null value's projection into the input bias (exact without
+            attention dropout and without a top-down candidate).
         """
         caching = not torch.is_grad_enabled()
         if caching:
-            key = (dropping, *((p.data_ptr(), p._version) for p in self._parameters.values() if p is not None))
+            key = (fold, *((p.data_ptr(), p._version) for p in self._parameters.values() if p is not None))
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        weights = self._build_weights(dropping)
+        weights = build_weights(self, fold)
         if caching:
-            weights = weights._replace(combined=self._combined_if_cheaper(weights.ih))
+            weights = weights._replace(combined=combined_if_cheaper(self, weights.ih))
             self._cache = (key, weights)
         else:
             self._cache = None
         return weights
-
-    def _combined_if_cheaper(self, w_ih: Tensor) -> Tensor | None:
-        """``W_v W_ih`` ``(H, I, U*G)`` if multiplying by it beats the two-step product per row.
-
-        Only worth building when it is reused, i.e. cached between acting steps.
-        """
-        size, value, width = self.input_size, self.input_value_size, w_ih.shape[2]
-        if size * width >= size * value + value * width:  # per-row costs; building it is amortised
-            return None
-        return self._combined(w_ih)
-
-    def _combined(self, w_ih: Tensor) -> Tensor:
-        """``W_v W_ih`` per input head, ``(H, I, U*G)``, from ``w_ih`` ``(H, V, U*G)``."""
-        value_weight = self.weight_value.view(self.num_input_heads, self.input_value_size, self.input_size)
-        return torch.bmm(value_weight.transpose(1, 2), w_ih)
-
-    def _build_weights(self, dropping: bool) -> _Weights:
-        """Compute :class:`_Weights` from the parameters (differentiable)."""
-        u, heads, key_size, value = self.num_units, self.num_input_heads, self.input_key_size, self.input_value_size
-        gates = self.weight_ih.shape[2]
-        w_ih = self.weight_ih.view(u, heads, value, gates)
-        ih = w_ih.permute(1, 2, 0, 3).reshape(heads, value, u * gates)  # (H, V, U*G)
-        lstm = self.dynamics == "lstm"
-        null_proj = x_bias = h_bias = null_key = None
-        if self.bias:
-            # W_ih,i b_v per head: the null value's projection, folded into the input bias unless
-            # attention dropout reweights the input and null candidates separately.
-            # one (1 x V) @ (V x U*G) product per head on the rearranged weights
-            per_head = torch.bmm(self.bias_value.view(heads, 1, value), ih).view(heads, u, gates).transpose(0, 1)
-            null_proj = per_head if dropping else None
-            x_bias = (self.bias_ih if dropping else self.bias_ih + per_head.sum(1)).unsqueeze(1)  # (U, 1, G)
-            hh_bias = self.bias_hh.unsqueeze(1) + x_bias if lstm else self.bias_hh.unsqueeze(1)
-            h_bias = torch.cat([hh_bias, self.bias_query.unsqueeze(1)], dim=-1)  # (U, 1, G + H*K)
-            if self.selection == "input_score":
-                null_key = self.bias_key.view(heads, key_size) / math.sqrt(key_size)
-        return _Weights(
-            key=attach_zero_grad(self.weight_key / math.sqrt(key_size), self.bias_key),  # bias_key: see the class
-            ih=ih,
-            h=torch.cat([self.weight_hh, self.weight_query], dim=-1),  # (U, d, G + H*K)
-            h_bias=h_bias,
-            h_split=(gates, heads * key_size),
-            x_bias=None if lstm else x_bias,
-            null_proj=null_proj,
-            null_key=null_key,
-            combined=None,
-        )
-
-    def _input_projection(self, x: Tensor, w: _Weights) -> Tensor:
-        """``W_ih,i (x W_v)`` for every unit and input head, ``(H, rows, U * G)``.
-
-        Computed as ``(x W_v) W_ih`` or as ``x (W_v W_ih)``, whichever needs fewer
-        multiply-adds forward and, when gradients are recorded, backward (see
-        :func:`_prefer_combined`); ``W_v W_ih`` is reused when cached (acting under ``no_grad``).
-
-        :param x: ``(rows, input_size)``.
-        :param w: rearranged weights; ``w.ih`` is ``(H, V, U * G)``.
-        """
-        if w.combined is not None:
-            return torch.mm(x, w.combined[0]).unsqueeze(0) if len(w.combined) == 1 else torch.matmul(x, w.combined)
-        rows = x.shape[0]
-        heads, value, size = self.num_input_heads, self.input_value_size, self.input_size
-        width = w.ih.shape[2]
-        grad = torch.is_grad_enabled()
-        if not _prefer_combined(rows, size, value, width, grad, grad and x.requires_grad):
-            values = F.linear(x, self.weight_value).view(rows, heads, value).transpose(0, 1)  # (H, rows, V)
-            return torch.bmm(values, w.ih)
-        combined = self._combined(w.ih)  # (H, I, U*G)
-        if heads == 1:  # a plain matrix product rather than a batch-of-one matmul
-            return torch.mm(x, combined[0]).unsqueeze(0)
-        return torch.matmul(x, combined)
-
-    def _selection_score(self, score: Tensor, attn: Tensor, query: Tensor, null_key: Tensor | None) -> Tensor:
-        """Score to rank units by (higher = selected), ``(U, N, 1)``.
-
-        :param score: ``(U, N, H)`` input score minus null score (scaled).
-        :param attn: ``(U, N, H)`` attention on the real input.
-        :param query: ``(U, N, H, K)`` queries.
-        :param null_key: ``(H, K)`` scaled null key (the key bias) for ``input_score``, else ``None``.
-        """
-        if self.selection == "null_attention":
-            # Least mean attention on null == most mean attention on the input; with one head
-            # the sigmoid is monotone, so the raw score ranks identically.
-            return score if self.num_input_heads == 1 else attn.mean(-1, keepdim=True)
-        raw = score if null_key is None else score + torch.linalg.vecdot(query, null_key)
-        return raw.mean(-1, keepdim=True)
-
-    def _input_part(self, attn: Tensor, proj: Tensor, null_proj: Tensor | None, dropping: bool) -> Tensor:
-        """Input-side gate pre-activations of one step without the input bias, ``(U, N, G)``.
-
-        :param attn: ``(U, N, H)`` attention on the real input.
-        :param proj: ``(U, N, G)`` (one head) or ``(U, N, H, G)``: ``W_ih (x W_v)`` per head.
-        :param null_proj: ``(U, H, G)``: ``W_ih b_v`` per head when dropping, else ``None``
-            (then it is part of the input bias).
-        :param dropping: apply attention dropout (training only).
-        """
-        if dropping:
-            probs = torch.stack([attn, 1.0 - attn], dim=-1)  # (U, N, H, 2) over {input, null}
-            probs = F.dropout(probs, self.attention_dropout, training=True)
-            attn = probs[..., 0]
-        part = attn * proj if self.num_input_heads == 1 else torch.matmul(attn.unsqueeze(-2), proj).squeeze(-2)
-        if dropping and null_proj is not None:
-            part = part + torch.bmm(probs.sum(-1), null_proj)  # weight of the null value per head
-        return part
-
-
-def _prefer_combined(rows: int, size: int, value: int, width: int, grad: bool, input_grad: bool) -> bool:
-    """Whether ``x (W_v W_ih)`` costs fewer multiply-adds than ``(x W_v) W_ih``.
-
-    Per input head, with ``R`` rows, input ``I``, value ``V`` and output ``W = U * G``:
-    two-step forward ``R I V + R V W``, backward ``2 R V W + R I V`` (+ ``R V I`` for the
-    input's gradient); combined forward ``I V W + R I W``, backward ``R I W + 2 I V W``
-    (+ ``R W I`` for the input's gradient).
-    """
-    two_step = rows * (size * value + value * width)
-    combined = size * value * width + rows * size * width
-    if grad:
-        two_step += 2 * rows * value * width + rows * size * value
-        combined += rows * size * width + 2 * size * value * width
-        if input_grad:
-            two_step += rows * value * size
-            combined += rows * width * size
-    return combined < two_step
-
-
-class _Weights(NamedTuple):
-    """Parameters rearranged for one forward call (``U`` units, ``G`` gate width)."""
-
-    key: Tensor  # (H*K, input_size) key weight divided by sqrt(K)
-    ih: Tensor  # (H, V, U*G) per-unit input weights side by side
-    h: Tensor  # (U, d, G + H*K) recurrent weights and query weights, one bmm per step
-    h_bias: Tensor | None  # (U, 1, G + H*K); for LSTM includes the input-side bias
-    h_split: tuple[int, int]  # (G, H*K)
-    x_bias: Tensor | None  # (U, 1, G) input-side bias (GRU only)
-    null_proj: Tensor | None  # (U, H, G) null value projection, only under attention dropout
-    null_key: Tensor | None  # (H, K) scaled key bias, only for the input_score rule
-    combined: Tensor | None  # (H, I, U*G) W_v W_ih, only when cached and cheaper per row
-
-
-class _Communication:
-    """Multi-head attention among units of one layer for one forward call.
-
-    Built once per sequence so the per-step path does no attribute look-ups or reshapes of
-    weights.
-    """
-
-    def __init__(self, cell: RIMCell, batch: int) -> None:
-        self.u, self.batch = cell.num_units, batch
-        self.heads, self.key, self.value = cell.num_comm_heads, cell.comm_key_size, cell.comm_value_size
-        self.weight_qkv = cell.weight_comm_qkv
-        self.weight_out = cell.weight_comm_out
-        self.dropout = cell.attention_dropout if cell.training else 0.0
-        self.grad = torch.is_grad_enabled()
-        self.block_grad = self.grad and cell.weight_comm_qkv.requires_grad
-        self.scale = 1.0 / math.sqrt(cell.comm_key_size)
-        self.split = [self.heads * self.key, self.heads * self.key, self.heads * self.value]
-
-    def __call__(self, states: Tensor, mask: Tensor | None, record: bool) -> tuple[Tensor, Tensor | None]:
-        """Messages to every unit.
-
-        :param states: ``(U, N, d)`` states shown to the attention (inactive units: kept state).
-        :param mask: ``(U, N, 1)`` bool active mask or ``None`` when all units are active.
-        :param record: also return the attention weights.
-        :returns: ``(messages (U, N, d), weights (N, Hc, U, U) or None)``.
-        """
-        u, n, heads = self.u, self.batch, self.heads
-        if mask is not None and self.block_grad:
-            # Inactive units' key/value must not train their own projection at this step.
-            qkv = _ActiveWeightGradBmm.apply(states, self.weight_qkv, mask)  # (U, N, Hc*(2K+V))
-        else:
-            qkv = torch.bmm(states, self.weight_qkv)
-        if record or self.grad:
-            read, weights = unit_attention(qkv, heads, self.key, self.value, self.scale, self.dropout)
-            weights = weights if record else None
-        else:
-            # Inference: one fused op is fastest; no attention weights are needed.
-            q, k, v = qkv.split(self.split, dim=-1)
-            q = q.view(u, n, heads, self.key).permute(1, 2, 0, 3)  # (N, Hc, U, K)
-            k = k.view(u, n, heads, self.key).permute(1, 2, 0, 3)
-            v = v.view(u, n, heads, self.value).permute(1, 2, 0, 3)  # (N, Hc, U, V)
-            read = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout, scale=self.scale)
-            read = read.permute(2, 0, 1, 3).reshape(u, n, heads * self.value)  # (U, N, Hc*V)
-            weights = None
-        return torch.bmm(read, self.weight_out), weights
-
-
-class _ActiveWeightGradBmm(torch.autograd.Function):
-    """``bmm(x, w)`` whose weight gradient only comes from rows of active units.
-
-    Forward: ``x (U, N, d) @ w (U, d, F) -> (U, N, F)``. Backward: ``grad_x`` is the usual
-    ``grad @ w^T`` (state gradients flow for every row), ``grad_w = (x * mask)^T @ grad``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, mask: Tensor) -> Tensor:
-        ctx.save_for_backward(x, w, mask)
-        return torch.bmm(x, w)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, w, mask = ctx.saved_tensors
-        grad_x = torch.bmm(grad, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm((x * mask).transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None

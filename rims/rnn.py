@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.cell import RIMCell
 from rims.info import RIMInfo
+from rims.stepwise import StepRunner
 
 
 class _RIMBase(nn.Module):
@@ -46,6 +47,13 @@ class _RIMBase(nn.Module):
         comm_value_size: int = 32,
         attention_dropout: float = 0.1,
         communication_update: str = "bounded",
+        communication: str = "pairwise",
+        num_slots: int = 4,
+        slot_size: int = 32,
+        write_k: int | None = None,
+        num_schemata: int | None = None,
+        schema_key_size: int = 32,
+        top_down: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -72,12 +80,24 @@ class _RIMBase(nn.Module):
             "comm_value_size": comm_value_size,
             "attention_dropout": attention_dropout,
             "communication_update": communication_update,
+            "communication": communication,
+            "num_slots": num_slots,
+            "slot_size": slot_size,
+            "write_k": write_k,
+            "num_schemata": num_schemata,
+            "schema_key_size": schema_key_size,
             "device": device,
             "dtype": dtype,
         }
-        first = RIMCell(input_size, hidden_size, num_units, k, bias, **options)
+        if not isinstance(top_down, bool):
+            raise TypeError(f"top_down must be a bool, got {top_down!r} of type {type(top_down).__name__}")
+        self.top_down = top_down and self.num_layers > 1
+        # BRIMs: every layer but the top one also attends to the state of the layer above
+        top = [hidden_size if self.top_down and i < self.num_layers - 1 else None for i in range(self.num_layers)]
+        first = RIMCell(input_size, hidden_size, num_units, k, bias, top_down_size=top[0], **options)
         rest = [
-            RIMCell(first.hidden_size, hidden_size, num_units, k, bias, **options) for _ in range(self.num_layers - 1)
+            RIMCell(first.hidden_size, hidden_size, num_units, k, bias, top_down_size=top[i], **options)
+            for i in range(1, self.num_layers)
         ]
         self.layers = nn.ModuleList([first, *rest])
         self.input_size = first.input_size
@@ -117,6 +137,8 @@ class _RIMBase(nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.top_down:
+            s += ", top_down=True"
         return s
 
     def flatten_parameters(self) -> None:
@@ -143,15 +165,17 @@ class _RIMBase(nn.Module):
             x = x.transpose(0, 1)  # (L, N, H_in)
         states = self._layer_states(hx, x, batched)
 
-        finals: list[tuple[Tensor, ...]] = []
-        infos: list[RIMInfo] = []
-        for i, layer in enumerate(self.layers):
-            if i > 0 and self.dropout > 0 and self.training:
-                x = F.dropout(x, self.dropout, training=True)
-            x, final, info = layer.sequence(x, tuple(s[i] for s in states), record=return_info)
-            finals.append(final)
-            if info is not None:
-                infos.append(info)
+        if self.top_down and x.shape[1] > 0:
+            x, finals, infos = self._run_top_down(x, states, return_info)
+        else:
+            finals, infos = [], []
+            for i, layer in enumerate(self.layers):
+                if i > 0 and self.dropout > 0 and self.training:
+                    x = F.dropout(x, self.dropout, training=True)
+                x, final, info = layer.sequence(x, tuple(s[i] for s in states), record=return_info)
+                finals.append(final)
+                if info is not None:
+                    infos.append(info)
         if len(finals) == 1:
             out_states = tuple(s.unsqueeze(0) for s in finals[0])
         else:
@@ -166,6 +190,37 @@ class _RIMBase(nn.Module):
             record = RIMInfo.stack(infos)
             record = record if batched else record.squeeze_batch()
         return x, out_states, record
+
+    def _run_top_down(
+        self, x: Tensor, states: tuple[Tensor, ...], record: bool
+    ) -> tuple[Tensor, list[tuple[Tensor, ...]], list[RIMInfo]]:
+        """All layers interleaved per step (BRIMs, Mittal et al. 2020): at step ``t`` layer ``l``
+        reads the layer below at ``t`` and the layer above at ``t - 1``; the top layer reads
+        only the layer below.
+
+        :param x: ``(L, N, input_size)``; ``states`` each ``(num_layers, N, hidden_size)``.
+        :returns: the top layer's output ``(L, N, hidden_size)``, each layer's final states and records.
+        """
+        runners = [
+            StepRunner(
+                layer, tuple(s[i] for s in states), x if i == 0 else None, record, top_down=i < len(self.layers) - 1
+            )
+            for i, layer in enumerate(self.layers)
+        ]
+        batch, hidden = x.shape[1], self.hidden_size
+        for t in range(x.shape[0]):
+            below = None
+            # the layer above's state at t - 1, taken before any layer steps at t: (N, hidden)
+            above = [r.h.transpose(0, 1).reshape(batch, hidden) for r in runners[1:]]
+            for i, runner in enumerate(runners):
+                if i > 0 and self.dropout > 0 and self.training:
+                    below = F.dropout(below, self.dropout, training=True)
+                top = above[i] if i < len(above) else None
+                h = runner.step(t, x_t=below, top=top)  # (U, N, d)
+                below = h.transpose(0, 1).reshape(batch, hidden)
+        results = [runner.finish() for runner in runners]
+        infos = [info for _, _, info in results if info is not None]
+        return results[-1][0], [finals for _, finals, _ in results], infos
 
     def _check_dtypes(self, input: Tensor, hx: tuple[Tensor, ...] | None) -> None:
         """Input and states must have the weights' dtype, as ``nn.LSTM`` checks (not under autocast).
@@ -212,6 +267,14 @@ class RIMLSTM(_RIMBase):
     ``comm_value_size`` (32), ``attention_dropout`` (0.1), ``communication_update``
     (``"bounded"``: ``h = tanh(h_tilde + m)``, so ``|h| < 1``; ``"residual"``: the paper's
     ``h_tilde + m``), ``device``, ``dtype``.
+
+    The models after RIMs, as options (each runs step by step; see :class:`rims.RIMCell`):
+    ``top_down=True`` with ``num_layers > 1`` (BRIMs, Mittal et al. 2020: every layer but the
+    top one also attends to the state of the layer above at the previous step);
+    ``communication="workspace"`` with ``num_slots``, ``slot_size``, ``write_k`` (shared
+    workspace, Goyal et al. 2022); ``num_schemata`` with ``schema_key_size`` (SCOFF, Goyal et al.
+    2021: units share that many weight sets and each active unit picks one per step). They
+    combine freely.
 
     Call: ``output, (h_n, c_n) = rim(input, (h_0, c_0))`` with input ``(L, N, input_size)``
     (``(N, L, input_size)`` if ``batch_first``, or unbatched ``(L, input_size)``), states

@@ -7,7 +7,7 @@ import torch
 from torch.autograd import gradcheck
 
 from rims import RIMCell
-from rims.cell import _ActiveWeightGradBmm
+from rims.communication import ActiveWeightGradBmm
 from rims.gates import gru_gates, lstm_gates
 from rims.unit_attention import unit_attention
 from tests.reference_rim import reference_sequence
@@ -79,7 +79,7 @@ def test_active_weight_grad_bmm_masks_only_the_weight_gradient() -> None:
     x, w = _f64(U, N, D), _f64(U, D, 6)
     mask = _mask(torch.tensor([1, 0, 1]).bool())
     grad = torch.randn(U, N, 6, dtype=torch.float64)
-    _ActiveWeightGradBmm.apply(x, w, mask).backward(grad)
+    ActiveWeightGradBmm.apply(x, w, mask).backward(grad)
     torch.testing.assert_close(x.grad, grad @ w.detach().transpose(1, 2))
     torch.testing.assert_close(w.grad, (x.detach() * mask).transpose(1, 2) @ grad)
 

@@ -1,0 +1,186 @@
+"""The step-by-step path of a RIM-family layer: input attention -> selection -> dynamics ->
+communication, one mechanism module each, composed per step with autograd.
+
+Every layer option runs here (several input heads, recording, a top-down input, schemata, a
+shared workspace); the plain RIM's training and acting also have fast paths
+(:mod:`rims.fused`, :mod:`rims._native`) that tests compare with this one.
+
+:class:`StepRunner` holds one layer's state over a sequence and advances it one step at a time,
+so that stacked layers can be interleaved per step when a layer reads the state of the layer
+above (BRIMs).
+
+Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width, ``H`` input
+heads with key ``K``, ``W`` weight sets (``U``, or ``S`` schemata).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rims.communication import PairwiseCommunication
+from rims.gates import gru_gates, lstm_gates
+from rims.info import RIMInfo
+from rims.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
+from rims.schemata import apply_choice, choose_schema, keep_inactive, schema_candidates
+from rims.weights import input_projection
+from rims.workspace_comm import WorkspaceCommunication
+
+if TYPE_CHECKING:
+    from rims.cell import RIMCell
+
+
+class StepRunner:
+    """One layer run step by step over a sequence.
+
+    :param cell: the layer.
+    :param states: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(N, hidden_size)``.
+    :param x: ``(L, N, input_size)`` the whole input when it is known in advance (its input
+        side is then projected for all steps at once), or ``None`` to pass it per step.
+    :param record: keep what :class:`rims.RIMInfo` reports.
+    :param top_down: the layer reads a top-down input at every step (see :meth:`step`).
+    """
+
+    def __init__(
+        self, cell: RIMCell, states: tuple[Tensor, ...], x: Tensor | None, record: bool, top_down: bool = False
+    ) -> None:
+        self.cell, self.record, self.top_down = cell, record, top_down
+        self.lstm = cell.dynamics == "lstm"
+        self.dropout = cell.attention_dropout if cell.training and cell.attention_dropout > 0.0 else 0.0
+        self.heads, self.u, self.d = cell.num_input_heads, cell.num_units, cell.unit_size
+        self.schemata = cell.num_schemata is not None
+        self.w = cell._weights(fold=self.dropout == 0.0 and not top_down)
+        batch = states[0].shape[0]
+        self.batch = batch
+        if cell.communication == "workspace":
+            self.comm: PairwiseCommunication | WorkspaceCommunication = WorkspaceCommunication(cell, batch)
+        else:
+            self.comm = PairwiseCommunication(cell, batch)
+        self.h = states[0].view(batch, self.u, self.d).transpose(0, 1).contiguous()  # (U, N, d)
+        self.c = states[1].view(batch, self.u, self.d).transpose(0, 1).contiguous() if self.lstm else None
+        self.outputs: list[Tensor] = []
+        self.log: list[dict[str, Tensor]] = []
+        self._key_steps: tuple[Tensor, ...] | None = None
+        self._proj_steps: tuple[Tensor, ...] | None = None
+        if x is not None:
+            keys, proj = self._input_side(x)
+            # unbind, not [t]: indexing would make backward scatter into a full (L, ...) zeros tensor per step
+            self._key_steps, self._proj_steps = keys.unbind(0), proj.unbind(0)
+
+    def _input_side(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys ``(L, N, H, K)`` (scaled) and the input projection ``(L, W, N, H, G)`` of ``x`` ``(L, N, I)``."""
+        cell, heads = self.cell, self.heads
+        seq_len, batch = x.shape[0], x.shape[1]
+        keys = F.linear(x, self.w.key).view(seq_len, batch, heads, cell.input_key_size)
+        proj = input_projection(cell, x.reshape(seq_len * batch, cell.input_size), self.w)  # (H, L*N, W*G)
+        sets = cell.weight_ih.shape[0]
+        proj = proj.view(heads, seq_len, batch, sets, -1).permute(1, 3, 2, 0, 4)  # (L, W, N, H, G) strided view
+        return keys, proj
+
+    def _top_side(self, top: Tensor) -> tuple[Tensor, Tensor]:
+        """Scaled top-down keys relative to the null key ``(N, H, K)`` and the top-down value's
+        projection ``(W, N, H, G)`` of ``top`` ``(N, top_size)``."""
+        cell, heads = self.cell, self.heads
+        keys = F.linear(top, cell._top_key_weight(), cell._top_key_bias()).view(-1, heads, cell.input_key_size)
+        values = F.linear(top, cell.weight_value_top, cell.bias_value_top)  # (N, H*V)
+        values = values.view(-1, heads, cell.input_value_size).transpose(0, 1)  # (H, N, V)
+        proj = torch.bmm(values, self.w.ih)  # (H, N, W*G)
+        sets = cell.weight_ih.shape[0]
+        return keys, proj.view(heads, -1, sets, proj.shape[-1] // sets).permute(2, 1, 0, 3)
+
+    def step(self, t: int, x_t: Tensor | None = None, top: Tensor | None = None) -> Tensor:
+        """Advance one step; returns the new hidden state ``(U, N, d)``.
+
+        :param t: the step's index into the ``x`` given at construction (ignored with ``x_t``).
+        :param x_t: ``(N, input_size)`` this step's input, when ``x`` was not given.
+        :param top: ``(N, top_size)`` the top-down input (BRIMs: the state of the layer above at
+            the previous step); ``None`` for none (then the layer attends over input and null).
+        """
+        cell, w, u, batch, heads = self.cell, self.w, self.u, self.batch, self.heads
+        if x_t is not None:
+            keys, proj = self._input_side(x_t.unsqueeze(0))
+            key_t, proj_t = keys[0], proj[0]
+        else:
+            assert self._key_steps is not None and self._proj_steps is not None
+            key_t, proj_t = self._key_steps[t], self._proj_steps[t]
+        h, c = self.h, self.c
+        hq = torch.bmm(h, w.h) if w.h_bias is None else torch.baddbmm(w.h_bias, h, w.h)  # (U, N, G + H*K)
+        gh, query = hq.split(w.h_split, dim=-1)
+        query = query.view(u, batch, heads, -1)  # (U, N, H, K)
+        score_in = torch.linalg.vecdot(query, key_t)  # (U, N, H) input minus null score
+        score_top = proj_top = None
+        if top is not None:
+            key_top, proj_top = self._top_side(top)
+            score_top = torch.linalg.vecdot(query, key_top)
+        probs = candidate_attention(score_in, score_top)  # (U, N, H, C)
+
+        mask = None
+        if cell.k < u:
+            mask = top_k_mask(selection_rank(cell.selection, score_in, score_top, probs, query, w.null_key), cell.k)
+        used = drop_candidates(probs, self.dropout) if self.dropout > 0.0 else probs
+
+        choice = None
+        if self.schemata:
+            h_tilde, c, choice = self._schema_dynamics(used, proj_t, proj_top, mask)
+        else:
+            part = self._unit_part(used, proj_t, proj_top)
+            if self.lstm:
+                assert c is not None
+                h_tilde, c = lstm_gates(gh + part, h, c, mask)
+            else:
+                gx = part if w.x_bias is None else part + w.x_bias
+                h_tilde = gru_gates(gx, gh, h, mask)
+
+        message, recorded = self.comm(h_tilde, mask, self.record)
+        new = h_tilde + message
+        new = torch.tanh(new) if cell.communication_update == "bounded" else new
+        self.h = new if self.comm.updates_inactive else keep_inactive(mask, new, h_tilde)
+        self.c = c
+        self.outputs.append(self.h)
+        if self.record:
+            active = torch.ones(u, batch, 1, dtype=torch.bool, device=h.device) if mask is None else mask
+            entry = {"active": active[..., 0].t(), "input_attention": probs[..., 0].transpose(0, 1), **recorded}
+            if score_top is not None:
+                entry["top_down_attention"] = probs[..., 1].transpose(0, 1)
+            if choice is not None:
+                entry["schema"] = torch.where(active[..., 0], choice, -1).t()
+            self.log.append(entry)
+        return self.h
+
+    def _unit_part(self, probs: Tensor, proj_t: Tensor, proj_top: Tensor | None) -> Tensor:
+        """Input part of per-unit dynamics ``(U, N, G)``; ``proj_t`` ``(U, N, H, G)``."""
+        if self.heads == 1 and proj_top is None and self.w.null_proj is None:
+            return probs[..., :1, 0] * proj_t[..., 0, :]  # (U, N, 1) * (U, N, G)
+        return input_part(probs, proj_t, proj_top, self.w.null_proj)
+
+    def _schema_dynamics(
+        self, probs: Tensor, proj_t: Tensor, proj_top: Tensor | None, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Candidates under every schema, each unit's choice, and the kept state of inactive units."""
+        cell, w = self.cell, self.w
+        null = None if w.null_proj is None else w.null_proj.unsqueeze(1)  # (S, 1, H, G)
+        top = None if proj_top is None else proj_top.unsqueeze(1)
+        part = input_part(probs, proj_t.unsqueeze(1), top, null)  # (S, U, N, G)
+        assert w.hh is not None
+        cand_h, cand_c = schema_candidates(self.lstm, part, self.h, self.c, w.hh, w.hh_bias, w.x_bias)
+        weights, choice = choose_schema(
+            self.h, cand_h, cell.weight_schema_query, cell.bias_schema_query, cell.weight_schema_key
+        )
+        h_tilde = keep_inactive(mask, apply_choice(weights, cand_h), self.h)
+        c = None if cand_c is None else keep_inactive(mask, apply_choice(weights, cand_c), self.c)
+        return h_tilde, c, choice
+
+    def finish(self) -> tuple[Tensor, tuple[Tensor, ...], RIMInfo | None]:
+        """``(output (L, N, hidden_size), final states (N, hidden_size) each, info or None)``."""
+        batch, hidden = self.batch, self.cell.hidden_size
+        states = (self.h, self.c) if self.lstm else (self.h,)
+        finals = tuple(s.transpose(0, 1).reshape(batch, hidden) for s in states)
+        if len(self.outputs) == 1:  # acting: the output is the final hidden state
+            out = finals[0].unsqueeze(0)
+        else:
+            out = torch.stack(self.outputs).permute(0, 2, 1, 3).reshape(len(self.outputs), batch, hidden)
+        info = RIMInfo.from_steps(self.log) if self.record else None
+        return out, finals, info
