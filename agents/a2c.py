@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agents.buffers import ChunkedRecurrentRolloutBuffer
+from agents.fast_slow import FastSlowConfig
 from agents.policies import RecurrentPolicy
 from agents.ppo import RecurrentPPO
 
@@ -21,6 +22,11 @@ class RecurrentA2C(RecurrentPPO):
     clipping), RMSprop (``alpha=0.99, eps=1e-5``) and short rollouts, as SB3's ``A2C``
     defaults: ``n_steps=5, learning_rate=7e-4, gae_lambda=1.0, ent_coef=0.0, vf_coef=0.5,
     max_grad_norm=0.5``.
+
+    With ``fast_slow`` (:mod:`agents.fast_slow`) the inner loop is that one step, on the fast group
+    only (the short rollout is the small, recent batch: ``inner_batch_size`` must be ``None``),
+    and the slow group's outer gradient is the loss of the same rollout after it, summed over
+    ``outer_horizon`` rollouts; both optimizers are RMSprop.
     """
 
     def __init__(
@@ -58,10 +64,34 @@ class RecurrentA2C(RecurrentPPO):
             **kwargs,
         )
 
+    def _setup_fast_slow(self, config: FastSlowConfig) -> None:
+        if config.inner_batch_size is not None:
+            raise ValueError(
+                f"fast_slow.inner_batch_size must be null for A2C (its inner step is the whole "
+                f"{self.n_steps}-step rollout), got {config.inner_batch_size}"
+            )
+        super()._setup_fast_slow(config)
+
     def train(self) -> None:
-        """One gradient step on the whole rollout."""
+        """One gradient step on the whole rollout (with ``fast_slow``: the fast group's, then
+        the slow group's outer gradient of the same rollout)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        loss, policy_loss, value_loss, entropy_loss = self._rollout_loss()
+        self.policy.optimizer.zero_grad()
+        params = self._backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self.policy.optimizer.step()
+        self._n_updates += 1
+        if self.slow_learner is not None:
+            self._outer_step(self._rollout_loss()[0])
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/policy_loss", policy_loss.item())
+        self.logger.record("train/value_loss", value_loss.item())
+        self.logger.record("train/entropy_loss", entropy_loss.item())
+
+    def _rollout_loss(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A2C's loss on the whole rollout and its policy, value and entropy terms (scalars)."""
         values, log_prob, entropy, advantages, returns = self._evaluate_rollout()
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -69,15 +99,7 @@ class RecurrentA2C(RecurrentPPO):
         value_loss = F.mse_loss(returns, values)
         entropy_loss = -entropy.mean() if entropy is not None else log_prob.mean()
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.policy.optimizer.step()
-        self._n_updates += 1
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/policy_loss", policy_loss.item())
-        self.logger.record("train/value_loss", value_loss.item())
-        self.logger.record("train/entropy_loss", entropy_loss.item())
+        return loss, policy_loss, value_loss, entropy_loss
 
     def _evaluate_rollout(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         """Values, log-probabilities, entropies, advantages and returns ``(B,)`` of every sample.

@@ -1,7 +1,8 @@
 """Training checkpoints that resume bit-for-bit: model, optimizer, environments and RNGs.
 
 A checkpoint is taken at a rollout boundary (after an update, before the next rollout), so
-everything the rest of training depends on is: the policy and optimizer state, the
+everything the rest of training depends on is: the policy and optimizer state (and every other
+state dict SB3's ``save`` stores, e.g. fast/slow learning's slow optimizer), the
 environments mid-episode (pickled), the last observations, episode-start flags and recurrent
 states, the torch / NumPy / Python RNG states, the episode statistics, SB3 logger values
 not yet dumped, and whatever the caller adds (evaluation history, metrics rows, W&B id).
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.atomic import atomic_path
@@ -56,6 +58,7 @@ def capture(model: BaseAlgorithm, env: VecEnv, extra: dict[str, Any]) -> dict[st
         "episode_num": model._episode_num,
         "policy": model.policy.state_dict(),
         "optimizer": model.policy.optimizer.state_dict(),
+        "torch_states": {name: recursive_getattr(model, name).state_dict() for name in _extra_state_names(model)},
         "last_obs": model._last_obs,
         "last_episode_starts": model._last_episode_starts,
         "last_lstm_states": getattr(model, "_last_lstm_states", None),
@@ -89,6 +92,12 @@ def restore(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     device = model.device
     model.policy.load_state_dict(state["policy"])
     model.policy.optimizer.load_state_dict(state["optimizer"])
+    saved = state.get("torch_states", {})
+    expected = _extra_state_names(model)
+    if sorted(saved) != expected:
+        raise ValueError(f"checkpoint holds the states of {sorted(saved)}, this model needs {expected}")
+    for name in expected:
+        recursive_getattr(model, name).load_state_dict(saved[name])
     model.num_timesteps = state["num_timesteps"]
     model._n_updates = state["n_updates"]
     model._episode_num = state["episode_num"]
@@ -106,6 +115,12 @@ def restore(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
+
+
+def _extra_state_names(model: BaseAlgorithm) -> list[str]:
+    """What SB3's ``save`` stores by state dict besides the policy and its optimizer (e.g. the
+    slow group's learner of fast/slow learning, :mod:`agents.fast_slow`), sorted."""
+    return sorted(set(model._get_torch_save_params()[0]) - {"policy", "policy.optimizer"})
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

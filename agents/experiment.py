@@ -32,6 +32,7 @@ from agents.a2c import RecurrentA2C
 from agents.atomic import atomic_path, atomic_write_text
 from agents.cores import CORES
 from agents.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
+from agents.fast_slow import check_agent_config
 from agents.interrupt import GracefulInterrupt
 from agents.metrics_log import MetricsLog
 from agents.ppo import RecurrentPPO
@@ -41,7 +42,8 @@ from envs.levels import make_condition_vec_env
 from envs.splits import Split, split_from_dict
 
 log = logging.getLogger(__name__)
-ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
+# *_meta: the same algorithms with fast/slow learning (agent.fast_slow, agents/fast_slow.py)
+ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C, "ppo_meta": RecurrentPPO, "a2c_meta": RecurrentA2C}
 _RIM_KEYS = (
     "num_units", "k", "num_input_heads", "input_key_size", "input_value_size",
     "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update",
@@ -121,6 +123,13 @@ def validate(cfg: DictConfig) -> Split:
             raise ConfigError(f"logger.init_timeout must be a positive number of seconds, got {timeout!r}")
     if cfg.agent.name not in ALGORITHMS:
         raise ConfigError(f"agent.name must be one of {sorted(ALGORITHMS)}, got {cfg.agent.name!r}")
+    fast_slow = OmegaConf.select(cfg, "agent.fast_slow", default=None)
+    try:
+        check_agent_config(
+            cfg.agent.name, OmegaConf.to_container(fast_slow) if OmegaConf.is_config(fast_slow) else fast_slow
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     if cfg.model.core.startswith("rim"):
         _positive_int(cfg, "model.num_units")
         _positive_int(cfg, "model.k")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,7 +13,9 @@ from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import explained_variance
 
-from agents.buffers import ChunkedRecurrentRolloutBuffer
+from agents import fast_slow
+from agents.buffers import ChunkedRecurrentRolloutBuffer, PackedSequences
+from agents.fast_slow import FastSlowConfig, SlowLearner
 from agents.policies import RecurrentPolicy
 
 
@@ -30,6 +33,11 @@ class RecurrentPPO(_ContribRecurrentPPO):
         sb3-contrib's sequences (cut only at episode starts). Image/box observations only.
     :param torch_threads: torch intra-op threads for this process (default 1: small recurrent
         nets on few cores run many times faster single-threaded); ``None`` leaves torch as is.
+    :param fast_slow: fast and slow learning (Meta-RIMs, :mod:`agents.fast_slow`): a
+        :class:`agents.fast_slow.FastSlowConfig`, a mapping of its fields or ``True`` for its
+        defaults; ``None`` (default) trains all parameters together. Needs a RIM-family core
+        (``ValueError`` naming the core otherwise) and packed updates (``max_seq_len`` set).
+        Its two optimizers are in ``save``/``load`` and in :mod:`agents.checkpoint`.
     Other arguments are sb3-contrib's ``RecurrentPPO`` ones.
     """
 
@@ -42,6 +50,7 @@ class RecurrentPPO(_ContribRecurrentPPO):
         *args: Any,
         max_seq_len: int | None = 32,
         torch_threads: int | None = 1,
+        fast_slow: FastSlowConfig | Mapping[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> None:
         if max_seq_len is not None and max_seq_len < 1:
@@ -52,9 +61,13 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads}")
             torch.set_num_threads(torch_threads)
         self.torch_threads = torch_threads
+        self.fast_slow = FastSlowConfig.from_value(fast_slow)
+        self.slow_learner: SlowLearner | None = None
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
+        if self.fast_slow is not None and self.fast_slow.inner_learning_rate is not None:
+            self.learning_rate = self.fast_slow.inner_learning_rate  # the fast group's, before the schedule is built
         super()._setup_model()
         if self.max_seq_len is not None and isinstance(self.rollout_buffer, RecurrentRolloutBuffer):
             self.rollout_buffer = ChunkedRecurrentRolloutBuffer(
@@ -68,6 +81,46 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 n_envs=self.n_envs,
                 max_seq_len=self.max_seq_len,
             )
+        if self.fast_slow is not None:
+            self._setup_fast_slow(self.fast_slow)
+
+    def _setup_fast_slow(self, config: FastSlowConfig) -> None:
+        """Fast group on ``policy.optimizer``, slow group on :attr:`slow_learner`.
+
+        :raises ValueError: no packed updates, or a core without attention parameters.
+        """
+        if not self._packs():
+            raise ValueError("fast_slow needs packed updates: a RecurrentPolicy and max_seq_len set (not None)")
+        assert isinstance(self.policy, RecurrentPolicy)
+        self.slow_learner = fast_slow.build(
+            self.policy, self.policy.core, self.policy.core_name, config, self.lr_schedule(1), self.max_grad_norm
+        )
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        if self.slow_learner is not None:
+            state_dicts = [*state_dicts, "slow_learner"]
+        return state_dicts, variables
+
+    def _backward(self, loss: torch.Tensor) -> list[torch.nn.Parameter]:
+        """Gradients of ``loss`` for the parameters the inner step moves; returns them.
+
+        All of the policy's, or with fast/slow learning only the fast group's (the slow group's
+        ``.grad`` is left alone).
+        """
+        if self.slow_learner is None:
+            loss.backward()
+            return list(self.policy.parameters())
+        params = self.policy.optimizer.param_groups[0]["params"]
+        loss.backward(inputs=params)
+        return params
+
+    def _outer_step(self, loss: torch.Tensor) -> None:
+        """Add the slow group's gradient of ``loss`` (the whole rollout's) to the outer sum."""
+        assert self.slow_learner is not None
+        self.slow_learner.accumulate(loss)
+        self.logger.record("train/outer_loss", loss.item())
+        self.logger.record("train/n_outer_updates", self.slow_learner.steps)
 
     def _packs(self) -> bool:
         """Whether updates run on packed minibatches (our buffer and a policy that evaluates them)."""
@@ -89,6 +142,10 @@ class RecurrentPPO(_ContribRecurrentPPO):
         and losses run on the real samples only, so no masks are needed. Otherwise
         sb3-contrib's own update runs. One difference: a one-sample minibatch is not
         advantage-normalised (its standard deviation is undefined; sb3-contrib gets NaN).
+
+        With :attr:`fast_slow` set, these minibatch steps (of ``inner_batch_size``) are the inner
+        loop and move the fast group only; then the loss of the whole rollout feeds the slow
+        group's outer gradient (:mod:`agents.fast_slow`).
         """
         if not self._packs():
             super().train()
@@ -99,44 +156,31 @@ class RecurrentPPO(_ContribRecurrentPPO):
         clip_range = self.clip_range(progress)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
         logs: dict[str, list[float]] = {"entropy": [], "policy": [], "value": [], "clip": [], "kl": []}
+        batch_size = self.batch_size
+        if self.fast_slow is not None and self.fast_slow.inner_batch_size is not None:
+            batch_size = self.fast_slow.inner_batch_size
         for epoch in range(self.n_epochs):
             stop = False
             logs["kl"] = []  # sb3-contrib logs the last epoch's mean
-            for batch in self.rollout_buffer.get_packed(self.batch_size):
-                values, log_prob, entropy = self.policy.evaluate_packed(
-                    batch, self._distribution_actions(batch.actions)
-                )
-                advantages = batch.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                log_ratio = log_prob - batch.old_log_prob
-                ratio = torch.exp(log_ratio)
-                clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -torch.min(advantages * ratio, advantages * clipped).mean()
-                if clip_range_vf is not None:
-                    values = batch.old_values + torch.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
-                value_loss = ((batch.returns - values) ** 2).mean()
-                entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
-                    clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().item()
-                for key, value in (("policy", policy_loss), ("value", value_loss), ("entropy", entropy_loss)):
-                    logs[key].append(value.item())
-                logs["clip"].append(clip_fraction)
-                logs["kl"].append(approx_kl)
-                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+            for batch in self.rollout_buffer.get_packed(batch_size):
+                loss, terms = self._ppo_loss(batch, clip_range, clip_range_vf)
+                for key, value in terms.items():
+                    logs[key].append(value)
+                if self.target_kl is not None and terms["kl"] > 1.5 * self.target_kl:
                     stop = True
                     if self.verbose >= 1:
-                        self.logger.info(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
+                        self.logger.info(f"Early stopping at epoch {epoch} due to reaching max kl: {terms['kl']:.2f}")
                     break
                 self.policy.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                params = self._backward(loss)
+                torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
                 self.policy.optimizer.step()
             self._n_updates += 1
             if stop:
                 break
+        if self.slow_learner is not None:
+            whole = next(self.rollout_buffer.get_packed(None))
+            self._outer_step(self._ppo_loss(whole, clip_range, clip_range_vf)[0])
         buffer = self.rollout_buffer
         self.logger.record("train/entropy_loss", np.mean(logs["entropy"]))
         self.logger.record("train/policy_gradient_loss", np.mean(logs["policy"]))
@@ -153,3 +197,27 @@ class RecurrentPPO(_ContribRecurrentPPO):
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _ppo_loss(
+        self, batch: PackedSequences, clip_range: float, clip_range_vf: float | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """sb3-contrib's PPO loss of a packed minibatch and its terms (policy, value, entropy
+        losses, clip fraction, approximate KL) as floats for the logs."""
+        values, log_prob, entropy = self.policy.evaluate_packed(batch, self._distribution_actions(batch.actions))
+        advantages = batch.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        log_ratio = log_prob - batch.old_log_prob
+        ratio = torch.exp(log_ratio)
+        clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+        policy_loss = -torch.min(advantages * ratio, advantages * clipped).mean()
+        if clip_range_vf is not None:
+            values = batch.old_values + torch.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
+        value_loss = ((batch.returns - values) ** 2).mean()
+        entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean().item()
+            clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().item()
+        terms = {"policy": policy_loss.item(), "value": value_loss.item(), "entropy": entropy_loss.item()}
+        return loss, {**terms, "clip": clip_fraction, "kl": approx_kl}

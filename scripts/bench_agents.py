@@ -11,10 +11,16 @@ the same environments, built by :func:`envs.make_minigrid_vec_env` (int actions,
 :class:`envs.IntActions`): by default with :mod:`envs.fast_obs` observations, with
 ``--minigrid-obs`` with MiniGrid's own observation code (same observations, slower steps).
 
+The ``ours rim, fast/slow (meta-RIM)`` entry is the rim entry with fast and slow learning
+(``fast_slow=True``: :class:`agents.fast_slow.FastSlowConfig`'s defaults, an outer pass on the whole
+rollout per rollout and one slow step per 4 rollouts). ``--entries`` times a subset, e.g. the two
+RIM PPO entries side by side (issue 17's bar: meta-RIM >= 0.8x plain RIM).
+
 Usage::
 
     python scripts/bench_agents.py --frames 16384
     python scripts/bench_agents.py --frames 16384 --minigrid-obs
+    python scripts/bench_agents.py --frames 16384 --entries "ours rim (4 units, k=3)" "ours rim, fast/slow (meta-RIM)"
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from envs import make_minigrid_vec_env
 
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"
 COMMON = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, verbose=0)
+RIM, META_RIM = "ours rim (4 units, k=3)", "ours rim, fast/slow (meta-RIM)"
 ENCODER = dict(features_extractor_class=MiniGridCNN, normalize_images=False, net_arch=dict(pi=[64], vf=[64]))
 
 
@@ -53,8 +60,11 @@ def _candidates() -> dict[str, Callable[[object], BaseAlgorithm]]:
         ),
         "ours lstm": lambda env: RecurrentPPO("RecurrentPolicy", env, policy_kwargs=dict(core="lstm"), **COMMON),
         "ours gru": lambda env: RecurrentPPO("RecurrentPolicy", env, policy_kwargs=dict(core="gru"), **COMMON),
-        "ours rim (4 units, k=3)": lambda env: RecurrentPPO(
+        RIM: lambda env: RecurrentPPO(
             "RecurrentPolicy", env, policy_kwargs=dict(core="rim", core_kwargs=rim), **COMMON
+        ),
+        META_RIM: lambda env: RecurrentPPO(
+            "RecurrentPolicy", env, policy_kwargs=dict(core="rim", core_kwargs=rim), fast_slow=True, **COMMON
         ),
         "ours rim_gru (4 units, k=3)": lambda env: RecurrentPPO(
             "RecurrentPolicy", env, policy_kwargs=dict(core="rim_gru", core_kwargs=rim), **COMMON
@@ -98,13 +108,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16384, help="frames timed per entry (after warm-up)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all entries (median reported)")
     parser.add_argument("--minigrid-obs", action="store_true", help="MiniGrid's own observation code")
+    parser.add_argument("--entries", nargs="+", choices=list(_candidates()), help="time only these entries")
     args = parser.parse_args()
     observations = "MiniGrid's observation code" if args.minigrid_obs else "envs.fast_obs observations"
     print(
         f"{ENV_ID}, 8 envs ({observations}), n_steps 128, batch 256, 4 epochs, torch threads 1; each entry in a "
         f"fresh process, {args.rounds} round(s) in alternating order, median"
     )
-    names = list(_candidates())
+    names = args.entries or list(_candidates())
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     spawn = multiprocessing.get_context("spawn")
     with spawn.Pool(1, maxtasksperchild=1) as pool:
@@ -118,15 +129,17 @@ def main() -> None:
         spread = "/".join(f"{run[0]:.0f}" for run in runs[name])
         split = f"rollouts {rollout:5.2f} s, updates {update:5.2f} s; runs {spread}"
         print(f"{name:40s} {fps:8.0f} frames/s  ({split})", flush=True)
-    contrib = results["sb3-contrib RecurrentPPO lstm (shared)"]
-    ours = results["ours lstm"]
-    ceiling = results["feed-forward PPO (ceiling)"]
-    plain = results["ours lstm, sb3-contrib sequences"]
-    rim = results["ours rim (4 units, k=3)"]
-    print(f"ours lstm / sb3-contrib lstm: {ours / contrib:.2f}x")
-    print(f"ours lstm (sb3-contrib sequences) / sb3-contrib lstm: {plain / contrib:.2f}x")
-    print(f"ours rim / ours lstm: {rim / ours:.2f}x")
-    print(f"ours lstm / feed-forward: {ours / ceiling:.2f}x; ours rim / feed-forward: {rim / ceiling:.2f}x")
+    ratios = (
+        ("ours lstm", "sb3-contrib RecurrentPPO lstm (shared)"),
+        ("ours lstm, sb3-contrib sequences", "sb3-contrib RecurrentPPO lstm (shared)"),
+        (RIM, "ours lstm"),
+        ("ours lstm", "feed-forward PPO (ceiling)"),
+        (RIM, "feed-forward PPO (ceiling)"),
+        (META_RIM, RIM),
+    )
+    for name, reference in ratios:
+        if name in results and reference in results:
+            print(f"{name} / {reference}: {results[name] / results[reference]:.2f}x")
 
 
 if __name__ == "__main__":
