@@ -348,11 +348,11 @@ class RIMCell(nn.Module):
             raise RuntimeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
             )
-        if self.top_down_size is not None:
-            raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         seq_len, batch = x.shape[0], x.shape[1]
         if batch == 0:
             return self._empty_batch(x, states, record)
+        if self.top_down_size is not None:
+            raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
         if self._fast_paths and self.plain and not record:
             if torch.is_grad_enabled():
