@@ -9,6 +9,8 @@ products and comparisons than as thousands of tiny matmuls or a sort.
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +61,76 @@ def active_weight_grad_matmul(x: Array, weight: Array, active: Array) -> Array:
     return jnp.where(active, to_weight, sg(to_weight)) + (to_x - sg(to_x))
 
 
+class _Heads(NamedTuple):
+    """Static sizes of the communication attention."""
+
+    heads: int
+    key: int
+    value: int
+
+
+def _split_heads(sizes: _Heads, qkv: Array) -> tuple[Array, Array, Array]:
+    """``(U, N, Hc*(2Kc+Vc))`` -> ``q, k (N, Hc, U, Kc)``, ``v (N, Hc, U, Vc)``."""
+    u, n = qkv.shape[:2]
+    heads, key = sizes.heads, sizes.key
+    q = qkv[..., : heads * key].reshape(u, n, heads, key)
+    k = qkv[..., heads * key : 2 * heads * key].reshape(u, n, heads, key)
+    v = qkv[..., 2 * heads * key :].reshape(u, n, heads, sizes.value)
+    return tuple(jnp.transpose(a, (1, 2, 0, 3)) for a in (q, k, v))  # type: ignore[return-value]
+
+
+def _merge_heads(a: Array) -> Array:
+    """``(N, Hc, U, F)`` -> ``(U, N, Hc*F)``."""
+    n, heads, u, f = a.shape
+    return jnp.transpose(a, (2, 0, 1, 3)).reshape(u, n, heads * f)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attend(sizes: _Heads, qkv: Array, drop: Array | None) -> tuple[Array, Array]:
+    """Scaled dot-product attention of every unit over all units, per batch element and head.
+
+    A ``custom_vjp`` so that the backward pass computes in the same layouts as the forward
+    one: differentiated automatically, XLA transposes the heads' gradients through slow
+    minor-dimension copies and pads them back into the fused projection.
+
+    :param qkv: ``(U, N, Hc*(2Kc+Vc))`` queries, keys and values of every unit.
+    :param drop: ``(N, Hc, U, U)`` dropout multipliers (0 or ``1/(1-p)``), or ``None``.
+    :returns: ``(read (U, N, Hc*Vc), weights (N, Hc, U, U))``, the weights before dropout.
+    """
+    return _attend_forward(sizes, qkv, drop)[0]
+
+
+def _attend_forward(sizes: _Heads, qkv: Array, drop: Array | None) -> tuple[tuple[Array, Array], tuple[Array, ...]]:
+    q, k, v = _split_heads(sizes, qkv)
+    scores = jnp.einsum("nhik,nhjk->nhij", q, k) * (1.0 / math.sqrt(sizes.key))
+    weights = jax.nn.softmax(scores, axis=-1)  # (N, Hc, U, U)
+    used = weights if drop is None else weights * drop
+    read = jnp.einsum("nhij,nhjv->nhiv", used, v)
+    return (_merge_heads(read), weights), (q, k, v, weights, used, drop)
+
+
+def _attend_backward(sizes: _Heads, residuals: tuple[Array, ...], grads: tuple[Array, Array]) -> tuple[Array, None]:
+    q, k, v, weights, used, drop = residuals
+    grad_read, grad_weights = grads
+    u, n = grad_read.shape[:2]
+    grad_read = jnp.transpose(grad_read.reshape(u, n, sizes.heads, sizes.value), (1, 2, 0, 3))  # (N, Hc, U, Vc)
+    # contractions over the first unit index run on transposed (small) weights: XLA's batched
+    # matmul is fast only when the left operand contracts its last dimension
+    grad_v = jnp.einsum("nhji,nhiv->nhjv", jnp.swapaxes(used, -1, -2), grad_read)
+    grad_used = jnp.einsum("nhiv,nhjv->nhij", grad_read, v)
+    grad_w = grad_used if drop is None else grad_used * drop
+    grad_w = grad_w + grad_weights
+    # softmax backward, with the 1/sqrt(Kc) of the scores
+    grad_scores = weights * (grad_w - jnp.sum(grad_w * weights, axis=-1, keepdims=True))
+    grad_scores = grad_scores * (1.0 / math.sqrt(sizes.key))
+    grad_q = jnp.einsum("nhij,nhjk->nhik", grad_scores, k)
+    grad_k = jnp.einsum("nhji,nhik->nhjk", jnp.swapaxes(grad_scores, -1, -2), q)
+    return jnp.concatenate([_merge_heads(g) for g in (grad_q, grad_k, grad_v)], axis=-1), None
+
+
+_attend.defvjp(_attend_forward, _attend_backward)
+
+
 def communicate(
     cfg: RIMConfig, qkv_weight: Array, out_weight: Array, states: Array, active: Array | None, rng: Array | None
 ) -> tuple[Array, Array]:
@@ -72,23 +144,18 @@ def communicate(
     :param states: ``(U, N, d)`` states shown to the attention (inactive units: kept state).
     :param active: ``(U, N, 1)`` bool, or ``None`` when every unit is active.
     :param rng: PRNG key for attention dropout, or ``None``.
-    :returns: ``(messages (U, N, d), weights (U, U, N, Hc))``; ``weights[i, j]`` is unit
+    :returns: ``(messages (U, N, d), weights (N, Hc, U, U))``; ``weights[n, h, i, j]`` is unit
         ``i``'s attention on unit ``j`` (before dropout).
     """
     u, n = states.shape[:2]
-    heads, key, value = cfg.num_comm_heads, cfg.comm_key_size, cfg.comm_value_size
     if active is None:
         qkv = jnp.einsum("und,udf->unf", states, qkv_weight)
     else:
         qkv = active_weight_grad_matmul(states, qkv_weight, active)  # (U, N, Hc*(2Kc+Vc))
-    q = qkv[..., : heads * key].reshape(u, n, heads, key)
-    k = qkv[..., heads * key : 2 * heads * key].reshape(u, n, heads, key)
-    v = qkv[..., 2 * heads * key :].reshape(u, n, heads, value)
-    scores = jnp.einsum("inhk,jnhk->ijnh", q, k) * (1.0 / math.sqrt(key))  # (U_i, U_j, N, Hc)
-    weights = jax.nn.softmax(scores, axis=1)
-    used = weights
+    drop = None
     if rng is not None:
-        keep = jax.random.bernoulli(rng, 1.0 - cfg.attention_dropout, weights.shape)
-        used = jnp.where(keep, weights / (1.0 - cfg.attention_dropout), 0.0)
-    read = jnp.einsum("ijnh,jnhv->inhv", used, v).reshape(u, n, heads * value)  # (U, N, Hc*Vc)
+        p = cfg.attention_dropout
+        keep = jax.random.bernoulli(rng, 1.0 - p, (n, cfg.num_comm_heads, u, u))
+        drop = jnp.where(keep, 1.0 / (1.0 - p), 0.0).astype(states.dtype)
+    read, weights = _attend(_Heads(cfg.num_comm_heads, cfg.comm_key_size, cfg.comm_value_size), qkv, drop)
     return jnp.einsum("unv,uvd->und", read, out_weight), weights

@@ -136,7 +136,7 @@ def _unit_step(
     :param h: ``(U, N, d)`` hidden state; ``c`` the same cell state (LSTM) or ``None`` (GRU).
     :param rng: PRNG key for attention dropout, or ``None`` (eval).
     :returns: ``(h', c' or None, (active (U, N), input attention (U, N, H), communication
-        weights (U, U, N, Hc)))``.
+        weights (N, Hc, U, U)))``.
     """
     u, n, d = h.shape
     heads, gates = cfg.num_input_heads, cfg.gate_width
@@ -201,7 +201,7 @@ def _info(active: Array, attn: Array, comm: Array) -> StepInfo:
     return StepInfo(
         jnp.swapaxes(active, -1, -2),  # (..., N, U)
         jnp.swapaxes(attn, -2, -3),  # (..., N, U, H)
-        jnp.moveaxis(comm, (-4, -3), (-2, -1)),  # (..., N, Hc, U, U)
+        comm,  # (..., N, Hc, U, U)
     )
 
 
