@@ -5,6 +5,11 @@ ratio; baseline and RIM take turns round by round. Usage::
 
     python scripts/bench_rims.py --threads 1
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_rims.py --threads 2
+    python scripts/bench_rims.py --family        # the models after RIMs against the RIM core
+
+With ``--family`` the baseline is the RIM core (``RIMLSTM``, 4 units, k=3) and the entries are
+the cores of ``configs/model/{brims,rim_sw,scoff}.yaml`` at the policy shape (b): BRIMs (two
+layers, top-down), the shared workspace and SCOFF's schemata, each as the agents build it.
 
 Cases (issue 2):
   (a) seed configuration: input 600, hidden 300, 6 units, k=4, sequence 50, batch 64, fwd+bwd.
@@ -71,10 +76,10 @@ def _timer(fns: list[Callable[[], None]], repeats: int, min_seconds: float) -> l
     return [(statistics.median(times), min(times)) for times in rounds]
 
 
-def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
+def _workload(model: nn.Module, case: Case, lstm: bool, layers: int = 1) -> Callable[[], None]:
     """A closure running one forward (and backward when training) of ``model``."""
     x = torch.randn(case.seq_len, case.batch, case.input_size)
-    h = torch.zeros(1, case.batch, case.hidden_size)
+    h = torch.zeros(layers, case.batch, case.hidden_size)
     state = (h, h.clone()) if lstm else h
     if case.train:
         model.train()
@@ -95,6 +100,28 @@ def _workload(model: nn.Module, case: Case, lstm: bool) -> Callable[[], None]:
     return act
 
 
+FAMILY: dict[str, dict] = {
+    "brims (2 layers, top-down)": {"num_layers": 2, "top_down": True},
+    "rim_sw (workspace, 4 slots of 32, write_k 2)": {"communication": "workspace", "write_k": 2},
+    "scoff (2 schemata)": {"num_schemata": 2},
+}
+
+
+def _family(repeats: int, min_seconds: float) -> None:
+    """The models after RIMs against the RIM core at the policy shape (b), training and acting."""
+    print(f"{'case':70s} {'rim ms':>9s} {'model ms':>9s} {'ratio':>6s} {'best':>6s}")
+    for case in CASES[1:]:
+        for name, options in FAMILY.items():
+            rim = RIMLSTM(case.input_size, case.hidden_size, case.num_units, case.k, attention_dropout=0.0)
+            model = RIMLSTM(case.input_size, case.hidden_size, case.num_units, case.k, attention_dropout=0.0, **options)
+            layers = options.get("num_layers", 1)
+            workloads = [_workload(rim, case, True), _workload(model, case, True, layers)]
+            (t_rim, best_rim), (t_model, best_model) = _timer(workloads, repeats, min_seconds)
+            label = f"{name}: {'fwd+bwd' if case.train else 'acting'}"
+            ratios = f"{t_model / t_rim:6.2f} {best_model / best_rim:6.2f}"
+            print(f"{label:70s} {t_rim * 1e3:9.3f} {t_model * 1e3:9.3f} {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -102,6 +129,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=0.3, help="minimum duration of one round")
     parser.add_argument("--gru", action="store_true", help="also compare RIMGRU with nn.GRU")
     parser.add_argument("--python-loops", action="store_true", help="time loops in Python (as RIMS_NATIVE=0)")
+    parser.add_argument("--family", action="store_true", help="BRIMs, shared workspace, SCOFF against the RIM core")
     args = parser.parse_args()
     if args.python_loops:
         os.environ["RIMS_NATIVE"] = "0"
@@ -113,6 +141,9 @@ def main() -> None:
         f"median (and best) of {args.repeats} rounds; ratio = RIM / baseline; "
         f"RIM training time loops: {'C++' if _native.native_loops() is not None else 'Python'}"
     )
+    if args.family:
+        _family(args.repeats, args.min_seconds)
+        return
     kinds = [("LSTM", nn.LSTM, RIMLSTM, True)] + ([("GRU", nn.GRU, RIMGRU, False)] if args.gru else [])
     print(f"{'case':62s} {'base ms':>9s} {'RIM ms':>9s} {'ratio':>6s} {'best':>6s}")
     for label, base_cls, rim_cls, lstm in kinds:
