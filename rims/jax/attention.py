@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from rims.jax.config import RIMConfig
+from rims.jax.unit_matmul import active_weight_grad_matmul, unit_matmul
 
 
 def top_k_mask(rank: Array, k: int) -> Array:
@@ -40,25 +41,6 @@ def top_k_mask(rank: Array, k: int) -> Array:
     lower = (index[None, :] < index[:, None])[..., None]  # (U, U, 1): j < i
     beaten_by = jnp.sum(greater | (equal & lower), axis=1, dtype=jnp.int32)  # (U, N)
     return beaten_by < k
-
-
-def active_weight_grad_matmul(x: Array, weight: Array, active: Array) -> Array:
-    """``x @ weight`` per unit whose weight gradient comes only from rows of active units.
-
-    The value is one product; gradients: ``x`` gets ``grad @ weight^T`` on every row,
-    ``weight`` gets ``(x * active)^T @ grad``. Written with ``stop_gradient`` instead of a
-    ``custom_vjp`` so that forward-mode differentiation works too; XLA computes the two
-    identical products once, and ``b - b`` adds an exact zero.
-
-    :param x: ``(U, N, a)``.
-    :param weight: ``(U, a, b)``.
-    :param active: ``(U, N, 1)`` bool.
-    :returns: ``(U, N, b)``.
-    """
-    sg = jax.lax.stop_gradient
-    to_weight = jnp.einsum("una,uab->unb", sg(x), weight)
-    to_x = jnp.einsum("una,uab->unb", x, sg(weight))
-    return jnp.where(active, to_weight, sg(to_weight)) + (to_x - sg(to_x))
 
 
 class _Heads(NamedTuple):
@@ -148,14 +130,12 @@ def communicate(
         ``i``'s attention on unit ``j`` (before dropout).
     """
     u, n = states.shape[:2]
-    if active is None:
-        qkv = jnp.einsum("und,udf->unf", states, qkv_weight)
-    else:
-        qkv = active_weight_grad_matmul(states, qkv_weight, active)  # (U, N, Hc*(2Kc+Vc))
+    # (U, N, Hc*(2Kc+Vc))
+    qkv = unit_matmul(states, qkv_weight) if active is None else active_weight_grad_matmul(states, qkv_weight, active)
     drop = None
     if rng is not None:
         p = cfg.attention_dropout
         keep = jax.random.bernoulli(rng, 1.0 - p, (n, cfg.num_comm_heads, u, u))
         drop = jnp.where(keep, 1.0 / (1.0 - p), 0.0).astype(states.dtype)
     read, weights = _attend(_Heads(cfg.num_comm_heads, cfg.comm_key_size, cfg.comm_value_size), qkv, drop)
-    return jnp.einsum("unv,uvd->und", read, out_weight), weights
+    return unit_matmul(read, out_weight), weights

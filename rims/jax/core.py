@@ -20,6 +20,8 @@ from jax import Array
 
 from rims.jax.attention import communicate, top_k_mask
 from rims.jax.config import Params, RIMConfig, State, init_params, zero_state
+from rims.jax.gates import gru_update, lstm_update
+from rims.jax.unit_matmul import unit_matmul
 
 __all__ = [
     "RIMConfig",
@@ -138,12 +140,12 @@ def _unit_step(
     :returns: ``(h', c' or None, (active (U, N), input attention (U, N, H), communication
         weights (N, Hc, U, U)))``.
     """
-    u, n, d = h.shape
+    u, n, _ = h.shape
     heads, gates = cfg.num_input_heads, cfg.gate_width
     scale = 1.0 / math.sqrt(cfg.input_key_size)
 
     # 1. input attention over {input, null}; the key bias is the null key and cancels
-    hq = jnp.einsum("und,udf->unf", h, w.recurrent)  # (U, N, G + H*K)
+    hq = unit_matmul(h, w.recurrent)  # (U, N, G + H*K)
     if w.recurrent_bias is not None:
         hq = hq + w.recurrent_bias
     gh, query = hq[..., :gates], hq[..., gates:].reshape(u, n, heads, cfg.input_key_size)
@@ -173,18 +175,9 @@ def _unit_step(
 
     # 3. independent dynamics (all units computed, inactive ones keep their state)
     if c is not None:
-        pre = gh + gx
-        i_g, f_g, o_g = jnp.split(jax.nn.sigmoid(pre[..., : 3 * d]), 3, axis=-1)
-        c_new = f_g * c + i_g * jnp.tanh(pre[..., 3 * d :])
-        h_new = o_g * jnp.tanh(c_new)
-        c = c_new if mask is None else jnp.where(mask, c_new, c)
+        h_tilde, c = lstm_update(gh + gx, h, c, mask)
     else:
-        if w.input_bias is not None:
-            gx = gx + w.input_bias
-        r_g, z_g = jnp.split(jax.nn.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d]), 2, axis=-1)
-        n_g = jnp.tanh(gx[..., 2 * d :] + r_g * gh[..., 2 * d :])
-        h_new = (1.0 - z_g) * n_g + z_g * h
-    h_tilde = h_new if mask is None else jnp.where(mask, h_new, h)
+        h_tilde = gru_update(gx if w.input_bias is None else gx + w.input_bias, gh, h, mask)
 
     # 4. communication: active units read all units' states and add the message
     message, comm_weights = communicate(cfg, w.comm_qkv, w.comm_out, h_tilde, mask, rng_comm)
