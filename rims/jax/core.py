@@ -21,7 +21,7 @@ from jax import Array
 from rims.jax.attention import communicate, top_k_mask
 from rims.jax.config import Params, RIMConfig, State, init_params, zero_state
 from rims.jax.gates import gru_update, lstm_update
-from rims.jax.unit_matmul import unit_matmul
+from rims.jax.unit_matmul import shared_input_matmul, unit_matmul
 
 __all__ = [
     "RIMConfig",
@@ -120,6 +120,43 @@ def project_inputs(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Arr
         return keys, (x @ combined).reshape(*lead, u, heads, gates)
     values = (x @ params["weight_value"].T).reshape(*lead, heads, value)
     return keys, jnp.einsum("...hv,uhvg->...uhg", values, w_ih)
+
+
+def _input_side(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Array, Array]:
+    """Input-side work of a sequence: what is hoisted out of the time loop, and what is not.
+
+    The keys and, when they are cheaper than ``x`` itself, the values ``x W_v`` are computed for
+    all steps at once; their projection by each unit's input weights is computed per step
+    (:func:`shared_input_matmul`): stored for the whole sequence it would be ``U`` times larger
+    than the input, and on CPU moving such arrays costs more than the matmul.
+
+    :param x: ``(L, N, input_size)``.
+    :returns: bias-free keys ``(L, N, H, K)``, the source ``(L, N, S)`` (``x`` or ``x W_v``) and
+        the per-unit weight ``(U, S, H*G)`` whose product with the source is ``W_ih,i (x W_v)``.
+    """
+    length, batch, size = x.shape
+    u, heads, value, gates = cfg.num_units, cfg.num_input_heads, cfg.input_value_size, cfg.gate_width
+    keys = (x @ params["weight_key"].T).reshape(length, batch, heads, cfg.input_key_size)
+    w_ih = params["weight_ih"].reshape(u, heads, value, gates)
+    if _prefer_combined_per_step(length * batch, cfg):
+        w_value = params["weight_value"].reshape(heads, value, size)
+        return keys, x, jnp.einsum("hvi,uhvg->uihg", w_value, w_ih).reshape(u, size, heads * gates)
+    values = x @ params["weight_value"].T  # (L, N, H*V)
+    if heads == 1:
+        return keys, values, params["weight_ih"]
+    block = jnp.einsum("uhvg,hk->uhvkg", w_ih, jnp.eye(heads, dtype=w_ih.dtype))  # heads' block diagonal
+    return keys, values, block.reshape(u, heads * value, heads * gates)
+
+
+def _prefer_combined_per_step(rows: int, cfg: RIMConfig) -> bool:
+    """Whether the per-step projection should start from ``x`` (with ``W_v W_ih``) rather than
+    from ``x W_v``: multiply-adds forward, recomputed forward and backward, per row and unit
+    ``I H G`` against ``H V H G`` plus ``I H V / U`` for the values."""
+    u, size, heads = cfg.num_units, cfg.input_size, cfg.num_input_heads
+    value, gates = cfg.input_value_size, cfg.gate_width
+    combined = 3 * rows * u * size * heads * gates + 3 * size * heads * value * u * gates
+    two_step = 3 * rows * u * heads * value * heads * gates + 2 * rows * size * heads * value
+    return combined < two_step
 
 
 def _unit_step(
@@ -251,24 +288,23 @@ def layer_sequence(
     lstm = cfg.dynamics == "lstm"
     dropping = _dropping(cfg, dropout_rng)
     w = _weights(params, cfg, dropping)
-    keys, proj = project_inputs(params, cfg, x)  # (L, N, H, K), (L, N, U, H, G)
-    proj = jnp.swapaxes(proj, 1, 2)  # (L, U, N, H, G)
+    keys, source, w_in = _input_side(params, cfg, x)  # (L, N, H, K), (L, N, S), (U, S, H*G)
     starts = None if episode_starts is None else episode_starts.astype(bool)
     rngs = jax.random.split(dropout_rng, length) if dropping else None
     units = tuple(_to_units(cfg, s) for s in state)  # each (U, N, d)
 
     def body(carry: State, inputs: tuple) -> tuple[State, tuple]:
-        keys_t, proj_t, start_t, rng_t = inputs
+        keys_t, source_t, start_t, rng_t = inputs
+        proj_t = shared_input_matmul(source_t, w_in).reshape(cfg.num_units, batch, cfg.num_input_heads, -1)
         if start_t is not None:
             carry = tuple(jnp.where(start_t[None, :, None], jnp.zeros_like(s), s) for s in carry)
         h, c, info = _unit_step(w, cfg, keys_t, proj_t, carry[0], carry[1] if lstm else None, rng_t)
         new = (h, c) if lstm else (h,)
-        return new, (h, info if record else None)
+        return new, (jnp.swapaxes(h, 0, 1).reshape(batch, cfg.hidden_size), info if record else None)
 
     # Recompute each step in the backward pass instead of storing its intermediates: a step's
     # intermediates are many small arrays whose allocation costs more on CPU than the recompute.
     body = jax.checkpoint(body, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
-    finals, (out, info) = jax.lax.scan(body, units, (keys, proj, starts, rngs))
-    out = jnp.moveaxis(out, 1, 2).reshape(length, batch, cfg.hidden_size)  # (L, U, N, d) -> (L, N, U*d)
+    finals, (out, info) = jax.lax.scan(body, units, (keys, source, starts, rngs))
     finals = tuple(jnp.swapaxes(s, 0, 1).reshape(batch, cfg.hidden_size) for s in finals)
     return out, finals, None if info is None else _info(*info)

@@ -65,3 +65,28 @@ def _active_backward(residuals: tuple[Array, Array, Array], grad: Array) -> tupl
 
 
 active_weight_grad_matmul.defvjp(_active_forward, _active_backward)
+
+
+@jax.custom_vjp
+def shared_input_matmul(x: Array, weight: Array) -> Array:
+    """``x @ weight[u]`` for every unit ``u``: one input seen through each unit's weights.
+
+    :param x: ``(N, a)``.
+    :param weight: ``(U, a, b)``.
+    :returns: ``(U, N, b)``.
+    """
+    return unit_matmul(jnp.broadcast_to(x, (weight.shape[0], *x.shape)), weight)
+
+
+def _shared_forward(x: Array, weight: Array) -> tuple[Array, tuple[Array, Array]]:
+    return shared_input_matmul(x, weight), (x, weight)
+
+
+def _shared_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+    x, weight = residuals
+    grad_x = jnp.einsum("unb,uba->una", grad, jnp.swapaxes(weight, 1, 2)).sum(0)
+    x_t = jnp.broadcast_to(x.T, (weight.shape[0], *x.T.shape))
+    return grad_x, jnp.einsum("uan,unb->uab", x_t, grad)
+
+
+shared_input_matmul.defvjp(_shared_forward, _shared_backward)
