@@ -230,3 +230,14 @@ def test_attention_parameters_include_the_new_mechanisms(kwargs: dict) -> None:
     slow = {n for layer in m.layers for n, _ in layer.attention_parameters()}
     fast = {n for layer in m.layers for n, _ in layer.named_parameters()} - slow
     assert fast == {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"num_layers": 2, "top_down": True}, "top_down"), ({"communication": "workspace"}, "communication"),
+     ({"num_schemata": 2}, "num_schemata")],
+)  # fmt: skip
+def test_jax_conversion_refuses_the_family_options_by_name(kwargs: dict, name: str) -> None:
+    convert = pytest.importorskip("rims.jax.convert")
+    with pytest.raises(NotImplementedError, match=f"rims.jax does not implement {name}="):
+        convert.flax_module_for(RIMLSTM(5, 12, 4, 3, **kwargs))

@@ -40,6 +40,14 @@ def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequenc
     if not isinstance(module, (torch_rnn.RIMLSTM, torch_rnn.RIMGRU)):
         raise TypeError(f"expected a rims.RIMLSTM or rims.RIMGRU, got {type(module).__name__}")
     cell = module.layers[0]
+    unsupported = {
+        "top_down": module.top_down,
+        "communication": None if cell.communication == "pairwise" else cell.communication,
+        "num_schemata": cell.num_schemata,
+    }
+    for name, value in unsupported.items():
+        if value:
+            raise NotImplementedError(f"rims.jax does not implement {name}={value!r} (the RIM family is torch-only)")
     cls = RIMLSTM if isinstance(module, torch_rnn.RIMLSTM) else RIMGRU
     dtype = jnp.dtype(str(cell.weight_ih.dtype).removeprefix("torch."))
     return cls(
