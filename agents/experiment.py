@@ -30,9 +30,8 @@ from tqdm import tqdm
 from agents import checkpoint
 from agents.a2c import RecurrentA2C
 from agents.atomic import atomic_path, atomic_write_text
-from agents.cores import CORES
+from agents.config import ConfigError, typed_config
 from agents.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
-from agents.fast_slow import check_agent_config
 from agents.interrupt import GracefulInterrupt
 from agents.metrics_log import MetricsLog
 from agents.ppo import RecurrentPPO
@@ -54,10 +53,6 @@ _RIM_KEYS = (
 RESUME_MAY_CHANGE = ("resume", "progress_bar", "logger")  # keys a resumed run may set differently
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message says which key, expected and given."""
-
-
 class TrainingInterruptedError(RuntimeError):
     """Training stopped on a signal after writing a checkpoint; ``resume=true`` continues it.
 
@@ -72,78 +67,17 @@ class TrainingInterruptedError(RuntimeError):
         self.previous_handler = previous_handler  # the signal's handler before training (e.g. submitit's)
 
 
-def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{key} must be {what}, got {value!r}")
-
-
-def _check_device(device: Any) -> None:
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from error
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device must be available: got {device!r}, but torch.cuda.is_available() is False")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ConfigError(f"device index must be < {torch.cuda.device_count()} GPUs here, got {device!r}")
-    elif parsed.type != "cpu":
-        raise ConfigError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}")
-
-
 def validate(cfg: DictConfig) -> Split:
-    """Check the whole config before anything is built; return the split.
+    """Check the whole config (:func:`agents.config.typed_config`) before anything is built; return the split.
 
     :raises ConfigError: on the first problem found.
     """
-    for key in (
-        "total_frames", "n_envs", "torch_threads", "eval.every_frames", "eval.episodes", "eval.final_episodes",
-        "checkpoint.every_frames", "eval.gif_max_steps", "model.hidden_size",
-    ):  # fmt: skip
-        _positive_int(cfg, key)
-    _positive_int(cfg, "seed", minimum=0)
-    for key in ("eval.gifs", "progress_bar"):
-        if not isinstance(OmegaConf.select(cfg, key, default=False), bool):
-            raise ConfigError(f"{key} must be true or false, got {OmegaConf.select(cfg, key)!r}")
-    resume = OmegaConf.select(cfg, "resume", default=False)
-    if not isinstance(resume, (bool, str)):
-        raise ConfigError(f"resume must be true, false or a run folder, got {resume!r}")
-    _check_device(cfg.device)
-    if cfg.model.core not in CORES:
-        raise ConfigError(f"model.core must be one of {list(CORES)}, got {cfg.model.core!r}")
-    logger_name = OmegaConf.select(cfg, "logger.name")
-    if logger_name not in ("wandb", "none"):
-        raise ConfigError(f"logger.name must be 'wandb' or 'none', got {logger_name!r}")
-    if logger_name == "wandb":
-        if cfg.logger.mode not in ("offline", "online", "disabled"):
-            raise ConfigError(f"logger.mode must be one of ['offline', 'online', 'disabled'], got {cfg.logger.mode!r}")
-        timeout = cfg.logger.get("init_timeout", 60)
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-            raise ConfigError(f"logger.init_timeout must be a positive number of seconds, got {timeout!r}")
-    if cfg.agent.name not in ALGORITHMS:
-        raise ConfigError(f"agent.name must be one of {sorted(ALGORITHMS)}, got {cfg.agent.name!r}")
-    fast_slow = OmegaConf.select(cfg, "agent.fast_slow", default=None)
+    typed = typed_config(cfg)
     try:
-        check_agent_config(
-            cfg.agent.name, OmegaConf.to_container(fast_slow) if OmegaConf.is_config(fast_slow) else fast_slow
-        )
+        split = split_from_dict(OmegaConf.to_container(typed.env, resolve=True), source="env")
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    if cfg.model.core.startswith("rim"):
-        _positive_int(cfg, "model.num_units")
-        _positive_int(cfg, "model.k")
-        units, k, hidden = cfg.model.num_units, cfg.model.k, cfg.model.hidden_size
-        if not 1 <= k <= units:
-            raise ConfigError(f"model.k must be in [1, model.num_units] = [1, {units}], got {k}")
-        if hidden % units:
-            raise ConfigError(f"model.hidden_size must be divisible by model.num_units={units}, got {hidden}")
-    try:
-        split = split_from_dict(OmegaConf.to_container(cfg.env, resolve=True), source="env")
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    eval_conditions(cfg, split)
+    eval_conditions(typed, split)
     return split
 
 
@@ -167,12 +101,15 @@ def eval_conditions(cfg: DictConfig, split: Split) -> list[str]:
 
 def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
     """The algorithm of ``cfg.agent`` with the core of ``cfg.model`` on ``env``."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    cfg = typed_config(cfg)
+    model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None}
     core = model_cfg.pop("core")
     core_kwargs = {
         k: v for k, v in model_cfg.items() if k == "hidden_size" or (core.startswith("rim") and k in _RIM_KEYS)
     }
     agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
+    if agent_cfg.get("fast_slow") is None:
+        agent_cfg.pop("fast_slow", None)
     algo = ALGORITHMS[agent_cfg.pop("name")]
     return algo(
         "RecurrentPolicy",
@@ -201,6 +138,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
         in use by another process.
     :raises TrainingInterruptedError: after writing a checkpoint, when a signal stopped training.
     """
+    cfg = typed_config(cfg)
     split = validate(cfg)
     resume = bool(OmegaConf.select(cfg, "resume", default=False))
     state = _previous_run(cfg, run_dir, resume)
@@ -225,8 +163,21 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
         except TrainingInterruptedError:
             exit_code = 0
             raise
+        except Exception as error:  # the folder says so; resume refuses it
+            _mark_failed(run_dir, error)
+            raise
         finally:
             wandb_run.finish(exit_code=exit_code)
+
+
+FAILED = "FAILED"  # marker of a run folder whose training raised; holds the exception's last line
+
+
+def _mark_failed(run_dir: Path, error: BaseException) -> None:
+    """Write ``run_dir/FAILED`` with the exception's one-line summary."""
+    line = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+    atomic_write_text(run_dir / FAILED, line + "\n")
+    log.error("training failed; %s marks %s", FAILED, run_dir)
 
 
 def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -234,6 +185,9 @@ def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any
 
     :raises ConfigError: the folder holds a run and ``resume`` is false, or a run of another config.
     """
+    if (run_dir / FAILED).is_file():
+        reason = (run_dir / FAILED).read_text().strip()
+        raise ConfigError(f"cannot resume {run_dir}: its training failed ({reason}); start a new run folder")
     holds_run = (run_dir / "config.yaml").is_file()
     if not holds_run:
         return None
@@ -418,7 +372,10 @@ def _start_wandb(cfg: DictConfig, run_dir: Path, run_id: str | None) -> WandbRun
 
 def _check_same_config(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume a run folder with a config other than the one it was started with."""
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    saved_cfg = OmegaConf.load(run_dir / "config.yaml")
+    with contextlib.suppress(ConfigError):  # compare with the defaults filled in, as `given` has them
+        saved_cfg = typed_config(saved_cfg)
+    saved = OmegaConf.to_container(saved_cfg, resolve=True)
     given = OmegaConf.to_container(cfg, resolve=True)
     for key in RESUME_MAY_CHANGE:
         saved.pop(key, None)

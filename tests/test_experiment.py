@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from agents.experiment import ConfigError, build_model, train, validate
 from envs.levels import make_condition_vec_env
@@ -25,7 +25,11 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
-@pytest.mark.parametrize("group", ["model=lstm", "model=gru", "model=rim", "model=rim_gru", "agent=ppo", "agent=a2c"])
+@pytest.mark.parametrize(
+    "group",
+    ["model=lstm", "model=gru", "model=rim", "model=rim_gru", "model=brims", "model=rim_sw", "model=scoff",
+     "model=meta_rim", "agent=ppo", "agent=a2c", "agent=ppo_meta", "agent=a2c_meta"],
+)  # fmt: skip
 def test_every_model_and_agent_composes_and_builds(group: str) -> None:
     cfg = _compose([group, "n_envs=2"])
     split = validate(cfg)
@@ -55,12 +59,22 @@ def test_defaults_are_rim_ppo_on_doorkey() -> None:
         (["env.test_seeds.start=5"], r"test seeds \[5, 10005\) overlap train seeds"),
         (["device=cuda"], r"device must be available: got 'cuda', but torch.cuda.is_available\(\) is False"),
         (["device=gpu"], r"device must be 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"),
-        (["model.k=abc"], r"model.k must be a positive integer, got 'abc'"),
         (["seed=-1"], r"seed must be an integer >= 0, got -1"),
-        (["eval.gifs=off"], r"eval.gifs must be true or false, got 'off'"),
         (["logger.mode=ofline"], r"logger.mode must be one of \['offline', 'online', 'disabled'\], got 'ofline'"),
-        (["+agent.bogus=1"], r"cannot build the agent from this config: TypeError: .*bogus"),
-        (["agent.max_seq_len=0"], r"cannot build the agent from this config: ValueError: max_seq_len must be >= 1"),
+        (["+agent.bogus=1"], r"agent.bogus is not a key of agent; valid keys: \['batch_size', "),
+        (["agent.max_seq_len=0"], r"agent.max_seq_len must be a positive integer, got 0"),
+        # issue 15: n_epochs=0 ended in an UnboundLocalError after the run folder was created ...
+        (["agent.n_epochs=0"], r"agent.n_epochs must be a positive integer, got 0"),
+        (["agent.batch_size=0"], r"agent.batch_size must be a positive integer, got 0"),
+        # ... and these trained silently
+        (["agent.gamma=1.5"], r"agent.gamma must be in \[0.0, 1.0\], got 1.5"),
+        (["agent.clip_range=-0.2"], r"agent.clip_range must be in \(0.0, 1.0\], got -0.2"),
+        (["agent.gae_lambda=2"], r"agent.gae_lambda must be in \[0.0, 1.0\], got 2.0"),
+        (["agent.ent_coef=-1"], r"agent.ent_coef must be a number >= 0, got -1.0"),
+        (["agent.max_grad_norm=0"], r"agent.max_grad_norm must be a positive number, got 0.0"),
+        (["model.top_down=true"], r"model.top_down needs model.num_layers >= 2"),
+        (["env.train.env_id=MiniGrid-DoorKey-7x7-v0"], r"env.train.env_id must be an environment id registered"),
+        (["agent=ppo_meta", "model=lstm"], r"agent.fast_slow needs a RIM-family model.core"),
         (["eval.conditions=[iid,doorkey_9x9]"], r"eval.conditions must name conditions of split.*doorkey_9x9"),
         (["eval.conditions=[]"], r"eval.conditions must be null or a non-empty list of condition names, got \[\]"),
     ],
@@ -68,6 +82,25 @@ def test_defaults_are_rim_ppo_on_doorkey() -> None:
 def test_invalid_configs_fail_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         train(_compose(overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.k", "abc", r"model.k must be of type integer, got 'abc'"),
+        ("agent.lerning_rate", 0.1, r"agent.lerning_rate is not a key of agent; valid keys: \['batch_size'"),
+        ("eval.gifs", "sometimes", r"eval.gifs must be of type boolean, got 'sometimes'"),
+    ],
+)
+def test_a_plain_dictconfig_is_checked_like_a_composed_one(
+    key: str, value: object, message: str, tmp_path: Path
+) -> None:
+    data = OmegaConf.to_container(_compose([]), resolve=True)
+    group, leaf = key.split(".")
+    data[group][leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        train(OmegaConf.create(data), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -106,13 +139,22 @@ def test_eval_conditions_restrict_every_evaluation(tmp_path: Path) -> None:
     assert "empty_16x16" not in curves and "empty_8x8" in curves
 
 
-def test_cli_exits_2_with_the_reason_and_leaves_no_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("model.k=9", "model.k must be in [1, model.num_units] = [1, 4], got 9"),
+        ("agent.lerning_rate=0.1", "agent.lerning_rate is not a key of agent (agent group); valid keys: ['batch_size'"),
+        ("model.k=abc", "model.k must be of type integer, got 'abc'"),
+        ("agent.n_epochs=0", "agent.n_epochs must be a positive integer, got 0"),
+    ],
+)
+def test_cli_exits_2_with_the_reason_and_leaves_no_run(override: str, reason: str, tmp_path: Path) -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
     result = subprocess.run(
-        [sys.executable, str(script), "model.k=9", f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True
+        [sys.executable, str(script), override, f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "invalid config: model.k must be in [1, model.num_units] = [1, 4], got 9" in result.stderr
+    assert f"invalid config: {reason}" in result.stderr
     assert not (tmp_path / "bad").exists()
 
 

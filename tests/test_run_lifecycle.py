@@ -135,6 +135,28 @@ def test_resume_before_the_first_checkpoint_starts_over_with_the_same_config(tmp
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+class _RaiseAt(BaseCallback):
+    """Raise a ``RuntimeError`` once ``frames`` frames have been collected."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.frames = frames
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.frames:
+            raise RuntimeError("simulated failure\nin the middle of training")
+        return True
+
+
+def test_a_run_that_raises_is_marked_failed_and_resume_refuses_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        train(_compose([*TINY, "logger=none"]), run, callbacks=[_RaiseAt(40)])
+    assert (run / "FAILED").read_text() == "RuntimeError: in the middle of training\n"
+    with pytest.raises(ConfigError, match=r"cannot resume .*: its training failed \(RuntimeError: in the middle"):
+        train(_compose([*TINY, "logger=none", "resume=true"]), run)
+
+
 def test_graceful_interrupt_signals() -> None:
     with GracefulInterrupt() as interrupt:
         os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's time-limit warning under submitit

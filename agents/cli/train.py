@@ -9,8 +9,11 @@ Usage::
     rims-train -m sweep=rim_vs_lstm env=empty hydra/launcher=joblib
     rims-train resume=runs/2026-11-28/10-00-00_ppo_rim_doorkey_s0   # continue a stopped run
 
-Exit status: 0 done; 2 invalid config (one-line reason, no run folder left behind);
-130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint.
+    rims-train --info                                 # every group and key: type, default, meaning
+
+Exit status: 0 done; 2 invalid config (one-line reason naming the key, no run folder left behind);
+1 training raised (the run folder holds a ``FAILED`` marker); 130 / 143 stopped by SIGINT / SIGTERM
+after writing a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agents.config.describe import describe
+from agents.config.schema import composition_error
 from agents.experiment import ConfigError, TrainingInterruptedError, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -120,9 +125,30 @@ def _main(cfg: DictConfig) -> float:
     return float(metrics["iid"])
 
 
+def _check_composition(overrides: list[str]) -> None:
+    """Compose a single run's config once, so that an unknown key or a wrong type exits 2 with the
+    key and the node's valid keys (Hydra alone would exit 1 with its own message). Sweeps and calls
+    with Hydra flags are left to Hydra."""
+    if any(o.startswith("-") for o in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+
+    task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name="train", overrides=task)
+    except Exception as error:  # Hydra's and OmegaConf's composition errors: report the key, exit 2
+        print(f"error: invalid config: {composition_error(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     """Console entry point (``rims-train``)."""
     if not (CONFIG_DIR / "train.yaml").is_file():
         sys.exit(f"error: no config tree at {CONFIG_DIR}; install the project from its checkout (pip install -e .)")
+    if "--info" in sys.argv[1:]:
+        print(describe())
+        return
+    _check_composition(sys.argv[1:])
     sys.argv = [sys.argv[0], *_resume_argv(sys.argv[1:])]
     _main()

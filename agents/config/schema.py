@@ -1,0 +1,101 @@
+"""The typed config of a run: a composed (or plain) config merged onto the schemas, every node checked.
+
+:func:`typed_config` accepts what Hydra composes and also a plain ``DictConfig`` or mapping
+(``train(cfg)`` from Python): the node types follow ``model.core``, ``agent.name`` and
+``logger.name``. An unknown key names itself and the node's valid keys; a wrong type names the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from agents.config.agent import agent_schema
+from agents.config.checks import ConfigError
+from agents.config.env import SplitConfig
+from agents.config.model import model_schema
+from agents.config.run import TrainConfig, logger_schema
+
+_GROUPS = {
+    "model": ("core", model_schema),
+    "agent": ("name", agent_schema),
+    "env": ("name", lambda _: SplitConfig),
+    "logger": ("name", logger_schema),
+}
+
+
+def schema_node(plain: Mapping[str, Any]) -> DictConfig:
+    """The schema (defaults and types, no values of ``plain``) that ``plain`` is checked against."""
+    base = OmegaConf.structured(TrainConfig)
+    for group, (selector, pick) in _GROUPS.items():
+        node = plain.get(group)
+        chosen = node.get(selector) if isinstance(node, Mapping) else None
+        base[group] = OmegaConf.structured(pick(chosen))
+    return base
+
+
+def typed_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
+    """``cfg`` merged onto its schema and checked: every node's own ranges, then the relations.
+
+    :returns: the complete typed config (every key, defaults filled in).
+    :raises ConfigError: an unknown key, a wrong type or a value out of range (the message names the key).
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    plain.pop("hydra", None)
+    agent = plain.get("agent")
+    if isinstance(agent, dict) and agent.get("fast_slow", "???") == "???":
+        agent["fast_slow"] = None  # not set by any config: off
+    base = schema_node(plain)
+    try:
+        merged = OmegaConf.merge(base, plain)
+        checked: TrainConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise _translate(error, base) from error
+    checked.check()
+    return merged
+
+
+def _translate(error: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
+    """A :class:`ConfigError` naming the key of an OmegaConf error (or the one raised in a ``__post_init__``)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    key = getattr(error, "full_key", None) or ""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, ConfigKeyError) or "not in" in message:
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(schema, parent) if parent else schema
+        valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+        where = parent or "the top level"
+        return ConfigError(f"{key} is not a key of {where}; valid keys: {valid}")
+    if isinstance(error, ValidationError):
+        found = re.search(r"converted to (\w+)|is not a valid (\w+)", message)
+        expected = {"bool": "boolean"}.get(name := ((found and (found.group(1) or found.group(2))) or "").lower(), name)
+        value = re.search(r"Value '(.*?)'", message)
+        given = value.group(1) if value else "?"
+        return ConfigError(f"{key} must be of type {expected or 'the declared type'}, got {given!r}")
+    return ConfigError(f"{key or 'config'}: {message}")
+
+
+def composition_error(error: BaseException) -> str:
+    """One line naming the key of an error Hydra raised while composing (unknown key, wrong type)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return str(error).splitlines()[0]
+    key = getattr(cause, "full_key", "") or ""
+    group = f" ({key.split('.')[0]} group)" if "." in key else ""
+    if isinstance(cause, ConfigKeyError) or "not in" in str(cause):
+        object_type = getattr(cause, "object_type", None)
+        schema = OmegaConf.structured(object_type) if object_type is not None else None
+        parent = key.rpartition(".")[0]
+        valid = sorted(schema.keys()) if schema is not None else []
+        return f"{key} is not a key of {parent or 'the top level'}{group}; valid keys: {valid}"
+    return str(_translate(cause, OmegaConf.create()))
