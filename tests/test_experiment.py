@@ -167,3 +167,25 @@ def test_a_two_run_sweep_gives_each_run_its_own_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "model.zip").is_file())
     assert [r.name.split("_")[2] for r in runs] == ["lstm", "gru"]
+
+
+def test_a_sweep_lists_its_failed_jobs_one_line_each(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+    overrides = [
+        "-m",
+        "model=gru",
+        "env=empty",
+        *TINY,
+        "logger=none",
+        "agent.gamma=0.9,1.5",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    result = subprocess.run([sys.executable, str(script), *overrides], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "1 job(s) of the sweep in" in result.stderr
+    assert (
+        "job 1 (" in result.stderr
+        and "agent.gamma=1.5): invalid config: agent.gamma must be in [0.0, 1.0], got 1.5" in result.stderr
+    )
+    assert "job 0" not in result.stderr.split("failed:")[-1]
+    assert (tmp_path / "0_ppo_gru_empty_s0" / "metrics.json").is_file()

@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agents.cli import sweep_failures
 from agents.config.describe import describe
 from agents.config.schema import composition_error
 from agents.experiment import ConfigError, TrainingInterruptedError, train
@@ -114,6 +115,7 @@ def _main(cfg: DictConfig) -> float:
         print(f"error: invalid config: {error}", file=sys.stderr)
         _remove_if_empty(run_dir)
         if multirun:  # fail this job only; Hydra runs the others and reports the failure at the end
+            sweep_failures.record(f"invalid config: {error}")
             raise
         sys.exit(2)
     except TrainingInterruptedError as stop:
@@ -121,6 +123,11 @@ def _main(cfg: DictConfig) -> float:
         if stop.signum == getattr(signal, "SIGUSR2", None) and callable(stop.previous_handler):
             stop.previous_handler(stop.signum, None)  # submitit: requeue the job on SLURM
         sys.exit(128 + stop.signum)
+    except Exception as error:  # training raised: the run folder holds FAILED (agents.experiment)
+        if multirun:
+            lines = str(error).strip().splitlines()
+            sweep_failures.record(f"{type(error).__name__}: {lines[-1] if lines else ''} (run folder {run_dir})")
+        raise
     print(f"run folder: {run_dir}")
     return float(metrics["iid"])
 
@@ -151,4 +158,9 @@ def main() -> None:
         return
     _check_composition(sys.argv[1:])
     sys.argv = [sys.argv[0], *_resume_argv(sys.argv[1:])]
-    _main()
+    try:
+        _main()
+    finally:
+        failed = sweep_failures.summary()
+        if failed:
+            print(failed, file=sys.stderr)
