@@ -75,7 +75,7 @@ class PPOConfig(AgentConfig):
     """``agent=ppo|ppo_meta``: recurrent PPO."""
 
     name: str = field(default="ppo", metadata={"help": "ppo, or ppo_meta (fast/slow learning)"})
-    batch_size: int = field(default=256, metadata={"help": "minibatch size; n_steps * n_envs must divide by it"})
+    batch_size: int = field(default=256, metadata={"help": "minibatch size; above n_steps * n_envs: warned"})
     n_epochs: int = field(default=4, metadata={"help": "passes over each rollout, >= 1"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip, in (0, 1]"})
 

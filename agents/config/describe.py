@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import Any
 
@@ -34,12 +35,15 @@ _NESTED = {"checkpoint", "eval", "model", "agent", "env", "logger"}
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "")
-    return getattr(annotation, "__name__", text) if not typing.get_args(annotation) else text
+    text = getattr(annotation, "__name__", text) if not typing.get_args(annotation) else text
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", text)  # agents.config.agent.FastSlowSchema -> FastSlowSchema
 
 
 def _default(item: dataclasses.Field) -> str:
     if item.default is not dataclasses.MISSING:
-        return "(required)" if item.default == MISSING else repr(item.default)
+        if item.default == MISSING:
+            return "None" if item.name == "fast_slow" else "(required)"  # fast_slow: unset reads as null
+        return repr(item.default)
     if item.default_factory is not dataclasses.MISSING:
         value = item.default_factory()
         return repr(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
