@@ -106,22 +106,6 @@ class FastSlowConfig:
 _FIELDS = tuple(field.name for field in dataclasses.fields(FastSlowConfig))
 
 
-def check_agent_config(name: str, value: Any) -> None:
-    """Check an experiment's ``agent.name`` and ``agent.fast_slow`` (plain Python values).
-
-    ``ppo_meta``/``a2c_meta`` (``configs/agent/*_meta.yaml``) name fast/slow agents and need
-    ``fast_slow`` set; ``ppo``/``a2c`` may set it too (``model=meta_rim`` does).
-
-    :raises ValueError: the message names the key (``agent.fast_slow.<option>``).
-    """
-    if name.endswith("_meta") and value is None:
-        raise ValueError(f"agent.fast_slow must be set for agent.name={name!r} (fast/slow learning), got null")
-    try:
-        FastSlowConfig.from_value(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"agent.{error}") from error
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -174,11 +174,11 @@ def test_presets_build_fast_slow_agents(overrides: list[str]) -> None:
          r"agent.fast_slow.outer_horizon must be a positive integer, got 0"),
         (["agent=ppo_meta", "agent.fast_slow.outer_learning_rate=-1"],
          r"agent.fast_slow.outer_learning_rate must be a positive number or null, got -1"),
-        (["agent=ppo_meta", "+agent.fast_slow.bogus=1"], r"agent.fast_slow has unknown option\(s\) \['bogus'\]"),
+        (["agent=ppo_meta", "+agent.fast_slow.bogus=1"], r"agent.fast_slow.bogus is not a key of agent.fast_slow"),
         (["agent=ppo_meta", "agent.fast_slow=null"], r"agent.fast_slow must be set for agent.name='ppo_meta'"),
         (["agent=a2c_meta", "agent.fast_slow.inner_batch_size=8"], r"fast_slow.inner_batch_size must be null for A2C"),
-        (["agent=ppo_meta", "model=lstm"], r"cannot build the agent.*core 'lstm' has none"),
-        (["model=meta_rim", "model.core=gru"], r"cannot build the agent.*core 'gru' has none"),
+        (["agent=ppo_meta", "model=lstm"], r"agent.fast_slow needs a RIM-family model.core .*, got 'lstm'"),
+        (["agent=a2c_meta", "model=gru"], r"agent.fast_slow needs a RIM-family model.core .*, got 'gru'"),
     ],
 )  # fmt: skip
 def test_invalid_fast_slow_configs_fail_before_anything_is_written(
@@ -196,7 +196,7 @@ def test_cli_refuses_a_plain_core_with_exit_2_and_no_run(tmp_path: Path) -> None
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "core 'lstm' has none" in result.stderr
+    assert "agent.fast_slow needs a RIM-family model.core" in result.stderr and "got 'lstm'" in result.stderr
     assert not (tmp_path / "bad").exists()
 
 
