@@ -69,7 +69,9 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         each unit was active; they sum to ``k * num_layers``), ``mean_active`` (active units
         per step and layer: ``k``) and ``switch_rate`` (fraction of units whose active flag
         changed between consecutive steps, pooled over all step pairs; 0 if no episode has
-        two steps).
+        two steps); for the models after RIMs also ``write_frequency`` (``R`` fractions of steps
+        each unit wrote into the shared workspace) and ``schema_frequency`` (``R`` lists: the
+        fraction of a unit's active steps that used each schema).
     :raises ValueError: no recordings, one without an active-unit mask, or masks of different widths.
     """
     if not recordings:
@@ -96,7 +98,25 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         "unit_frequency": [float(f) for f in stacked.mean(axis=0).reshape(-1)],
         "mean_active": float(stacked.sum(axis=2).mean()),
         "switch_rate": changes / pairs if pairs else 0.0,
+        **_choice_statistics(recordings),
     }
+
+
+def _choice_statistics(recordings: Sequence[Recording]) -> dict[str, Any]:
+    """``write_frequency`` and ``schema_frequency`` of :func:`summarize_activations`, when recorded."""
+    found: dict[str, Any] = {}
+    if all("workspace_writes" in r.choices for r in recordings):
+        writes = np.concatenate([r.choices["workspace_writes"] for r in recordings])  # (steps, Ly, U)
+        found["write_frequency"] = [float(f) for f in writes.mean(axis=0).reshape(-1)]
+    if all("schema" in r.choices for r in recordings):
+        schema = np.concatenate([r.choices["schema"] for r in recordings])  # (steps, Ly, U)
+        schema = schema.reshape(schema.shape[0], -1)  # (steps, R)
+        count = int(schema.max()) + 1 if schema.size else 0
+        found["schema_frequency"] = [
+            [float(np.mean(column[column >= 0] == s)) if np.any(column >= 0) else 0.0 for s in range(count)]
+            for column in schema.T
+        ]
+    return found
 
 
 class _Slot:
@@ -110,6 +130,7 @@ class _Slot:
         self.actions: list[int] = []
         self.rewards: list[float] = []
         self.masks: list[np.ndarray] = []
+        self.choices: dict[str, list[np.ndarray]] = {}
 
     @property
     def live(self) -> bool:
@@ -132,9 +153,10 @@ class _Slot:
             active=np.stack(self.masks)[:, 0] if self.masks else None,
             active_layers=np.stack(self.masks) if self.masks else None,
             terminated=terminated,
+            choices={key: np.stack(values) for key, values in self.choices.items()},
         )
         self.done += 1
-        self.actions, self.rewards, self.masks = [], [], []
+        self.actions, self.rewards, self.masks, self.choices = [], [], [], {}
         if self.live:
             self.obs, info = self.env.reset()
             self.level_seed = int(info["level_seed"])
@@ -179,7 +201,7 @@ def play_activations(
         with torch.no_grad():
             while any(slot.live for slot in slots):
                 obs = np.stack([slot.obs for slot in slots])  # (n, *obs_shape)
-                actions, states, active = policy_step(policy, obs, states, starts, deterministic)
+                actions, states, active, chosen = policy_step(policy, obs, states, starts, deterministic)
                 for j, slot in enumerate(slots):
                     if not slot.live:
                         continue
@@ -188,6 +210,8 @@ def play_activations(
                     slot.rewards.append(float(reward))
                     if active is not None:
                         slot.masks.append(active[:, j])  # (num_layers, U)
+                    for key, value in chosen.items():
+                        slot.choices.setdefault(key, []).append(value[:, j])
                     starts[j] = terminated or truncated or (max_steps is not None and len(slot.actions) >= max_steps)
                     if starts[j]:
                         episode = slot.episode

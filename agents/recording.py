@@ -9,7 +9,7 @@ can be asked for its :class:`rims.RIMInfo`; the actions are exactly those of a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,6 +49,9 @@ class Recording:
         ``active_layers[:, 0]``); ``None`` for non-RIM cores.
     :ivar terminated: whether the episode ended in a terminal state (rather than by truncation
         or ``max_steps``).
+    :ivar choices: what the models after RIMs chose per step, ``(T, Ly, U)`` each:
+        ``"schema"`` (int, -1 for inactive units; SCOFF) and ``"workspace_writes"`` (bool;
+        shared workspace); empty for the other cores.
     """
 
     condition: str
@@ -59,6 +62,7 @@ class Recording:
     active: np.ndarray | None = None
     active_layers: np.ndarray | None = None
     terminated: bool = False
+    choices: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -76,33 +80,38 @@ def is_rim_core(core: RecurrentCore) -> bool:
     return isinstance(core.module, (RIMLSTM, RIMGRU))
 
 
+CHOICES = ("schema", "workspace_writes")  # RIMInfo fields recorded per step when a core has them
+
+
 def _core_step(
     core: RecurrentCore, features: Tensor, states: State, starts: Tensor
-) -> tuple[Tensor, State, Tensor | None]:
+) -> tuple[Tensor, State, Tensor | None, dict[str, Tensor]]:
     """One step of the core for ``N`` environments, resetting the state where an episode starts.
 
     :param features: ``(1, N, F)`` time-major features of one observation per environment.
     :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``.
     :param starts: ``(N,)`` float, 1.0 where an episode starts at this step.
-    :returns: ``(output (1, N, hidden_size), (h, c), active)`` with ``active`` the
-        ``(num_layers, N, U)`` bool mask of a RIM core, ``None`` otherwise.
+    :returns: ``(output (1, N, hidden_size), (h, c), active, choices)`` with ``active`` the
+        ``(num_layers, N, U)`` bool mask of a RIM core, ``None`` otherwise, and ``choices`` the
+        :data:`CHOICES` the core reports, each ``(num_layers, N, U)``.
     """
     starts = starts.view(1, -1)  # (1, N)
     if not is_rim_core(core):
         out, new_states = core(features, states, starts)
-        return out, new_states, None
+        return out, new_states, None, {}
     keep = (1.0 - starts[0]).view(1, -1, 1)
     h, c = states[0] * keep, states[1] * keep
     if core.has_cell:
         out, (h, c), info = core.module(features, (h, c), return_info=True)
     else:
         out, h, info = core.module(features, h, return_info=True)
-    return out, (h, c), info.active[:, 0]
+    choices = {name: getattr(info, name)[:, 0] for name in CHOICES if getattr(info, name) is not None}
+    return out, (h, c), info.active[:, 0], choices
 
 
 def policy_step(
     policy: RecurrentPolicy, obs: np.ndarray, states: State, starts: np.ndarray, deterministic: bool
-) -> tuple[np.ndarray, State, np.ndarray | None]:
+) -> tuple[np.ndarray, State, np.ndarray | None, dict[str, np.ndarray]]:
     """The actions ``model.predict`` takes on a batch of observations, with the core's active units.
 
     Call it under ``torch.no_grad()``.
@@ -111,15 +120,18 @@ def policy_step(
         (e.g. ``(N, 7, 7, 3)``).
     :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)`` (see :func:`zero_state`).
     :param starts: ``(N,)`` bool, True where an episode starts at this step (its state is reset).
-    :returns: ``(actions (N,) int64, new states, active (num_layers, N, U) bool or None)``.
+    :returns: ``(actions (N,) int64, new states, active (num_layers, N, U) bool or None,
+        choices)``, ``choices`` as :func:`_core_step`'s, as arrays.
     """
     obs_tensor, _ = policy.obs_to_tensor(obs)
     features = policy.extract_features(obs_tensor)  # (N, F)
     start_tensor = torch.as_tensor(starts, dtype=torch.float32, device=features.device)  # (N,)
-    out, states, active = _core_step(policy.core, features.unsqueeze(0), states, start_tensor)
+    out, states, active, choices = _core_step(policy.core, features.unsqueeze(0), states, start_tensor)
     latent_pi = policy.mlp_extractor.forward_actor(out[0])  # (N, hidden_size) -> (N, latent)
     actions = policy._get_action_dist_from_latent(latent_pi).get_actions(deterministic=deterministic)
-    return actions.reshape(-1).cpu().numpy().astype(np.int64), states, None if active is None else active.cpu().numpy()
+    chosen = {name: value.cpu().numpy() for name, value in choices.items()}
+    mask = None if active is None else active.cpu().numpy()
+    return actions.reshape(-1).cpu().numpy().astype(np.int64), states, mask, chosen
 
 
 def zero_state(policy: RecurrentPolicy, n: int = 1) -> State:
@@ -177,13 +189,16 @@ def _play(
     actions: list[int] = []
     rewards: list[float] = []
     masks: list[np.ndarray] = []
+    choices: dict[str, list[np.ndarray]] = {}
     states = zero_state(policy)
     terminated = truncated = False
     with torch.no_grad():
         while not (terminated or truncated) and (max_steps is None or len(actions) < max_steps):
-            batch_actions, states, active = policy_step(
+            batch_actions, states, active, chosen = policy_step(
                 policy, obs[None], states, np.array([not actions]), deterministic
             )
+            for key, value in chosen.items():
+                choices.setdefault(key, []).append(value[:, 0])
             action = int(batch_actions[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             if render:
@@ -202,6 +217,7 @@ def _play(
         active=None if layers is None else layers[:, 0],
         active_layers=layers,
         terminated=bool(terminated),
+        choices={key: np.stack(values) for key, values in choices.items()},
     )
 
 

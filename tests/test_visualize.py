@@ -286,3 +286,32 @@ def test_stats_only_cli_aggregates_a_sweep_and_reads_back(
     assert per_run.stat().st_mtime_ns != stamp
     assert main([str(tmp_path / "nothing_here"), "--stats-only"]) == 2
     assert main([str(rim_run), str(rim_run)]) == 2  # several paths need --stats-only
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [({"num_schemata": 2}, "schema"), ({"communication": "workspace", "write_k": 1}, "workspace_writes")],
+)
+def test_activation_statistics_report_the_familys_choices(options: dict, key: str) -> None:
+    """SCOFF's schema per unit and the workspace's writers reach the statistics of rims-visualize."""
+    from agents import RecurrentPPO
+    from agents.activations import play_activations, summarize_activations
+    from envs import make_minigrid_vec_env
+    from envs.splits import load_split
+
+    env = make_minigrid_vec_env("MiniGrid-Empty-5x5-v0", n_envs=2, seed=0)
+    core_kwargs = {"hidden_size": 16, "num_units": 4, "k": 2, **options}
+    model = RecurrentPPO(
+        "RecurrentPolicy", env, n_steps=16, batch_size=32, policy_kwargs={"core": "rim", "core_kwargs": core_kwargs}
+    )
+    condition = load_split("empty").test["iid"]
+    recordings = play_activations(model, condition, episodes=2, max_steps=6)
+    assert all(r.choices[key].shape == (6, 1, 4) for r in recordings)
+    stats = summarize_activations(recordings)
+    if key == "schema":
+        assert len(stats["schema_frequency"]) == 4
+        for unit, fractions in zip(range(4), stats["schema_frequency"], strict=True):
+            assert fractions == [] or abs(sum(fractions) - 1.0) < 1e-9 or stats["unit_frequency"][unit] == 0
+    else:
+        assert len(stats["write_frequency"]) == 4 and 0 < sum(stats["write_frequency"]) <= 2
+    env.close()
