@@ -21,7 +21,7 @@ from jax import Array
 from rims.jax.attention import communicate, top_k_mask
 from rims.jax.config import Params, RIMConfig, State, init_params, zero_state
 from rims.jax.gates import gru_update, lstm_update
-from rims.jax.unit_matmul import shared_input_matmul, unit_matmul
+from rims.jax.unit_matmul import shared_input_matmul, split_unit_matmul, weighted_heads
 
 __all__ = [
     "RIMConfig",
@@ -182,10 +182,8 @@ def _unit_step(
     scale = 1.0 / math.sqrt(cfg.input_key_size)
 
     # 1. input attention over {input, null}; the key bias is the null key and cancels
-    hq = unit_matmul(h, w.recurrent)  # (U, N, G + H*K)
-    if w.recurrent_bias is not None:
-        hq = hq + w.recurrent_bias
-    gh, query = hq[..., :gates], hq[..., gates:].reshape(u, n, heads, cfg.input_key_size)
+    gh, query = split_unit_matmul(h, w.recurrent, w.recurrent_bias, gates)  # (U, N, G), (U, N, H*K)
+    query = query.reshape(u, n, heads, cfg.input_key_size)
     score = jnp.einsum("unhk,nhk->unh", query, keys) * scale  # (U, N, H) input minus null score
     attn = jax.nn.sigmoid(score)
 
@@ -193,7 +191,7 @@ def _unit_step(
     if cfg.selection == "null_attention":
         rank = score[..., 0] if heads == 1 else attn.mean(-1)
     else:
-        raw = score if w.null_key is None else score + jnp.sum(query * w.null_key, axis=-1) * scale
+        raw = score if w.null_key is None else score + jnp.einsum("unhk,hk->unh", query, w.null_key) * scale
         rank = raw.mean(-1)
     active = top_k_mask(rank, cfg.k)  # (U, N)
     mask = None if cfg.k == u else active[..., None]  # (U, N, 1)
@@ -206,7 +204,7 @@ def _unit_step(
         keep = jax.random.bernoulli(rng_in, 1.0 - cfg.attention_dropout, (2, *attn.shape))
         p_in = jnp.where(keep[0], attn / (1.0 - cfg.attention_dropout), 0.0)
         p_null = jnp.where(keep[1], p_null / (1.0 - cfg.attention_dropout), 0.0)
-    gx = jnp.sum(p_in[..., None] * proj, axis=-2)  # (U, N, G)
+    gx = weighted_heads(p_in, proj)  # (U, N, G)
     if w.null_proj is not None:  # only under dropout; else part of the bias
         gx = gx + jnp.einsum("unh,uhg->ung", p_in + p_null, w.null_proj)
 

@@ -8,6 +8,8 @@ the backward transposes the (small) operands explicitly instead.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -90,3 +92,75 @@ def _shared_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Array
 
 
 shared_input_matmul.defvjp(_shared_forward, _shared_backward)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def split_unit_matmul(x: Array, weight: Array, bias: Array | None, split: int) -> tuple[Array, Array]:
+    """``x @ weight + bias`` per unit, returned as its first ``split`` columns and the rest.
+
+    The backward pass concatenates the two gradients once (split by slicing, they would come
+    back as two zero-padded arrays, summed).
+
+    :param x: ``(U, N, a)``.
+    :param weight: ``(U, a, b)``.
+    :param bias: ``(U, 1, b)`` or ``None``.
+    :returns: ``(U, N, split)`` and ``(U, N, b - split)``.
+    """
+    y = unit_matmul(x, weight)
+    if bias is not None:
+        y = y + bias
+    return y[..., :split], y[..., split:]
+
+
+def _split_forward(
+    x: Array, weight: Array, bias: Array | None, split: int
+) -> tuple[tuple[Array, Array], tuple[Array, Array, bool]]:
+    return split_unit_matmul(x, weight, bias, split), (x, weight, bias is not None)
+
+
+def _split_backward(
+    split: int, residuals: tuple[Array, Array, bool], grads: tuple[Array, Array]
+) -> tuple[Array, Array, Array | None]:
+    x, weight, has_bias = residuals
+    grad = jnp.concatenate(grads, axis=-1)
+    grad_x, grad_weight = _unit_matmul_backward((x, weight), grad)
+    grad_bias = None
+    if has_bias:  # sum over the batch as a matmul with ones (XLA's reductions over rows are slow)
+        ones = jnp.ones((x.shape[0], 1, x.shape[1]), grad.dtype)
+        grad_bias = jnp.einsum("uon,unb->uob", ones, grad)
+    return grad_x, grad_weight, grad_bias
+
+
+split_unit_matmul.defvjp(_split_forward, _split_backward)
+
+
+def row_dot(a: Array, b: Array) -> Array:
+    """``sum(a * b, -1)`` as a matmul with a column of ones (XLA's CPU reductions are slow).
+
+    :param a: ``(..., k)``; ``b`` broadcasts against it.
+    :returns: ``(...)``.
+    """
+    return ((a * b) @ jnp.ones((a.shape[-1], 1), a.dtype))[..., 0]
+
+
+@jax.custom_vjp
+def weighted_heads(p: Array, proj: Array) -> Array:
+    """``sum_h p[..., h] proj[..., h, :]``: the attended input through a unit's input weights.
+
+    :param p: ``(U, N, H)`` attention on the input per head.
+    :param proj: ``(U, N, H, G)`` projected input per head.
+    :returns: ``(U, N, G)``.
+    """
+    return jnp.sum(p[..., None] * proj, axis=-2)
+
+
+def _weighted_forward(p: Array, proj: Array) -> tuple[Array, tuple[Array, Array]]:
+    return weighted_heads(p, proj), (p, proj)
+
+
+def _weighted_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+    p, proj = residuals
+    return row_dot(proj, grad[..., None, :]), p[..., None] * grad[..., None, :]
+
+
+weighted_heads.defvjp(_weighted_forward, _weighted_backward)
