@@ -44,8 +44,10 @@ def typed_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     :returns: the complete typed config (every key, defaults filled in).
     :raises ConfigError: an unknown key, a wrong type or a value out of range (the message names the key).
     """
-    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    plain.pop("hydra", None)
+    if OmegaConf.is_config(cfg):  # without Hydra's own node (compose(..., return_hydra_config=True))
+        plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    else:
+        plain = {k: v for k, v in cfg.items() if k != "hydra"}
     agent = plain.get("agent")
     if isinstance(agent, dict) and agent.get("fast_slow", "???") == "???":
         agent["fast_slow"] = None  # not set by any config: off
