@@ -77,12 +77,21 @@ def _translate(error: OmegaConfBaseException, schema: DictConfig) -> ConfigError
         where = parent or "the top level"
         return ConfigError(f"{key} is not a key of {where}; valid keys: {valid}")
     if isinstance(error, ValidationError):
-        found = re.search(r"converted to (\w+)|is not a valid (\w+)", message)
-        expected = {"bool": "boolean"}.get(name := ((found and (found.group(1) or found.group(2))) or "").lower(), name)
-        value = re.search(r"Value '(.*?)'", message)
-        given = value.group(1) if value else "?"
-        return ConfigError(f"{key} must be of type {expected or 'the declared type'}, got {given!r}")
+        return ConfigError(_type_message(key, message))
     return ConfigError(f"{key or 'config'}: {message}")
+
+
+def _type_message(key: str, message: str) -> str:
+    """``<key> must be of type <type>, got <value>`` from an OmegaConf validation message."""
+    scalar = re.search(r"Value '(.*?)'.*(?:converted to|is not a valid) (\w+)", message)
+    if scalar:
+        expected = {"bool": "boolean"}.get(scalar.group(2).lower(), scalar.group(2).lower())
+        return f"{key} must be of type {expected}, got {scalar.group(1)!r}"
+    container = re.search(r"(\w+) is not a (ListConfig|DictConfig)", message)
+    if container:
+        expected = "a list" if container.group(2) == "ListConfig" else "a mapping"
+        return f"{key} must be {expected}, got a {container.group(1)}"
+    return f"{key} has the wrong type: {message}"
 
 
 def composition_error(error: BaseException) -> str:
