@@ -44,7 +44,7 @@ BAD = [
     ({"eval.episodes": -2}, [], r"eval.episodes must be a positive integer, got -2"),
     ({"eval.final_episodes": 0}, [], r"eval.final_episodes must be a positive integer, got 0"),
     ({"eval.gif_max_steps": 0}, [], r"eval.gif_max_steps must be a positive integer, got 0"),
-    ({"eval.conditions": "iid"}, [], r"eval.conditions must be a list, got a str"),
+    ({"eval.conditions": "iid"}, [], r"eval.conditions must be a list, got a (str|single value)"),
     ({"eval.conditions": []}, [], r"eval.conditions must be null or a non-empty list of condition names, got \[\]"),
     ({"eval.conditions": ["doorkey_9x9"]}, [], r"eval.conditions must name conditions of split 'doorkey'"),
     ({"model.core": "transformer"}, ["model=lstm"], r"model.core must be one of \['lstm', 'gru', 'rim', 'rim_gru'\]"),

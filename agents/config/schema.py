@@ -90,7 +90,8 @@ def _type_message(key: str, message: str) -> str:
     container = re.search(r"(\w+) is not a (ListConfig|DictConfig)", message)
     if container:
         expected = "a list" if container.group(2) == "ListConfig" else "a mapping"
-        return f"{key} must be {expected}, got a {container.group(1)}"
+        given = {"AnyNode": "single value"}.get(container.group(1), container.group(1))
+        return f"{key} must be {expected}, got a {given}"
     return f"{key} has the wrong type: {message}"
 
 
