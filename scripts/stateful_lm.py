@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         args.models, tokens=args.tokens, epochs=args.epochs, optimizer=args.optimizer, lr=lr, clip=args.clip,
         seed=args.seed,
     )  # fmt: skip
-    steps = len(results[0].window_max_h) * 35 if results else 0
+    per_epoch = len(results[0].window_max_h) // max(args.epochs, 1) * 35 if results else 0
     print(f"corpus: {args.tokens} tokens, ideal validation perplexity {math.exp(ideal):.2f}; {args.optimizer} lr {lr}")
     print(f"{'model':18s} {'epoch':>5s} {'train ppl':>9s} {'valid ppl':>9s} {'max |h|':>10s}")
     for r in results:
@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r.model:18s} {row['epoch']:5d} {_ppl(row['train_loss'])} {_ppl(row['valid_loss'])} "
                 f"{row['max_h']:10.3g}"
             )
-        print(f"{r.model:18s} max |h| over {steps} carried steps: {r.max_h:.4g} ({r.seconds:.0f} s)")
+        first = r.window_max_h[: 10_000 // 35 + 1]  # the first 10,000 carried steps
+        print(
+            f"{r.model:18s} max |h|: {max(first, default=0.0):.4g} over the first 10,000 carried steps, "
+            f"{r.max_h:.4g} over {args.epochs} epochs of {per_epoch} carried steps ({r.seconds:.0f} s)"
+        )
     if args.json:
         payload = {"ideal_valid_loss": ideal, "args": vars(args), "lr": lr, "results": [asdict(r) for r in results]}
         with open(args.json, "w") as handle:
