@@ -1,9 +1,11 @@
 """Unit selection and communication of one RIM step, in the unit-major layout ``(U, N, ...)``.
 
-Every op here is either a matmul batched over units (``(U, N, a) @ (U, a, b)``, XLA's
-canonical batch-first layout, so no transposes) or elementwise work that XLA fuses: with a
-handful of units the ``U x U`` attention among units and the top-k are cheaper as broadcast
-products and comparisons than as thousands of tiny matmuls or a sort.
+The top-k is a pairwise comparison of the units' ranks (a handful of units: cheaper than a
+sort). The communication projects every unit's state with its own weights (a matmul batched
+over units), then attends per batch element and head with matmuls batched over ``(N, Hc)``
+(a ``custom_vjp`` whose backward pass keeps those layouts). XLA's CPU reductions and the
+broadcast-multiply-reduce form of the ``U x U`` attention were measured slower, and in
+float32 one such fusion returned a wrong gradient, so neither is used.
 """
 
 from __future__ import annotations

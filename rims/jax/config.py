@@ -32,7 +32,11 @@ _GATES = {"lstm": 4, "gru": 3}
 class RIMConfig:
     """Static configuration of one RIM layer; the arguments of :class:`rims.RIMCell`.
 
-    Validated at construction with the PyTorch module's errors.
+    ``communication_update`` says how an active unit adds the message ``m`` it read to its new
+    state ``h~``: ``"bounded"`` (default) ``h = tanh(h~ + m)``, so ``|h| < 1`` however long the
+    state is carried; ``"residual"`` ``h = h~ + m``, the paper's update (see
+    ``rims._checks.COMMUNICATION_UPDATES``). Validated at construction with the PyTorch
+    module's errors.
     """
 
     input_size: int

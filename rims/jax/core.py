@@ -1,12 +1,16 @@
 """Pure JAX functions of one RIM layer, the same model as :class:`rims.RIMCell`.
 
 Parameters are a flat dict with the PyTorch names and shapes (see :mod:`rims.jax.config`).
-The public functions take and return PyTorch's batch-major states ``(N, hidden_size)``;
-inside a sequence the state is kept unit-major, ``(U, N, d)``, so that every per-unit matmul
-is a batched matmul in XLA's canonical layout, and the input side (keys and the input
-weights' projection of the whole sequence) is computed before the scan, as in PyTorch.
+The public functions take and return PyTorch's batch-major states ``(N, hidden_size)``.
+Inside a sequence the state is unit-major, ``(U, N, d)``, so that every per-unit matmul is a
+batched matmul in XLA's canonical layout (:mod:`rims.jax.unit_matmul`); the weights are
+rearranged once per sequence, the keys (and values) of all steps computed before the scan
+(:mod:`rims.jax.input_side`), and each step is recomputed in the backward pass rather than
+stored: on CPU the many small intermediates of a step cost more to keep than to recompute.
 
-Everything here works under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``jax.lax.scan``.
+Everything here works under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``jax.lax.scan``;
+the hand-written backward passes (``custom_vjp``) do not support forward-mode
+differentiation (``jax.jvp``, ``jax.jacfwd``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from jax import Array
 from rims.jax.attention import communicate, top_k_mask
 from rims.jax.config import Params, RIMConfig, State, init_params, zero_state
 from rims.jax.gates import gru_update, lstm_update
+from rims.jax.input_side import input_source, project_inputs
 from rims.jax.unit_matmul import shared_input_matmul, split_unit_matmul, weighted_heads
 
 __all__ = [
@@ -84,79 +89,6 @@ def _weights(params: Params, cfg: RIMConfig, dropping: bool) -> _Weights:
     return _Weights(
         recurrent, recurrent_bias, input_bias, null_proj, null_key, params["weight_comm_qkv"], params["weight_comm_out"]
     )
-
-
-def _prefer_combined(rows: int, size: int, value: int, width: int) -> bool:
-    """Whether ``x (W_v W_ih)`` costs fewer multiply-adds than ``(x W_v) W_ih``, forward and backward.
-
-    Per input head, with ``R`` rows, input ``I``, value ``V`` and output ``W = U * G``: two-step
-    ``R I V + R V W`` forward, ``2 R V W + R I V`` backward; combined ``I V W + R I W``
-    forward, ``R I W + 2 I V W`` backward (as ``rims.cell._prefer_combined`` with gradients).
-    """
-    two_step = 2 * rows * size * value + 3 * rows * value * width
-    combined = 3 * size * value * width + 2 * rows * size * width
-    return combined < two_step
-
-
-def project_inputs(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Array]:
-    """Input-side work of a step, any leading shape (hoisted out of the time loop).
-
-    The attended input ``a v(x) + (1 - a) b_v`` is affine in the attention ``a``, so its
-    projection by each unit's input weights splits into ``a W_ih,i (x W_v)``, computed here
-    for all steps at once (as ``x (W_v W_ih)`` when that is cheaper), and a constant
-    null-value term added in :func:`step`.
-
-    :param x: ``(..., input_size)``.
-    :returns: bias-free keys ``(..., H, K)`` and ``W_ih,i (x W_v)`` per unit and head
-        ``(..., U, H, G)``.
-    """
-    lead, size = x.shape[:-1], cfg.input_size
-    u, heads, value, gates = cfg.num_units, cfg.num_input_heads, cfg.input_value_size, cfg.gate_width
-    keys = (x @ params["weight_key"].T).reshape(*lead, heads, cfg.input_key_size)
-    w_ih = params["weight_ih"].reshape(u, heads, value, gates)
-    if _prefer_combined(math.prod(lead), size, value, u * gates):
-        w_value = params["weight_value"].reshape(heads, value, size)
-        combined = jnp.einsum("hvi,uhvg->iuhg", w_value, w_ih).reshape(size, u * heads * gates)
-        return keys, (x @ combined).reshape(*lead, u, heads, gates)
-    values = (x @ params["weight_value"].T).reshape(*lead, heads, value)
-    return keys, jnp.einsum("...hv,uhvg->...uhg", values, w_ih)
-
-
-def _input_side(params: Params, cfg: RIMConfig, x: Array) -> tuple[Array, Array, Array]:
-    """Input-side work of a sequence: what is hoisted out of the time loop, and what is not.
-
-    The keys and, when they are cheaper than ``x`` itself, the values ``x W_v`` are computed for
-    all steps at once; their projection by each unit's input weights is computed per step
-    (:func:`shared_input_matmul`): stored for the whole sequence it would be ``U`` times larger
-    than the input, and on CPU moving such arrays costs more than the matmul.
-
-    :param x: ``(L, N, input_size)``.
-    :returns: bias-free keys ``(L, N, H, K)``, the source ``(L, N, S)`` (``x`` or ``x W_v``) and
-        the per-unit weight ``(U, S, H*G)`` whose product with the source is ``W_ih,i (x W_v)``.
-    """
-    length, batch, size = x.shape
-    u, heads, value, gates = cfg.num_units, cfg.num_input_heads, cfg.input_value_size, cfg.gate_width
-    keys = (x @ params["weight_key"].T).reshape(length, batch, heads, cfg.input_key_size)
-    w_ih = params["weight_ih"].reshape(u, heads, value, gates)
-    if _prefer_combined_per_step(length * batch, cfg):
-        w_value = params["weight_value"].reshape(heads, value, size)
-        return keys, x, jnp.einsum("hvi,uhvg->uihg", w_value, w_ih).reshape(u, size, heads * gates)
-    values = x @ params["weight_value"].T  # (L, N, H*V)
-    if heads == 1:
-        return keys, values, params["weight_ih"]
-    block = jnp.einsum("uhvg,hk->uhvkg", w_ih, jnp.eye(heads, dtype=w_ih.dtype))  # heads' block diagonal
-    return keys, values, block.reshape(u, heads * value, heads * gates)
-
-
-def _prefer_combined_per_step(rows: int, cfg: RIMConfig) -> bool:
-    """Whether the per-step projection should start from ``x`` (with ``W_v W_ih``) rather than
-    from ``x W_v``: multiply-adds forward, recomputed forward and backward, per row and unit
-    ``I H G`` against ``H V H G`` plus ``I H V / U`` for the values."""
-    u, size, heads = cfg.num_units, cfg.input_size, cfg.num_input_heads
-    value, gates = cfg.input_value_size, cfg.gate_width
-    combined = 3 * rows * u * size * heads * gates + 3 * size * heads * value * u * gates
-    two_step = 3 * rows * u * heads * value * heads * gates + 2 * rows * size * heads * value
-    return combined < two_step
 
 
 def _unit_step(
@@ -286,7 +218,7 @@ def layer_sequence(
     lstm = cfg.dynamics == "lstm"
     dropping = _dropping(cfg, dropout_rng)
     w = _weights(params, cfg, dropping)
-    keys, source, w_in = _input_side(params, cfg, x)  # (L, N, H, K), (L, N, S), (U, S, H*G)
+    keys, source, w_in = input_source(params, cfg, x)  # (L, N, H, K), (L, N, S), (U, S, H*G)
     starts = None if episode_starts is None else episode_starts.astype(bool)
     rngs = jax.random.split(dropout_rng, length) if dropping else None
     units = tuple(_to_units(cfg, s) for s in state)  # each (U, N, d)

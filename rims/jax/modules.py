@@ -37,8 +37,9 @@ class RIMCell(nn.Module):
     ``nn.scan`` and ``nn.RNN``); :meth:`sequence` runs a whole sequence with ``lax.scan``.
 
     Fields are the arguments of :class:`rims.RIMCell`; ``param_dtype`` sets the parameters'
-    dtype. Attention dropout is active when ``deterministic=False`` and needs a ``'dropout'``
-    PRNG stream.
+    dtype. ``communication_update`` is ``"bounded"`` (default, ``h = tanh(h~ + m)`` for active
+    units, ``|h| < 1``) or ``"residual"`` (the paper's ``h = h~ + m``). Attention dropout is
+    active when ``deterministic=False`` and needs a ``'dropout'`` PRNG stream.
     """
 
     input_size: int
@@ -205,10 +206,12 @@ class _RIMSequence(nn.Module):
 class RIMLSTM(_RIMSequence):
     """Flax twin of :class:`rims.RIMLSTM`: ``output, (h_n, c_n) = module.apply(vars, x, (h_0, c_0))``.
 
-    Extra keywords: ``episode_starts`` (``(L, N)`` or batch-first ``(N, L)``; zero the state
-    of a batch element before that step), ``deterministic`` (``False`` enables dropout; needs
-    a ``'dropout'`` rng) and ``return_info`` (adds a :class:`StepInfo` whose arrays have
-    leading ``(num_layers, L)`` dimensions).
+    Fields are the PyTorch module's arguments (``communication_update`` as in :class:`RIMCell`)
+    and ``param_dtype``. Extra keywords of the call: ``episode_starts`` (``(L, N)`` or
+    batch-first ``(N, L)``; zero the state of a batch element before that step),
+    ``deterministic`` (``False`` enables dropout; needs a ``'dropout'`` rng) and
+    ``return_info`` (adds a :class:`StepInfo` whose arrays have leading ``(num_layers, L)``
+    dimensions).
     """
 
     dynamics: ClassVar[str] = "lstm"
