@@ -266,6 +266,22 @@ def test_flax_cell_takes_the_communication_update() -> None:
     assert float(jnp.abs(outs["bounded"]).max()) < 1.0
 
 
+@pytest.mark.parametrize("dynamics", ["lstm", "gru"])
+def test_step_by_step_equals_the_sequence(dynamics: str) -> None:
+    """``rims.jax.step`` (what ``nn.RNN`` runs) and ``layer_sequence`` compute the same."""
+    import flax.linen as nn
+
+    cell = rims_jax.RIMCell(6, 16, 4, 2, dynamics=dynamics, num_input_heads=2, param_dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 6), jnp.float64)  # (N, L, H_in)
+    rnn = nn.RNN(cell)
+    variables = rnn.init(jax.random.PRNGKey(1), x)
+    stepped = rnn.apply(variables, x)
+    params = dict(variables["params"]["cell"])
+    state = rims_jax.zero_state(cell.config, 3, jnp.float64)
+    whole, _, _ = layer_sequence(params, cell.config, jnp.swapaxes(x, 0, 1), state)
+    np.testing.assert_allclose(np.asarray(stepped), np.asarray(jnp.swapaxes(whole, 0, 1)), atol=1e-12)
+
+
 def test_params_round_trip() -> None:
     a, b = RIMGRU(6, 16, 4, 2, num_layers=2), RIMGRU(6, 16, 4, 2, num_layers=2)
     params_to_torch(params_from_torch(a), b)
