@@ -194,6 +194,15 @@ def step(
     return new_state, _info(*info)
 
 
+PER_STEP_SOURCE_WIDTH = 128
+"""Widest source (``x`` or ``x W_v``, see :mod:`rims.jax.input_side`) that a sequence projects
+through the units' input weights step by step, recomputed in the backward pass; wider sources
+are projected for all steps at once (fewer multiply-adds, but a ``U``-times-larger array to
+store and move). Measured on one CPU thread, forward+backward: input 64 (issue 14's shape)
+0.96x the time step by step; ``x W_v`` of width 400 (the seed configuration) 1.24x.
+"""
+
+
 def layer_sequence(
     params: Params,
     cfg: RIMConfig,
@@ -219,13 +228,17 @@ def layer_sequence(
     dropping = _dropping(cfg, dropout_rng)
     w = _weights(params, cfg, dropping)
     keys, source, w_in = input_source(params, cfg, x)  # (L, N, H, K), (L, N, S), (U, S, H*G)
+    u, heads = cfg.num_units, cfg.num_input_heads
+    per_step = source.shape[-1] <= PER_STEP_SOURCE_WIDTH
+    if not per_step:  # the projections of all steps, (L, U, N, H, G)
+        source = jnp.einsum("lns,usf->lunf", source, w_in).reshape(length, u, batch, heads, cfg.gate_width)
     starts = None if episode_starts is None else episode_starts.astype(bool)
     rngs = jax.random.split(dropout_rng, length) if dropping else None
     units = tuple(_to_units(cfg, s) for s in state)  # each (U, N, d)
 
     def body(carry: State, inputs: tuple) -> tuple[State, tuple]:
         keys_t, source_t, start_t, rng_t = inputs
-        proj_t = shared_input_matmul(source_t, w_in).reshape(cfg.num_units, batch, cfg.num_input_heads, -1)
+        proj_t = shared_input_matmul(source_t, w_in).reshape(u, batch, heads, -1) if per_step else source_t
         if start_t is not None:
             carry = tuple(jnp.where(start_t[None, :, None], jnp.zeros_like(s), s) for s in carry)
         h, c, info = _unit_step(w, cfg, keys_t, proj_t, carry[0], carry[1] if lstm else None, rng_t)
