@@ -459,6 +459,59 @@ void input_backward_dropout(const Tensor& g_x, const Tensor& proj_t, const Tenso
   at::sum_out(g_key, g_score * query_t, {0});
 }
 
+// The communication update of one step, one pass over each (unit, batch) row: active rows
+// (mask_b true, or no mask) take tilde + message (bounded: its tanh), the others keep tilde.
+// h_next, tilde, message (U, N, d) with contiguous rows; mask_b (U, N, 1) bool or undefined.
+void update_forward(const Tensor& h_next, const Tensor& tilde, const Tensor& message, const Tensor& mask_b,
+                    bool bounded) {
+  const int64_t u_n = tilde.size(0), n_n = tilde.size(1), d = tilde.size(2);
+  AT_DISPATCH_FLOATING_TYPES(tilde.scalar_type(), "update_forward", [&] {
+    using T = scalar_t;
+    const Rows<T> out(h_next), tr(tilde), mr_(message);
+    const Rows<bool> mr(mask_b);
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T *t_r = tr.at(u, n), *m_r = mr_.at(u, n);
+        T* o = out.at(u, n);
+        if (mr.data != nullptr && !*mr.at(u, n)) {
+          std::copy(t_r, t_r + d, o);
+        } else if (bounded) {
+          for (int64_t j = 0; j < d; ++j) o[j] = tanh_gate(t_r[j] + m_r[j]);
+        } else {
+          for (int64_t j = 0; j < d; ++j) o[j] = t_r[j] + m_r[j];
+        }
+      }
+    }
+  });
+}
+
+// Backward of update_forward, one pass over each row: for active rows g_msg = g_direct =
+// g_h (1 - h_next^2) (bounded) or g_h; inactive rows get g_msg = 0 and g_direct = g_h.
+// g_h, h_next, g_msg, g_direct (U, N, d) with contiguous rows; mask (U, N, 1) float or undefined.
+void update_backward(const Tensor& g_h, const Tensor& h_next, const Tensor& mask, bool bounded, const Tensor& g_msg,
+                     const Tensor& g_direct) {
+  const int64_t u_n = g_h.size(0), n_n = g_h.size(1), d = g_h.size(2);
+  AT_DISPATCH_FLOATING_TYPES(g_h.scalar_type(), "update_backward", [&] {
+    using T = scalar_t;
+    const Rows<T> gr(g_h), hr(h_next), mr(mask), mo(g_msg), dr(g_direct);
+    for (int64_t u = 0; u < u_n; ++u) {
+      for (int64_t n = 0; n < n_n; ++n) {
+        const T *g = gr.at(u, n), *h = hr.at(u, n);
+        T *m_out = mo.at(u, n), *d_out = dr.at(u, n);
+        if (mr.data != nullptr && *mr.at(u, n) == T(0)) {
+          std::fill(m_out, m_out + d, T(0));
+          std::copy(g, g + d, d_out);
+        } else if (bounded) {
+          for (int64_t j = 0; j < d; ++j) d_out[j] = m_out[j] = g[j] * (T(1) - h[j] * h[j]);
+        } else {
+          std::copy(g, g + d, m_out);
+          std::copy(g, g + d, d_out);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 // Forward loop. Buffers as in rims.fused._Buffers (optional ones may be None).
@@ -511,16 +564,8 @@ void forward_loop(bool lstm, bool bounded, int64_t k, double dropout, int64_t he
     const Tensor read_t = read.select(1, t);
     attend(cm, qkv_t, weights_buf.select(0, t), keep_t, read_t);
     const Tensor message = at::bmm(read_t, w_out);
-    Tensor h_next = hidden.select(1, t + 1);
     // active units: h_tilde + message (bounded: its tanh); the others keep h_tilde
-    if (mask.defined()) {
-      const Tensor updated = bounded ? at::tanh(h_tilde + message) : h_tilde + message;
-      at::where_out(h_next, mask, updated, h_tilde);
-    } else if (bounded) {
-      at::tanh_out(h_next, h_tilde + message);
-    } else {
-      at::add_out(h_next, h_tilde, message);
-    }
+    update_forward(hidden.select(1, t + 1), h_tilde, message, mask, bounded);
   }
 }
 
@@ -544,16 +589,9 @@ std::tuple<Tensor, Tensor> backward_loop(
   for (int64_t t = seq_len - 1; t >= 0; --t) {
     const Tensor g_h = t == seq_len - 1 ? carry_h : carry_h + grad_hidden.select(1, t + 1);
     const Tensor mask = mask_buf.has_value() ? mask_buf->select(1, t) : Tensor();
-    Tensor g_msg = grad_msg.select(1, t);
-    // bounded: gradient on h_tilde + message is g_h (1 - h_next^2) for active units
-    const Tensor h_next = hidden.select(1, t + 1);
-    const Tensor g_pre = bounded ? at::addcmul(g_h, g_h * h_next, h_next, -1.0) : g_h;
-    if (mask.defined()) {
-      at::mul_out(g_msg, g_pre, mask);
-    } else {
-      g_msg.copy_(g_pre);
-    }
-    const Tensor g_direct = !bounded ? g_h : (mask.defined() ? at::addcmul(g_h, mask, g_pre - g_h) : g_pre);
+    // gradients on the message and, directly, on h_tilde (bounded: through the tanh for active units)
+    const Tensor g_msg = grad_msg.select(1, t), g_direct = at::empty_like(g_h);
+    update_backward(g_h, hidden.select(1, t + 1), mask, bounded, g_msg, g_direct);
     const Tensor g_read = at::bmm(g_msg, w_out_t);  // (U, N, Hc*Vc)
     const Tensor g_qkv = grad_qkv.select(1, t);
     const optional<Tensor> keep_t = keep_buf.has_value() ? optional<Tensor>(keep_buf->select(0, t)) : c10::nullopt;
@@ -620,8 +658,8 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, bool bounded, int64_t k, in
   const Tensor read = at::empty({u, n, heads * value}, proj.options());
   attend(Comm{heads, key, value, scale}, qkv, weights, c10::nullopt, read);
   const Tensor message = at::bmm(read, w_out);
-  const Tensor updated = bounded ? at::tanh(tilde + message) : tilde + message;
-  const Tensor h_out = mask.defined() ? at::where(mask, updated, tilde) : updated;
+  const Tensor h_out = at::empty_like(tilde);
+  update_forward(h_out, tilde, message, mask, bounded);
   return {h_out.transpose(0, 1).reshape({n, u * d}), c_out};
 }
 
