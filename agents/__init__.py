@@ -9,7 +9,6 @@ one factory, so baselines and RIMs run through the same code::
     model.learn(100_000, progress_bar=True)
 """
 
-from agents import config as _config  # noqa: F401  (registers the config schemas in Hydra's ConfigStore)
 from agents.a2c import RecurrentA2C
 from agents.cores import CORES, RecurrentCore, make_core
 from agents.extractors import MiniGridCNN

@@ -154,7 +154,7 @@ class SlowLearner:
     """The slow group's optimizer and its outer gradient summed over the horizon.
 
     ``state_dict``/``load_state_dict`` carry the optimizer state, the gradient sum and the
-    count of rollouts in it, so that SB3 ``save``/``load`` and :mod:`agents.checkpoint`
+    count of rollouts in it, so that SB3 ``save``/``load`` and :mod:`agents.experiment.checkpoint`
     restore a run mid-horizon exactly.
 
     :param params: the slow group, ``(name, parameter)`` pairs.

@@ -37,7 +37,7 @@ class RecurrentPPO(_ContribRecurrentPPO):
         :class:`agents.fast_slow.FastSlowConfig`, a mapping of its fields or ``True`` for its
         defaults; ``None`` (default) trains all parameters together. Needs a RIM-family core
         (``ValueError`` naming the core otherwise) and packed updates (``max_seq_len`` set).
-        Its two optimizers are in ``save``/``load`` and in :mod:`agents.checkpoint`.
+        Its two optimizers are in ``save``/``load`` and in :mod:`agents.experiment.checkpoint`.
     Other arguments are sb3-contrib's ``RecurrentPPO`` ones.
     """
 

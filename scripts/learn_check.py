@@ -26,7 +26,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import RecurrentA2C, RecurrentPPO
-from agents.presets import A2C_MINIGRID, PPO_MINIGRID, core_kwargs
+from agents.experiment.presets import A2C_MINIGRID, PPO_MINIGRID, core_kwargs
 from envs import make_minigrid_vec_env
 
 

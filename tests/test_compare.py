@@ -1,4 +1,4 @@
-"""``agents.compare`` and ``rims-compare`` on small synthetic run folders (no training)."""
+"""``agents.analysis.compare`` and ``rims-compare`` on small synthetic run folders (no training)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import scipy.stats
 import yaml
 from rliable import metrics
 
-from agents.cli.compare import main
-from agents.compare import (
+from agents.analysis.compare import (
     ALL_OOD,
     Comparison,
     Estimate,
@@ -28,6 +27,7 @@ from agents.compare import (
     group_runs,
     load_runs,
 )
+from agents.cli.compare import main
 
 REPO = Path(__file__).resolve().parents[1]
 REPS = 200
@@ -71,7 +71,7 @@ def make_run(
     finished: bool = True,
     logger: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a run folder like ``agents.experiment.train`` does: config.yaml, eval.json, ood_curves.json."""
+    """Write a run folder like ``agents.experiment.run.train`` does: config.yaml, eval.json, ood_curves.json."""
     folder.mkdir(parents=True)
     model: dict[str, Any] = {"core": core, "hidden_size": 96}
     if core.startswith("rim"):
@@ -247,7 +247,7 @@ def test_discovery_through_nested_folders_skips_unfinished_runs(
     unfinished = make_run(sweep / "deeper" / "9_ppo_rim_empty_s9", "rim", 9, {}, finished=False)
     (sweep / "wandb" / "offline-run-x" / "files").mkdir(parents=True)
     (sweep / "wandb" / "offline-run-x" / "files" / "config.yaml").write_text("a: 1\n")
-    with caplog.at_level(logging.WARNING, logger="agents.compare"):
+    with caplog.at_level(logging.WARNING, logger="agents.analysis.compare"):
         runs = load_runs([tmp_path / "multirun"])
     assert len(runs) == 7
     assert str(unfinished) in caplog.text and "unfinished" in caplog.text
@@ -308,7 +308,7 @@ def test_script_exit_code(tmp_path: Path) -> None:
 
 def test_offline_wandb_logs_the_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb")
-    pytest.importorskip("agents.wandb_logger")
+    pytest.importorskip("agents.experiment.wandb_logger")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     logger = {"name": "wandb", "mode": "offline", "project": "rims", "entity": None, "group": "sweep-1"}

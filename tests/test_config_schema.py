@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from agents.config import ConfigError, typed_config
-from agents.config.describe import SECTIONS, describe
+from agents.experiment.config import ConfigError, typed_config
+from agents.experiment.config.describe import SECTIONS, describe
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -144,3 +144,14 @@ def test_info_lists_every_key_of_every_schema() -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
     result = subprocess.run([sys.executable, str(script), "--info"], capture_output=True, text=True, check=True)
     assert "agent.fast_slow.outer_horizon" in result.stdout and "model.write_k" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_generated_listing_not_hydras(flag: str) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+    result = subprocess.run([sys.executable, str(script), flag], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "agent.learning_rate" in result.stdout and "model.num_units" in result.stdout
+    assert "Hydra's syntax" in result.stdout and "powered by Hydra" not in result.stdout
+    assert "model                    " in result.stdout and "[rim]" in result.stdout  # groups, default marked
+    assert "logger" in result.stdout and "[wandb]" in result.stdout

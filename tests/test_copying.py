@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from agents.analysis.reproduce import copying as copying_module
+from agents.analysis.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
+from agents.analysis.reproduce.copying_report import TOO_FEW, verdicts
 from agents.cli import copying as cli
 from agents.cli import reproduce
-from agents.reproduce import copying as copying_module
-from agents.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
-from agents.reproduce.copying_report import TOO_FEW, verdicts
 from envs.copying import BLANK, COPY_LENGTH, DELIMITER, VOCAB, copying_batch, copying_dataset
 from rims import RIMLSTM
 

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from agents.experiment import ConfigError, build_model, train, validate
+from agents.experiment.run import ConfigError, build_model, train, validate
 from envs.levels import make_condition_vec_env
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

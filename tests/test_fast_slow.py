@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from agents import RecurrentA2C, RecurrentPPO
-from agents.compare import group_runs, load_runs
-from agents.experiment import ConfigError, TrainingInterruptedError, build_model, train, validate
+from agents.analysis.compare import group_runs, load_runs
+from agents.experiment.run import ConfigError, TrainingInterruptedError, build_model, train, validate
 from agents.fast_slow import FastSlowConfig
 from envs import make_minigrid_vec_env
 from envs.levels import make_condition_vec_env

@@ -11,10 +11,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from agents.cli import reproduce as cli
-from agents.compare import Estimate
-from agents.reproduce.summary import BETTER, SAME, WORSE, verdict
-from agents.reproduce.tables import (
+from agents.analysis.compare import Estimate
+from agents.analysis.reproduce import meta, tables
+from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
+from agents.analysis.reproduce.tables import (
     MODELS,
     SPLIT_TABLES,
     Plan,
@@ -23,9 +23,15 @@ from agents.reproduce.tables import (
     load_preset,
     sweep_overrides,
 )
-from agents.reproduce.tune import choose
+from agents.analysis.reproduce.tune import choose
+from agents.cli import reproduce as cli
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_reproduction_finds_the_checkout() -> None:
+    """Presets, results and the commit in each summary are read relative to the checkout."""
+    assert meta.REPO == tables.REPO == REPO
 
 
 def _tune_plan(root: Path | None = None) -> Plan:

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 
-from agents import checkpoint
-from agents.atomic import atomic_path, atomic_write_text
-from agents.experiment import ConfigError, TrainingInterruptedError, train
-from agents.interrupt import GracefulInterrupt
-from agents.wandb_logger import WandbRun
+from agents.experiment import checkpoint
+from agents.experiment.atomic import atomic_path, atomic_write_text
+from agents.experiment.interrupt import GracefulInterrupt
+from agents.experiment.run import ConfigError, TrainingInterruptedError, train
+from agents.experiment.wandb_logger import WandbRun
 from tests.wandb_records import logged, run_file
 
 ROOT = Path(__file__).resolve().parent.parent

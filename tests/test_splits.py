@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agents import RecurrentPPO
-from agents.evaluation import OODEvalCallback, bootstrap_ci, evaluate_split, run_episodes, write_results
+from agents.experiment.evaluation import OODEvalCallback, bootstrap_ci, evaluate_split, run_episodes, write_results
 from envs.levels import make_condition_env, make_condition_vec_env
 from envs.perturbations import PERTURBATIONS, is_solvable
 from envs.splits import SeedRange, available_splits, load_split, split_from_dict

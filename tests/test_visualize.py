@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from agents import RecurrentPPO
-from agents.activations import collapse_reasons, play_activations
+from agents.analysis.activations import collapse_reasons, play_activations
+from agents.analysis.modularity import aggregate_stats
+from agents.analysis.visualize import activation_stats, summarize_activations, visualize_run
 from agents.cli.visualize import main
-from agents.experiment import build_model, train, validate
-from agents.modularity import aggregate_stats
-from agents.recording import Recording, record_episode, save_gif
-from agents.runs import load_run
-from agents.visualize import activation_stats, summarize_activations, visualize_run
+from agents.experiment.recording import Recording, record_episode, save_gif
+from agents.experiment.run import build_model, train, validate
+from agents.experiment.run_folder import load_run
 from envs.levels import make_condition_env, make_condition_vec_env
 from envs.splits import Condition, load_split
 
@@ -295,7 +295,7 @@ def test_stats_only_cli_aggregates_a_sweep_and_reads_back(
 def test_activation_statistics_report_the_familys_choices(options: dict, key: str) -> None:
     """SCOFF's schema per unit and the workspace's writers reach the statistics of rims-visualize."""
     from agents import RecurrentPPO
-    from agents.activations import play_activations, summarize_activations
+    from agents.analysis.activations import play_activations, summarize_activations
     from envs import make_minigrid_vec_env
     from envs.splits import load_split
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from agents.compare import compare, log_to_wandb, logger_config, render_tables
+from agents.analysis.compare import compare, log_to_wandb, logger_config, render_tables
 
 
 def _parser() -> argparse.ArgumentParser:

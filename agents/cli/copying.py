@@ -19,10 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.reproduce.copying import MODELS, CopySettings, train_run
-from agents.reproduce.copying_report import write_copying
-from agents.reproduce.meta import meta
-from agents.reproduce.tables import REPO, RESULTS_DIR
+from agents.analysis.reproduce.copying import MODELS, CopySettings, train_run
+from agents.analysis.reproduce.copying_report import write_copying
+from agents.analysis.reproduce.meta import meta
+from agents.analysis.reproduce.tables import REPO, RESULTS_DIR
 
 ROOT = REPO / "multirun" / "reproduce" / "copying"
 SMOKE_ROOT = REPO / "multirun" / "reproduce_smoke" / "copying"

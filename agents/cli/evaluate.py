@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from agents.evaluation import MODES, evaluate_split, format_table, write_results
-from agents.experiment import ALGORITHMS
-from agents.runs import load_run, load_run_config, run_split
+from agents.experiment.evaluation import MODES, evaluate_split, format_table, write_results
+from agents.experiment.run import ALGORITHMS
+from agents.experiment.run_folder import load_run, load_run_config, run_split
 from envs.splits import Split, load_split
 
 

@@ -26,9 +26,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from agents.modularity import StatsSettings
-from agents.reproduce.runner import reproduce_split, reproduce_tune, with_grid
-from agents.reproduce.tables import (
+from agents.analysis.modularity import StatsSettings
+from agents.analysis.reproduce.runner import reproduce_split, reproduce_tune, with_grid
+from agents.analysis.reproduce.tables import (
     COPYING,
     LAUNCHERS,
     MODELS,
@@ -48,7 +48,7 @@ from agents.reproduce.tables import (
     load_preset,
     smoke_conditions,
 )
-from agents.reproduce.tune import load_choice
+from agents.analysis.reproduce.tune import load_choice
 
 SMOKE_STATS = StatsSettings(episodes=2, max_steps=64, n_envs=2)
 SMOKE_REPS = 200

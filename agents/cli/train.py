@@ -9,7 +9,8 @@ Usage::
     rims-train -m sweep=rim_vs_lstm env=empty hydra/launcher=joblib
     rims-train resume=runs/2026-11-28/10-00-00_ppo_rim_doorkey_s0   # continue a stopped run
 
-    rims-train --info                                 # every group and key: type, default, meaning
+    rims-train --help                                 # every group and key: type, default, meaning
+                                                      # (--info prints the same; --hydra-help: Hydra's)
 
 Exit status: 0 done; 2 invalid config (one-line reason naming the key, no run folder left behind);
 1 training raised (the run folder holds a ``FAILED`` marker); 130 / 143 stopped by SIGINT / SIGTERM
@@ -19,20 +20,22 @@ after writing a checkpoint.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli import sweep_failures
-from agents.config.describe import describe
-from agents.config.schema import composition_error
-from agents.experiment import ConfigError, TrainingInterruptedError, train
+from agents.experiment.config.describe import describe
+from agents.experiment.config.schema import composition_error
+from agents.experiment.run import ConfigError, TrainingInterruptedError, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 HYDRA_FILES = (".hydra", "train.log")
@@ -123,7 +126,7 @@ def _main(cfg: DictConfig) -> float:
         if stop.signum == getattr(signal, "SIGUSR2", None) and callable(stop.previous_handler):
             stop.previous_handler(stop.signum, None)  # submitit: requeue the job on SLURM
         sys.exit(128 + stop.signum)
-    except Exception as error:  # training raised: the run folder holds FAILED (agents.experiment)
+    except Exception as error:  # training raised: the run folder holds FAILED (agents.experiment.run)
         if multirun:
             lines = str(error).strip().splitlines()
             sweep_failures.record(f"{type(error).__name__}: {lines[-1] if lines else ''} (run folder {run_dir})")
@@ -149,12 +152,50 @@ def _check_composition(overrides: list[str]) -> None:
         sys.exit(2)
 
 
+USAGE = (
+    "usage: rims-train [key=value ...] [group=option ...] [-m] [--help]\n"
+    "Overrides use Hydra's syntax: key=value sets a key, group=option picks a file of a group, +key=value adds a "
+    "key, ~key removes one; -m key=a,b sweeps over values (Hydra's own flags: --hydra-help)."
+)
+
+
+def config_groups() -> str:
+    """Every config group under ``configs/`` with its options, the default of ``train.yaml`` in brackets."""
+    defaults: dict[str, str | None] = {}
+    for entry in yaml.safe_load((CONFIG_DIR / "train.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            ((key, value),) = entry.items()
+            defaults[key.split()[-1]] = value  # "optional sweep" -> "sweep"
+    lines = ["Config groups (group=option; the default in brackets):"]
+    for folder in sorted(CONFIG_DIR.rglob("*")):
+        options = sorted(f.stem for f in folder.glob("*.yaml")) if folder.is_dir() else []
+        if options:
+            group = folder.relative_to(CONFIG_DIR).as_posix()
+            chosen = defaults.get(group)
+            listed = [f"[{o}]" if o == chosen else o for o in options]
+            lines.append(f"  {group:<24} {', '.join(listed)}")
+    return "\n".join(lines)
+
+
+def help_text() -> str:
+    """What ``--help`` (and ``--info``) print: usage, override syntax, the groups and every key of the schemas."""
+    return f"{USAGE}\n\n{config_groups()}\n\n{describe()}"
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (``rims-train --help | head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+
+
 def main() -> None:
     """Console entry point (``rims-train``)."""
     if not (CONFIG_DIR / "train.yaml").is_file():
         sys.exit(f"error: no config tree at {CONFIG_DIR}; install the project from its checkout (pip install -e .)")
-    if "--info" in sys.argv[1:]:
-        print(describe())
+    if {"--info", "--help", "-h"} & set(sys.argv[1:]):
+        _print(help_text())
         return
     _check_composition(sys.argv[1:])
     sys.argv = [sys.argv[0], *_resume_argv(sys.argv[1:])]

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.modularity import StatsSettings, format_summary_table, sweep_stats, write_summary
-from agents.visualize import format_stats_table, visualize_run
+from agents.analysis.modularity import StatsSettings, format_summary_table, sweep_stats, write_summary
+from agents.analysis.visualize import format_stats_table, visualize_run
 
 
 def _parser() -> argparse.ArgumentParser:

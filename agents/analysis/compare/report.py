@@ -1,0 +1,120 @@
+"""The report folder: ``report.md``, ``summary.csv``, ``summary.json`` and both figures, each written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.experiment.atomic import atomic_path, atomic_write_text
+
+from .plots import plot_learning_curves, plot_ood_bars
+from .stats import ALL_OOD, Comparison
+from .tables import render_tables
+
+log = logging.getLogger("agents.analysis.compare")  # the package logger, as before the split into modules
+
+SUMMARY_FIELDS = (
+    "model", "baseline", "condition", "metric", "aggregate", "point", "low", "high", "n_seeds", "baseline_seeds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    out_dir: Path
+    report: Path
+    summary_csv: Path
+    summary_json: Path
+    learning_curves: Path
+    ood_bars: Path
+
+
+def summary_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """One dict per estimate (IQM, mean, P(improvement)) with the :data:`SUMMARY_FIELDS` keys."""
+    return [asdict(e) for e in [*comparison.estimates, *comparison.improvements]]
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` when possible (links in the report keep working)."""
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)
+
+
+def _models_section(comparison: Comparison, out_dir: Path) -> str:
+    """Markdown list of the models with their seeds and run folders."""
+    lines = []
+    for label, runs in comparison.models.items():
+        seeds = ", ".join(str(run.seed) for run in runs)
+        lines.append(f"- **{label}** (core `{runs[0].core}`), {len(runs)} seeds: {seeds}")
+        lines += [f"  - seed {run.seed}: `{_relative(run.path, out_dir)}`" for run in runs]
+    return "\n".join(lines)
+
+
+def render_report(comparison: Comparison, out_dir: Path) -> str:
+    """The full ``report.md`` text (run folder paths relative to ``out_dir``)."""
+    conditions = ", ".join(f"`{c}`" for c in comparison.conditions if c != ALL_OOD)
+    intro = (
+        f"# Comparison on split `{comparison.split}`\n\n"
+        f"Final deterministic evaluation (`eval.json`) of {len(comparison.runs)} runs, aggregated over seeds per "
+        f"model and condition. Conditions: {conditions}. 95% stratified-bootstrap confidence intervals "
+        f"(rliable, {comparison.reps} replications, seed {comparison.seed}). IQM is the interquartile mean "
+        "(25% trimmed mean; with fewer than 4 seeds it equals the mean). "
+        "`all OOD` aggregates every condition except `iid` (runs x conditions, as rliable does). "
+        "P(improvement) is the probability that a random seed of the model scores higher than a random seed "
+        "of the baseline on the condition (ties count half): 0.5 means no difference."
+    )
+    parts = [intro, "## Models", _models_section(comparison, out_dir), "## Results", render_tables(comparison).rstrip()]
+    parts += [
+        "## Figures",
+        "Learning curves (mean return over seeds, 95% band): [learning_curves.png](learning_curves.png)\n\n"
+        "![learning curves](learning_curves.png)",
+        "IQM of the final return and success rate per condition, 95% CI: [ood_bars.png](ood_bars.png)\n\n"
+        "![OOD bars](ood_bars.png)",
+    ]
+    if comparison.notes:
+        parts += ["## Notes", "\n".join(f"- {note}" for note in comparison.notes)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``rows`` as CSV with the :data:`SUMMARY_FIELDS` columns."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
+    """Write ``report.md``, ``summary.csv``, ``summary.json``, ``learning_curves.png``, ``ood_bars.png``.
+
+    Every file is written to a temporary name and renamed into place.
+
+    :param out_dir: created if missing.
+    """
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(
+        out, out / "report.md", out / "summary.csv", out / "summary.json", out / "learning_curves.png",
+        out / "ood_bars.png",
+    )  # fmt: skip
+    rows = summary_rows(comparison)
+    atomic_write_text(files.summary_csv, _csv_text(rows))
+    atomic_write_text(files.summary_json, json.dumps(rows, indent=2) + "\n")
+    with atomic_path(files.learning_curves) as tmp:
+        plot_learning_curves(comparison, tmp)
+    with atomic_path(files.ood_bars) as tmp:
+        plot_ood_bars(comparison, tmp)
+    atomic_write_text(files.report, render_report(comparison, out))
+    log.info("wrote the comparison report to %s", files.report)
+    return files

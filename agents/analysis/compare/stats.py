@@ -1,0 +1,315 @@
+"""Statistics over seeds with rliable: IQM and mean with stratified-bootstrap CIs, P(improvement), learning curves.
+
+Note on rliable 1.2: its bootstraps draw their indices from NumPy's *global* generator
+(``np.random.choice``), ignoring ``random_state``; :func:`compare_runs` seeds it for each
+estimate and restores the previous global state afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from rliable import library as rly
+from rliable import metrics
+
+from .runs import METRICS, Run
+
+log = logging.getLogger("agents.analysis.compare")  # the package logger, as before the split into modules
+
+AGGREGATES = ("iqm", "mean")
+P_IMPROVEMENT = "p_improvement"
+IID = "iid"
+ALL_OOD = "all_ood"
+BASELINE_CORES = ("lstm",)
+CANDIDATE_PREFIX = "rim"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its 95% bootstrap CI.
+
+    :param model: the model label (the candidate for P(improvement)).
+    :param baseline: the baseline label for P(improvement), else ``""``.
+    :param condition: a test condition, or :data:`ALL_OOD` for all conditions but ``iid`` together.
+    :param metric: a key of :data:`METRICS`.
+    :param aggregate: ``"iqm"``, ``"mean"`` or :data:`P_IMPROVEMENT`.
+    :param n_seeds: seeds of ``model``; ``baseline_seeds``: seeds of ``baseline`` (0 if none).
+    """
+
+    model: str
+    baseline: str
+    condition: str
+    metric: str
+    aggregate: str
+    point: float
+    low: float
+    high: float
+    n_seeds: int
+    baseline_seeds: int = 0
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean over seeds of the periodic ``mean_return`` of one model on one condition, with a 95% band.
+
+    :param frames: training frames of the evaluations present in every seed of the model.
+    """
+
+    model: str
+    condition: str
+    frames: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    n_seeds: int
+
+
+@dataclass
+class Comparison:
+    """Everything :func:`compare_runs` computed.
+
+    :param split: the split all runs were trained on.
+    :param models: ``{label: runs}``, runs sorted by seed.
+    :param conditions: every condition of any model, ``iid`` first, then :data:`ALL_OOD` if computed.
+    :param estimates: IQM and mean per model x condition x metric.
+    :param improvements: P(improvement) per candidate x baseline x condition x metric.
+    :param curves: learning curves per model x condition.
+    :param notes: caveats for the report.
+    """
+
+    split: str
+    models: dict[str, list[Run]]
+    conditions: list[str]
+    estimates: list[Estimate]
+    improvements: list[Estimate]
+    curves: list[Curve]
+    reps: int
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> list[Run]:
+        """All runs of all models."""
+        return [run for runs in self.models.values() for run in runs]
+
+
+@contextlib.contextmanager
+def _seeded_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator (which rliable's bootstraps use) and restore it afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _bootstrap(
+    fn: Callable[..., np.ndarray], data: np.ndarray | list[np.ndarray], reps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimates and 95% percentile CIs (shape ``(2, ...)``) of ``fn`` with rliable's stratified bootstrap.
+
+    :param data: one ``(runs, tasks, ...)`` array, or a list of them bootstrapped independently.
+    """
+    with _seeded_numpy(seed):
+        points, intervals = rly.get_interval_estimates({"x": data}, fn, reps=reps)
+    return np.asarray(points["x"], dtype=float), np.asarray(intervals["x"], dtype=float)
+
+
+def _model_conditions(runs: Sequence[Run]) -> list[str]:
+    """Conditions evaluated in every run of a model, in the first run's order."""
+    return [c for c in runs[0].scores if all(c in run.scores for run in runs[1:])]
+
+
+def _ood_columns(conditions: Sequence[str]) -> list[int]:
+    """Columns of the OOD conditions (all but ``iid``) when there are at least two of them, else none."""
+    columns = [j for j, c in enumerate(conditions) if c != IID]
+    return columns if len(columns) >= 2 else []
+
+
+def _score_matrix(runs: Sequence[Run], conditions: Sequence[str], metric: str) -> np.ndarray:
+    """``(runs, conditions)`` final scores."""
+    return np.array([[run.scores[c][metric] for c in conditions] for run in runs], dtype=float)
+
+
+def _iqm_columns(scores: np.ndarray) -> np.ndarray:
+    """Per-column interquartile mean of a ``(runs, columns)`` matrix.
+
+    The same 25% trimmed mean as :func:`rliable.metrics.aggregate_iqm` (``scipy.stats.trim_mean``)
+    on each column, without scipy's per-call overhead, which dominates thousands of bootstrap replications.
+    """
+    n = scores.shape[0]
+    cut = int(0.25 * n)
+    return np.sort(scores, axis=0)[cut : n - cut].mean(axis=0)
+
+
+def _aggregate_fn(ood: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """Per-column IQM and mean (then IQM and mean over all OOD cells) of a ``(runs, conditions)`` matrix."""
+
+    def fn(scores: np.ndarray) -> np.ndarray:
+        parts = [_iqm_columns(scores), scores.mean(axis=0)]
+        if ood:
+            cells = scores[:, ood].reshape(-1, 1)
+            parts += [_iqm_columns(cells), cells.mean(axis=0)]
+        return np.concatenate(parts)
+
+    return fn
+
+
+def _model_estimates(label: str, runs: Sequence[Run], reps: int, seed: int) -> list[Estimate]:
+    """IQM and mean with CIs of one model for each of its conditions (and all OOD ones) and metric."""
+    conditions = _model_conditions(runs)
+    ood = _ood_columns(conditions)
+    slots = [(c, "iqm") for c in conditions] + [(c, "mean") for c in conditions]
+    slots += [(ALL_OOD, "iqm"), (ALL_OOD, "mean")] if ood else []
+    out = []
+    for metric in METRICS:
+        points, ci = _bootstrap(_aggregate_fn(ood), _score_matrix(runs, conditions, metric), reps, seed)
+        out += [
+            Estimate(label, "", condition, metric, aggregate, points[i], ci[0, i], ci[1, i], len(runs))
+            for i, (condition, aggregate) in enumerate(slots)
+        ]
+    return out
+
+
+def _probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per column P(X > Y) + P(X = Y) / 2 of ``(runs_x, tasks)`` and ``(runs_y, tasks)`` scores.
+
+    Equals :func:`rliable.metrics.probability_of_improvement` on each column (its Mann-Whitney U
+    divided by ``runs_x * runs_y``; identical columns give 0.5), vectorised so that thousands of
+    bootstrap replications stay fast.
+    """
+    diff = x[:, None, :] - y[None, :, :]
+    return (diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))
+
+
+def _improvement_fn(ood: list[int]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """P(improvement) per column, then averaged over the OOD columns (rliable's multi-task average)."""
+
+    def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        per_task = _probability_of_improvement(x, y)
+        return np.concatenate([per_task, [per_task[ood].mean()]]) if ood else per_task
+
+    return fn
+
+
+def _rliable_improvement(x: np.ndarray, y: np.ndarray, ood: list[int]) -> np.ndarray:
+    """The point estimates of :func:`_improvement_fn`, computed by rliable itself."""
+    points = [metrics.probability_of_improvement(x[:, [j]], y[:, [j]]) for j in range(x.shape[1])]
+    if ood:
+        points.append(metrics.probability_of_improvement(x[:, ood], y[:, ood]))
+    return np.array(points, dtype=float)
+
+
+def _pair_improvements(
+    candidate: str, cand_runs: Sequence[Run], baseline: str, base_runs: Sequence[Run], reps: int, seed: int
+) -> list[Estimate]:
+    """P(candidate improves over baseline) with CIs, per shared condition (and all OOD ones) and metric."""
+    shared = set(_model_conditions(base_runs))
+    conditions = [c for c in _model_conditions(cand_runs) if c in shared]
+    ood = _ood_columns(conditions)
+    names = [*conditions, *([ALL_OOD] if ood else [])]
+    out = []
+    for metric in METRICS:
+        x, y = _score_matrix(cand_runs, conditions, metric), _score_matrix(base_runs, conditions, metric)
+        _, ci = _bootstrap(_improvement_fn(ood), [x, y], reps, seed)
+        points = _rliable_improvement(x, y, ood)
+        sizes = (len(cand_runs), len(base_runs))
+        out += [
+            Estimate(candidate, baseline, condition, metric, P_IMPROVEMENT, points[i], ci[0, i], ci[1, i], *sizes)
+            for i, condition in enumerate(names)
+        ]
+    return out
+
+
+def _common_frames(runs: Sequence[Run], condition: str) -> list[int]:
+    """Evaluation frames of ``condition`` present in every run (none if a run has no curve for it)."""
+    sets = [set(run.curves.get(condition, {})) for run in runs]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def _model_curves(label: str, runs: Sequence[Run], reps: int, seed: int) -> list[Curve]:
+    """Learning curves of one model: mean over seeds with a 95% band, per condition with common frames."""
+    by_frames: dict[tuple[int, ...], list[str]] = {}
+    for condition in _model_conditions(runs):
+        frames = tuple(_common_frames(runs, condition))
+        if frames:
+            by_frames.setdefault(frames, []).append(condition)
+    curves = []
+    for frames, conditions in by_frames.items():
+        data = np.array([[[run.curves[c][f] for f in frames] for c in conditions] for run in runs], dtype=float)
+        points, ci = _bootstrap(lambda s: s.mean(axis=0).ravel(), data, reps, seed)
+        shape = (len(conditions), len(frames))
+        points, low, high = points.reshape(shape), ci[0].reshape(shape), ci[1].reshape(shape)
+        for i, condition in enumerate(conditions):
+            curves.append(
+                Curve(label, condition, list(frames), points[i].tolist(), low[i].tolist(), high[i].tolist(), len(runs))
+            )
+    return curves
+
+
+def _ordered_conditions(models: dict[str, list[Run]], estimates: Sequence[Estimate]) -> list[str]:
+    """Every condition of any model in first-seen order, ``iid`` first and :data:`ALL_OOD` last."""
+    seen: list[str] = []
+    for runs in models.values():
+        seen.extend(c for c in _model_conditions(runs) if c not in seen)
+    seen.sort(key=lambda c: c != IID)
+    if any(e.condition == ALL_OOD for e in estimates):
+        seen.append(ALL_OOD)
+    return seen
+
+
+def _notes(models: dict[str, list[Run]], conditions: Sequence[str], curves: Sequence[Curve]) -> list[str]:
+    """Caveats worth stating next to the numbers."""
+    notes = []
+    candidates = [m for m, runs in models.items() if runs[0].core.startswith(CANDIDATE_PREFIX)]
+    baselines = [m for m, runs in models.items() if runs[0].core in BASELINE_CORES]
+    if not baselines:
+        notes.append("No LSTM baseline among the runs: P(improvement) was not computed.")
+    elif not candidates:
+        notes.append("No RIM model among the runs: P(improvement) was not computed.")
+    for label, runs in models.items():
+        missing = [c for c in conditions if c != ALL_OOD and c not in _model_conditions(runs)]
+        if missing:
+            notes.append(f"`{label}` lacks conditions {', '.join(missing)} in some or all of its runs.")
+        if len(runs) < 3:
+            notes.append(f"`{label}` has only {len(runs)} seed(s): its confidence intervals are not meaningful.")
+        if not any(curve.model == label for curve in curves):
+            notes.append(f"`{label}` has no learning curve (no ood_curves.json, or no frames common to its seeds).")
+    return notes
+
+
+def compare_runs(models: dict[str, list[Run]], reps: int = 2000, seed: int = 0) -> Comparison:
+    """Aggregate final scores and learning curves over seeds, with stratified-bootstrap CIs.
+
+    Every estimate is bootstrapped with NumPy seeded to ``seed``, so results are deterministic and
+    one model's CIs do not depend on which other models are compared.
+
+    :param models: ``{label: runs}`` from :func:`group_runs`.
+    :param reps: bootstrap replications.
+    :param seed: seed of the bootstrap.
+    :raises ValueError: if ``models`` is empty or ``reps`` < 1.
+    """
+    if not models:
+        raise ValueError("nothing to compare: no models")
+    if reps < 1:
+        raise ValueError(f"reps must be a positive integer, got {reps}")
+    estimates, curves, improvements = [], [], []
+    for label, runs in models.items():
+        log.info("bootstrapping %s (%d seeds, %d reps)", label, len(runs), reps)
+        estimates += _model_estimates(label, runs, reps, seed)
+        curves += _model_curves(label, runs, reps, seed)
+    for candidate, cand_runs in models.items():
+        if not cand_runs[0].core.startswith(CANDIDATE_PREFIX):
+            continue
+        for baseline, base_runs in models.items():
+            if base_runs[0].core in BASELINE_CORES:
+                improvements += _pair_improvements(candidate, cand_runs, baseline, base_runs, reps, seed)
+    split = next(iter(models.values()))[0].split
+    conditions = _ordered_conditions(models, estimates)
+    notes = _notes(models, conditions, curves)
+    return Comparison(split, models, conditions, estimates, improvements, curves, reps, seed, notes)

@@ -1,0 +1,254 @@
+"""Modularity diagnostics over many trained RIM runs: activation statistics per run, averaged over seeds.
+
+For every RIM run folder found under the given paths, :func:`run_stats` computes (or reads back)
+the statistics of :mod:`agents.analysis.activations` per test condition, without rendering, and keeps them
+in ``<run>/visualize/activation_stats.json``. :func:`sweep_stats` groups the runs into models
+(the labels of :func:`agents.analysis.compare.label_runs`: core plus the settings that differ) and
+:func:`aggregate_stats` averages each model's statistics over its seeds, per condition.
+
+Units are exchangeable between seeds (unit 0 of one seed has nothing to do with unit 0 of
+another), so besides the per-index mean the aggregate holds ``sorted_frequency``: each seed's
+frequencies sorted from the busiest unit down, then averaged rank by rank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from agents.analysis.activations import RIM_CORES, STATS_STEM, activation_stats, check_conditions, collapse_reasons
+from agents.analysis.activations import write_activation_stats as _write_stats
+from agents.analysis.compare.runs import Run, find_runs, label_runs
+from agents.experiment.atomic import atomic_write_text
+from agents.experiment.run_folder import MODEL_FILE, load_run
+
+log = logging.getLogger(__name__)
+
+SUMMARY_STEM = "activation_summary"
+
+
+@dataclass
+class ModelStats:
+    """Activation statistics of one model (runs that differ only in their seed).
+
+    :param label: the model label.
+    :param runs: the run folders, in seed order.
+    :param seeds: their seeds.
+    :param per_run: per run, the statistics of each condition (:func:`agents.analysis.activations.activation_stats`).
+    :param aggregate: per condition, the statistics averaged over runs (:func:`aggregate_stats`).
+    """
+
+    label: str
+    runs: list[Path]
+    seeds: list[int]
+    per_run: list[list[dict[str, Any]]] = field(default_factory=list)
+    aggregate: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _cached(path: Path, names: Sequence[str], episodes: int, max_steps: int | None) -> list[dict[str, Any]] | None:
+    """Statistics in ``path`` if they cover ``names`` with ``episodes`` episodes and ``max_steps``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        stats = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    by_name = {s.get("condition"): s for s in stats if isinstance(s, dict)}
+    wanted = [by_name.get(name) for name in names]
+    if any(s is None or s.get("episodes") != episodes or s.get("max_steps", None) != max_steps for s in wanted):
+        return None
+    return wanted
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """How the activation statistics of a run are computed.
+
+    :param conditions: test conditions (default: all of the split's).
+    :param episodes: episodes per condition (level seeds ``0 .. episodes - 1``, deterministic actions).
+    :param max_steps: cut episodes after this many steps (default: play them out).
+    :param n_envs: environments played in parallel.
+    :param force: recompute statistics already kept in a run folder.
+    :param progress: show a tqdm bar over the episodes of each run.
+    :param device: torch device to load the models on.
+    """
+
+    conditions: tuple[str, ...] | None = None
+    episodes: int = 20
+    max_steps: int | None = None
+    n_envs: int = 8
+    force: bool = False
+    progress: bool = True
+    device: str = "cpu"
+
+
+def run_stats(run_dir: str | Path, settings: StatsSettings = StatsSettings()) -> list[dict[str, Any]]:
+    """Activation statistics of one RIM run per condition, computed without rendering and kept in the run folder.
+
+    The statistics go to ``<run>/visualize/activation_stats.{json,csv,md}``; a later call with
+    the same conditions, ``episodes`` and ``max_steps`` reads them back instead of playing again
+    (unless ``settings.force``).
+
+    :raises ValueError: not a finished RIM run, an unknown condition or ``episodes < 1``.
+    """
+    run = Path(run_dir)
+    model, split, cfg = load_run(run, device=settings.device)
+    if cfg.model.core not in RIM_CORES:
+        raise ValueError(f"run {run} has core {cfg.model.core!r}; activation statistics need a RIM core")
+    names = check_conditions(split, settings.conditions)
+    out = run / "visualize"
+    episodes, max_steps = settings.episodes, settings.max_steps
+    cached = None if settings.force else _cached(out / f"{STATS_STEM}.json", names, episodes, max_steps)
+    if cached is not None:
+        log.info("%s: activation statistics read back from %s", run, out)
+        return cached
+    stats = []
+    total = len(names) * episodes
+    with tqdm(total=total, desc=run.name, unit="ep", disable=not settings.progress, leave=False) as bar:
+        for name in names:
+            bar.set_postfix_str(name)
+            condition = split.test[name]
+            stats.append(activation_stats(model, condition, episodes, True, max_steps, settings.n_envs, progress=bar))
+    _write_stats(stats, out)
+    return stats
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std())
+
+
+def aggregate_stats(per_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per condition, the statistics of several runs (seeds) of one model averaged over the runs.
+
+    :param per_run: per run, :func:`agents.analysis.activations.activation_stats` results (one per condition).
+    :returns: per condition (first run's order; runs lacking it are left out of its average):
+        ``condition``, ``n_runs``, ``units``, ``unit_frequency`` (mean per unit index),
+        ``sorted_frequency`` (mean per rank, busiest unit first), ``mean_active``, ``switch_rate``
+        (mean), ``switch_rate_std``, ``switch_rates`` and ``mean_returns`` (per run),
+        ``collapsed_runs`` (how many runs :func:`agents.analysis.activations.collapse_reasons` flags) and
+        ``collapse_reasons`` (per run).
+    """
+    order = list(dict.fromkeys(s["condition"] for stats in per_run for s in stats))
+    out = []
+    for condition in order:
+        rows = [s for stats in per_run for s in stats if s["condition"] == condition]
+        freqs = np.array([s["unit_frequency"] for s in rows], dtype=float)  # (runs, R)
+        switch, switch_std = _mean_std([s["switch_rate"] for s in rows])
+        reasons = [collapse_reasons(s) for s in rows]
+        out.append(
+            {
+                "condition": condition,
+                "n_runs": len(rows),
+                "units": list(rows[0]["units"]),
+                "unit_frequency": freqs.mean(axis=0).tolist(),
+                "sorted_frequency": (-np.sort(-freqs, axis=1)).mean(axis=0).tolist(),
+                "mean_active": _mean_std([s["mean_active"] for s in rows])[0],
+                "switch_rate": switch,
+                "switch_rate_std": switch_std,
+                "switch_rates": [float(s["switch_rate"]) for s in rows],
+                "mean_returns": [float(s["mean_return"]) for s in rows],
+                "collapsed_runs": sum(bool(r) for r in reasons),
+                "collapse_reasons": reasons,
+            }
+        )
+    return out
+
+
+def rim_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Finished RIM runs (``config.yaml`` with a RIM core, and ``model.zip``) at or below ``paths``.
+
+    Runs of other cores are skipped; unfinished RIM runs are skipped with a warning.
+    """
+    runs = []
+    for path in find_runs(paths):
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if config.get("model", {}).get("core") not in RIM_CORES:
+            continue
+        if not (path / MODEL_FILE).is_file():
+            log.warning("skipping %s: no %s (unfinished run)", path, MODEL_FILE)
+            continue
+        runs.append(Run(path=path, config=config, scores={}, curves={}))
+    return runs
+
+
+def sweep_stats(
+    paths: Iterable[str | Path], settings: StatsSettings = StatsSettings(), labels: dict[Path, str] | None = None
+) -> dict[str, ModelStats]:
+    """Activation statistics of every finished RIM run under ``paths``, grouped into models and averaged.
+
+    :param settings: how each run's statistics are computed (see :func:`run_stats`).
+    :param labels: ``{run folder: model label}`` to use instead of :func:`agents.analysis.compare.label_runs`
+        (e.g. the preset names of a reproduction table); runs missing from it keep the computed label.
+    :returns: ``{label: ModelStats}`` in label order.
+    :raises ValueError: no finished RIM run under ``paths``.
+    """
+    runs = rim_runs(paths)
+    if not runs:
+        raise ValueError(f"no finished RIM runs under {', '.join(map(str, paths))}")
+    computed = label_runs(runs)
+    models: dict[str, ModelStats] = {}
+    for run, label in sorted(zip(runs, computed, strict=True), key=lambda pair: (pair[1], pair[0].seed)):
+        label = (labels or {}).get(run.path, label)
+        models.setdefault(label, ModelStats(label, [], [])).runs.append(run.path)
+        models[label].seeds.append(run.seed)
+    for model in models.values():
+        for run_dir in model.runs:
+            model.per_run.append(run_stats(run_dir, settings))
+        model.aggregate = aggregate_stats(model.per_run)
+    return dict(sorted(models.items()))
+
+
+def format_summary_table(models: dict[str, ModelStats]) -> str:
+    """Markdown table of the aggregates: a row per model x condition."""
+    header = ["model", "condition", "seeds", "mean active", "switch rate (mean ± sd)", "unit frequency, busiest first",
+              "collapsed seeds"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, model in models.items():
+        for agg in model.aggregate:
+            cells = [
+                label,
+                agg["condition"],
+                str(agg["n_runs"]),
+                f"{agg['mean_active']:.2f}",
+                f"{agg['switch_rate']:.3f} ± {agg['switch_rate_std']:.3f}",
+                " ".join(f"{f:.2f}" for f in agg["sorted_frequency"]),
+                f"{agg['collapsed_runs']}/{agg['n_runs']}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_json(models: dict[str, ModelStats]) -> dict[str, Any]:
+    """The aggregates as plain JSON data: ``{label: {runs, seeds, aggregate, per_run}}``."""
+    return {
+        label: {
+            "runs": [str(p) for p in model.runs],
+            "seeds": model.seeds,
+            "aggregate": model.aggregate,
+            "per_run": model.per_run,
+        }
+        for label, model in models.items()
+    }
+
+
+def write_summary(models: dict[str, ModelStats], out_dir: str | Path) -> list[Path]:
+    """Write ``activation_summary.json`` and ``activation_summary.md`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = {
+        out / f"{SUMMARY_STEM}.json": json.dumps(summary_json(models), indent=2) + "\n",
+        out / f"{SUMMARY_STEM}.md": format_summary_table(models) + "\n",
+    }
+    for path, text in texts.items():
+        atomic_write_text(path, text)
+    return list(texts)

@@ -1,0 +1,103 @@
+"""``meta.json`` of a committed result: commit, date, machine, budget and the exact command."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.experiment.atomic import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[3]  # agents/analysis/reproduce/ -> the checkout
+
+
+def _git(*args: str) -> str:
+    """Output of a git command in the repository, or ``""`` if git is unavailable."""
+    try:
+        result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it, else as given (committed files stay portable)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else :func:`platform.processor`."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, OS, Python and torch versions, and the torch threads of this process."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed: ``python <script> <args>`` with shell quoting (default: ``sys.argv``)."""
+    args = list(sys.argv if argv is None else argv)
+    shown = repo_relative(args[0]) if args else ""
+    return " ".join(["python", shlex.quote(shown), *map(shlex.quote, args[1:])])
+
+
+def meta(budget: dict[str, Any], argv: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """Everything ``meta.json`` records.
+
+    :param budget: frames, seeds, episodes and the like of the table.
+    :param argv: the command (default: ``sys.argv``).
+    :param extra: further entries (e.g. the sweeps' command lines).
+    """
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "budget": budget,
+        "command": command_line(argv),
+        **extra,
+    }
+
+
+def write_meta(data: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``meta.json`` into ``out_dir`` (atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "meta.json"
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def meta_lines(data: dict[str, Any]) -> str:
+    """A Markdown paragraph of :func:`meta` for a report."""
+    m = data["machine"]
+    dirty = " (with uncommitted changes)" if data["dirty"] else ""
+    return (
+        f"Commit `{data['commit'][:12] or 'unknown'}`{dirty}, {data['date']}; {m['cpu']}, {m['cores']} cores, "
+        f"torch {m['torch']}, Python {m['python']}.\n\nCommand: `{data['command']}`"
+    )

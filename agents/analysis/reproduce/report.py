@@ -1,0 +1,180 @@
+"""The committed folder of a split table: ``report.md``, ``summary.{json,csv}``, the figures and ``meta.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from agents.analysis.compare import ALL_OOD, METRIC_TITLES, Comparison, plot_learning_curves, plot_ood_bars
+from agents.analysis.modularity import ModelStats, format_summary_table
+from agents.experiment.atomic import atomic_path, atomic_write_text, write_csv
+
+from .meta import meta_lines, write_meta
+from .summary import CSV_FIELDS, FLOOR, LEARNED, csv_rows, table_summary
+
+log = logging.getLogger(__name__)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _ci(value: dict[str, Any]) -> str:
+    """``0.812 [0.750, 0.900]``."""
+    return f"{value['point']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"
+
+
+def _title(condition: str) -> str:
+    return "all OOD" if condition == ALL_OOD else condition
+
+
+def _verdict_text(row: dict[str, Any]) -> str:
+    """``better (P 0.84 [0.62, 1.00])``, with the collapse note if any."""
+    text = f"{row['verdict']} (P {row['point']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}])"
+    return f"{text}; {row['modularity']}" if row["modularity"] else text
+
+
+def _verdict_section(summary: dict[str, Any]) -> str:
+    """Verdict per condition (return) for each RIM model against the LSTM."""
+    rows = [r for r in summary["improvements"] if r["metric"] == "return"]
+    pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in rows))
+    if not pairs:
+        return "No verdicts: they need a RIM model and the LSTM among the runs."
+    index = {(r["model"], r["baseline"], r["condition"]): r for r in rows}
+    floor = set(summary["cannot_separate"])
+    body = []
+    for condition in summary["conditions"]:
+        name = _title(condition) + (" (cannot separate: every model ~0)" if condition in floor else "")
+        cells = [_verdict_text(index[(m, b, condition)]) if (m, b, condition) in index else "-" for m, b in pairs]
+        body.append([name, *cells])
+    header = ["condition", *(f"{m} vs {b}" for m, b in pairs)]
+    return (
+        "Final deterministic return; P = P(model > baseline), the probability that a random seed of the model "
+        "scores higher than a random seed of the baseline (ties count half), with its 95% stratified-bootstrap "
+        "CI. *better* / *worse*: the CI lies above / below 0.5; otherwise *no difference at 95%*.\n\n"
+        + _md_table(header, body)
+    )
+
+
+def _learned_section(summary: dict[str, Any]) -> str:
+    """How many seeds of each model learned their training levels (iid success >= 0.9)."""
+    counts = summary["iid_learned"]
+    lines = [f"- `{m}`: {c['learned']}/{c['seeds']} seeds" for m, c in counts.items()]
+    lstm = counts.get("lstm")
+    if lstm is not None and lstm["learned"] * 2 <= lstm["seeds"]:
+        lines.append(
+            f"\n**The LSTM reaches iid success >= {LEARNED} in only {lstm['learned']}/{lstm['seeds']} seeds: the "
+            "budget is too small for the OOD numbers to mean much (DESIGN.md, results protocol).**"
+        )
+    return f"Seeds whose final iid success rate is >= {LEARNED}:\n\n" + "\n".join(lines)
+
+
+def _metric_section(summary: dict[str, Any], metric: str) -> str:
+    """Per condition and model: seeds, IQM and mean with CIs, P(> LSTM) and verdict, for one metric."""
+    index = {(r["model"], r["condition"]): r for r in summary["improvements"] if r["metric"] == metric}
+    body = []
+    for condition in summary["conditions"]:
+        for label, model in summary["models"].items():
+            cell = model["conditions"].get(condition, {}).get(metric)
+            if cell is None:
+                continue
+            imp = index.get((label, condition))
+            p = _ci(imp) if imp else "-"
+            seeds = str(cell["n_seeds"])
+            body.append(
+                [
+                    _title(condition),
+                    label,
+                    seeds,
+                    _ci(cell["iqm"]),
+                    _ci(cell["mean"]),
+                    p,
+                    imp["verdict"] if imp else "-",
+                ]
+            )
+    header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]", "P(model > lstm) [95% CI]", "verdict"]
+    return _md_table(header, body)
+
+
+def _modularity_section(modularity: dict[str, ModelStats], episodes: int) -> str:
+    """The activation statistics of the RIM models, averaged over seeds."""
+    if not modularity:
+        return "No RIM runs with activation statistics."
+    return (
+        f"Activation statistics of every RIM run over {episodes} deterministic episodes per condition "
+        "(`rims-visualize --stats-only`), averaged over seeds: active units per step, switch rate (fraction of "
+        "units whose active flag changes between consecutive steps) and each unit's share of steps, busiest unit "
+        "first (units are exchangeable between seeds, so frequencies are sorted per seed, then averaged). A seed "
+        "counts as *collapsed* on a condition when a unit is active in > 99% or < 1% of the steps or the switch "
+        "rate is < 0.01: its selection does not adapt, and the RIM is in effect a smaller LSTM.\n\n"
+        + format_summary_table(modularity)
+    )
+
+
+def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dict[str, ModelStats]) -> str:
+    """The full ``report.md`` of a split table."""
+    budget = meta["budget"]
+    rates = ", ".join(f"{m} {info.get('learning_rate')}" for m, info in summary["models"].items())
+    source = "from the `tune` table" if budget.get("learning_rates") else "the agent preset's default, not tuned"
+    floor = summary["cannot_separate"]
+    parts = [
+        f"# Table `{summary['table']}`: RIM vs LSTM out of distribution (split `{summary['split']}`)",
+        meta_lines(meta),
+        f"Budget: {budget['frames']:,} training frames per run, seeds {budget['seeds']}, "
+        f"{budget['final_episodes']} final deterministic episodes per condition, periodic evaluation every "
+        f"{budget['eval_every_frames']:,} frames with {budget['eval_episodes']} episode(s). PPO; learning rates "
+        f"({source}): {rates}.",
+        "## Verdicts",
+        _verdict_section(summary),
+    ]
+    if floor:
+        parts.append(
+            f"Conditions where every model's mean success rate is <= {FLOOR}: {', '.join(floor)}. They cannot "
+            "separate the models: an intermediate size or a longer budget would."
+        )
+    parts += ["## Did the models learn their training levels?", _learned_section(summary)]
+    for metric, title in METRIC_TITLES.items():
+        parts += [f"## {title}", _metric_section(summary, metric)]
+    parts += [
+        "## Is the modularity used?",
+        _modularity_section(modularity, budget.get("stats_episodes", 0)),
+        "## Figures",
+        "Learning curves (mean return over seeds of the periodic evaluations, 95% band):\n\n"
+        "![learning curves](learning_curves.png)",
+        "IQM of the final return and success rate per condition, 95% CI:\n\n![OOD bars](ood_bars.png)",
+    ]
+    if summary["notes"]:
+        parts += ["## Notes", "\n".join(f"- {note}" for note in summary["notes"])]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_table(
+    comparison: Comparison,
+    modularity: dict[str, ModelStats],
+    meta: dict[str, Any],
+    model_info: dict[str, dict[str, Any]],
+    notes: list[str],
+    out_dir: Path,
+) -> list[Path]:
+    """Write the committed folder of a split table (every file atomically).
+
+    :returns: the paths written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = table_summary(meta["table"], comparison, modularity, model_info, notes)
+    files = [out_dir / name for name in ("summary.json", "summary.csv", "learning_curves.png", "ood_bars.png")]
+    atomic_write_text(files[0], json.dumps(summary, indent=2) + "\n")
+    write_csv(files[1], csv_rows(summary), CSV_FIELDS)
+    with atomic_path(files[2]) as tmp:
+        plot_learning_curves(comparison, tmp)
+    with atomic_path(files[3]) as tmp:
+        plot_ood_bars(comparison, tmp)
+    files.append(write_meta(meta, out_dir))
+    report = out_dir / "report.md"
+    atomic_write_text(report, render_report(summary, meta, modularity))
+    log.info("wrote table %s to %s", meta["table"], out_dir)
+    return [report, *files]

@@ -1,0 +1,285 @@
+"""The MiniGrid tables of the reproduction: their presets, and one ``scripts/train.py`` sweep per model.
+
+A table's settings live in ``configs/sweep/reproduce_<table>.yaml``, a Hydra sweep preset that also
+runs by hand. :func:`load_preset` reads it as data and :func:`sweep_overrides` turns it into the
+command line of one model's sweep, always in the same order and into the same folder
+(``multirun/reproduce/<table>/<model>/``), with ``resume=true``: running the same command again
+continues unfinished jobs and returns finished ones at once (their job folders are named after
+``hydra.job.num``, so the order of the swept values must never change).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.splits import load_split
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]  # agents/analysis/reproduce/ -> the checkout
+PRESET_DIR = REPO / "configs" / "sweep"
+RESULTS_DIR = REPO / "scripts" / "reproduce"
+SWEEP_ROOT = Path("multirun/reproduce")  # relative to the repository
+SMOKE_ROOT = Path("multirun/reproduce_smoke")
+TUNE = "tune"
+COPYING = "copying"
+SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms")
+TABLES = (TUNE, *SPLIT_TABLES, COPYING)
+MODELS = ("lstm", "gru", "rim", "rim_u6k4")
+SMOKE_MODELS = ("lstm", "rim")
+SMOKE_SETTINGS = {"total_frames": 2048, "eval.every_frames": 2048, "eval.episodes": 1, "eval.final_episodes": 1}
+SMOKE_LEARNING_RATES = (0.0003, 0.001)
+LAUNCHERS = {"joblib": "hydra/launcher=joblib", "slurm": "hydra/launcher=slurm", "local": "hydra/launcher=local"}
+LEARNING_RATE = "agent.learning_rate"
+
+
+class ReproduceError(ValueError):
+    """A table that cannot run as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A table's sweep preset as data.
+
+    :param table: the table name.
+    :param env: the split (``env`` group choice).
+    :param groups: other config-group choices, e.g. ``[("logger", "none")]``.
+    :param settings: ``(dotted key, value)`` of the preset's body, in file order.
+    :param params: ``(dotted key, values)`` swept by the preset, in file order.
+    """
+
+    table: str
+    env: str
+    groups: list[tuple[str, str]]
+    settings: list[tuple[str, Any]]
+    params: list[tuple[str, list[Any]]]
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """The value of a dotted key of the body."""
+        return dict(self.settings).get(key, default)
+
+    def param(self, key: str) -> list[Any] | None:
+        """The swept values of a key, or None."""
+        return dict(self.params).get(key)
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, leaf)`` pairs of a nested mapping, in order (lists are leaves)."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            pairs += _flatten(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+def _sweep_values(text: Any) -> list[Any]:
+    """The values of a Hydra sweep: ``range(a[, b])`` or ``a,b,c`` (numbers parsed)."""
+    text = str(text).strip()
+    if match := re.fullmatch(r"range\((\d+)(?:,\s*(\d+))?\)", text):
+        start, stop = (0, int(match[1])) if match[2] is None else (int(match[1]), int(match[2]))
+        return list(range(start, stop))
+    return [yaml.safe_load(part) for part in text.split(",")]
+
+
+def load_preset(table: str, directory: Path = PRESET_DIR) -> Preset:
+    """Read ``configs/sweep/reproduce_<table>.yaml``.
+
+    :raises ReproduceError: no such preset, or one without an ``override /env`` default.
+    """
+    path = directory / f"reproduce_{table}.yaml"
+    if not path.is_file():
+        raise ReproduceError(f"no preset {path} for table {table!r}")
+    data = yaml.safe_load(path.read_text()) or {}
+    groups = []
+    for entry in data.get("defaults", []):
+        for key, value in entry.items() if isinstance(entry, dict) else []:
+            groups.append((key.removeprefix("override").strip().lstrip("/"), str(value)))
+    env = dict(groups).get("env")
+    if env is None:
+        raise ReproduceError(f"{path} has no 'override /env: <split>' default")
+    params = data.get("hydra", {}).get("sweeper", {}).get("params", {})
+    body = {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
+    return Preset(
+        table=table,
+        env=env,
+        groups=[(g, v) for g, v in groups if g != "env"],
+        settings=_flatten(body),
+        params=[(key, _sweep_values(value)) for key, value in params.items()],
+    )
+
+
+def smoke_conditions(split: str) -> tuple[str, ...]:
+    """The conditions a smoke run evaluates: the split's first two and last two (iid, an OOD one, perturbed ones).
+
+    An untrained policy plays every episode to its time limit, so evaluating all conditions (2,560 steps
+    on DoorKey-16x16) would dominate a smoke run.
+    """
+    names = list(load_split(split).test)
+    return tuple(dict.fromkeys([*names[:2], *names[-2:]]))
+
+
+def format_value(value: Any) -> str:
+    """``value`` in Hydra's override syntax (``true``, ``null``, ``[iid]``, ``0.0003``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one table runs this time.
+
+    :param preset: the table's preset.
+    :param models: model presets (``configs/model/<name>.yaml``) to run.
+    :param seeds: training seeds.
+    :param frames: training frames per run.
+    :param learning_rates: per model the learning rate (tables), or None to sweep the preset's grid (tune).
+    :param jobs: parallel jobs of the launcher.
+    :param launcher: a key of :data:`LAUNCHERS`.
+    :param sweep_root: the folder holding ``<table>/<model>/`` sweep folders (relative: to the repository).
+    :param settings: body settings replacing the preset's (the smoke budget).
+    :param extra: further overrides appended to every sweep's command line.
+    """
+
+    preset: Preset
+    models: tuple[str, ...]
+    seeds: list[int]
+    frames: int
+    learning_rates: dict[str, float] | None
+    jobs: int = 2
+    launcher: str = "joblib"
+    sweep_root: Path = SWEEP_ROOT
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: tuple[str, ...] = ()
+
+    def sweep_dir(self, model: str) -> Path:
+        """``<sweep_root>/<table>/<model>`` as given to Hydra (relative: to the repository)."""
+        return self.sweep_root / self.preset.table / model
+
+    def sweep_path(self, model: str) -> Path:
+        """The sweep folder of one model as an absolute path."""
+        return REPO / self.sweep_dir(model)
+
+    def swept(self, model: str) -> list[tuple[str, list[Any]]]:
+        """The swept keys and values of one model's sweep, in command-line order."""
+        out = []
+        for key, values in self.preset.params:
+            if key == "seed":
+                values = self.seeds
+            elif key == LEARNING_RATE and self.learning_rates is not None:
+                continue
+            out.append((key, list(values)))
+        if self.learning_rates is not None:
+            out.insert(0, (LEARNING_RATE, [self.learning_rates[model]]))
+        return out
+
+    def jobs_of(self, model: str) -> list[dict[str, Any]]:
+        """The settings of each job of one model's sweep, in ``hydra.job.num`` order."""
+        swept = self.swept(model)
+        keys = [key for key, _ in swept]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in swept))]
+
+
+def sweep_overrides(plan: Plan, model: str) -> list[str]:
+    """The ``scripts/train.py -m`` arguments of one model's sweep.
+
+    Order: ``env``, ``model``, the swept keys (a tuned learning rate first), the preset's body,
+    its other group choices, ``progress_bar=false resume=true``, the launcher, the sweep folder,
+    then ``plan.extra``. For ``tune`` this is, word for word, the command the tune sweeps were
+    started with by hand (issue 13).
+    """
+    values = {**dict(plan.preset.settings), **plan.settings, "total_frames": plan.frames}
+    body = list(dict.fromkeys(["total_frames", *dict(plan.preset.settings), *plan.settings]))
+    args = [f"env={plan.preset.env}", f"model={model}"]
+    args += [f"{key}={','.join(format_value(v) for v in values)}" for key, values in plan.swept(model)]
+    args += [f"{key}={format_value(values[key])}" for key in body]
+    args += [f"{group}={value}" for group, value in plan.preset.groups]
+    args += ["progress_bar=false", "resume=true", LAUNCHERS[plan.launcher]]
+    if plan.launcher == "joblib":
+        args.append(f"hydra.launcher.n_jobs={min(plan.jobs, len(plan.jobs_of(model)))}")
+    args.append(f"hydra.sweep.dir={plan.sweep_dir(model)}")
+    return [*args, *plan.extra]
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    """``config[a][b]`` for ``"a.b"``, or None."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def check_sweep_dir(plan: Plan, model: str) -> None:
+    """Refuse early when a job folder of the sweep holds a run that this plan's job of that number cannot resume.
+
+    :raises ReproduceError: naming the folder, the key, what it holds and what this plan asks for.
+    """
+    directory = plan.sweep_path(model)
+    if not directory.is_dir():
+        return
+    jobs = plan.jobs_of(model)
+    for job_dir in sorted(p for p in directory.iterdir() if (p / "config.yaml").is_file()):
+        number = job_dir.name.split("_", 1)[0]
+        if not number.isdigit() or int(number) >= len(jobs):
+            continue
+        config = yaml.safe_load((job_dir / "config.yaml").read_text()) or {}
+        wanted = {"total_frames": plan.frames, **jobs[int(number)]}
+        for key, value in wanted.items():
+            held = _lookup(config, key)
+            if held != value:
+                raise ReproduceError(
+                    f"{job_dir} holds a run with {key}={held!r}, but job {number} of this command has "
+                    f"{key}={value!r}: rerun with the settings it was started with (e.g. --frames, --seeds), "
+                    f"or move {directory} away to start the table afresh"
+                )
+
+
+def launch(plan: Plan, model: str) -> int:
+    """Run one model's sweep (``scripts/train.py -m``, one torch thread per job) and wait for it.
+
+    :returns: the sweep's exit status (non-zero if any job failed).
+    :raises ReproduceError: see :func:`check_sweep_dir`.
+    """
+    check_sweep_dir(plan, model)
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *sweep_overrides(plan, model)]
+    log.info("sweep %s/%s: %s", plan.preset.table, model, " ".join(command[1:]))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO, env=environment, check=False).returncode
+
+
+def sweep_folders(plan: Plan) -> dict[str, Path]:
+    """``{model: its sweep folder}`` (absolute) for the plan's models."""
+    return {model: plan.sweep_path(model) for model in plan.models}
+
+
+def learning_rates_for(models: Sequence[str], choice: dict[str, float], source: Path) -> dict[str, float]:
+    """The tuned learning rate of every model.
+
+    :raises ReproduceError: a model without a tuned rate.
+    """
+    missing = [m for m in models if m not in choice]
+    if missing:
+        raise ReproduceError(
+            f"{source} has no tuned learning rate for {missing} (it has {sorted(choice)}); "
+            f"run `python scripts/reproduce.py tune` for them first"
+        )
+    return {m: float(choice[m]) for m in models}

@@ -1,0 +1,163 @@
+"""The ``tune`` table: one learning-rate grid for every core on iid validation seeds, and the choice per model.
+
+Per model, the rate with the highest mean final iid return over the tuning seeds is chosen (ties:
+the first in grid order). Every other table runs each model with its chosen rate and fresh seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.analysis.compare import IID, load_runs
+from agents.experiment.atomic import atomic_write_text, write_csv
+
+from .meta import meta_lines, repo_relative, write_meta
+from .tables import LEARNING_RATE, ReproduceError
+
+log = logging.getLogger(__name__)
+
+RUN_FIELDS = ("model", "learning_rate", "seed", "iid_return", "iid_success", "run")
+
+
+def tune_runs(folders: dict[str, Path]) -> list[dict[str, Any]]:
+    """One row per finished tuning run: model, learning rate, seed, final iid return and success, folder.
+
+    :param folders: ``{model: its tune sweep folder}``; a missing folder or one without finished runs
+        contributes nothing.
+    """
+    rows = []
+    for model, folder in folders.items():
+        if not folder.is_dir():
+            log.warning("no tune sweep for %s at %s", model, folder)
+            continue
+        try:
+            runs = load_runs([folder])
+        except ValueError as error:
+            log.warning("no finished tune runs for %s: %s", model, error)
+            continue
+        for run in runs:
+            if IID not in run.scores:
+                raise ReproduceError(f"{run.path}: no iid result in eval.json")
+            rows.append(
+                {
+                    "model": model,
+                    "learning_rate": float(run.config["agent"]["learning_rate"]),
+                    "seed": run.seed,
+                    "iid_return": run.scores[IID]["return"],
+                    "iid_success": run.scores[IID]["success"],
+                    "run": repo_relative(run.path),
+                }
+            )
+    return sorted(rows, key=lambda r: (list(folders).index(r["model"]), r["learning_rate"], r["seed"]))
+
+
+def choose(rows: Sequence[dict[str, Any]], grid: Sequence[float]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Mean final iid return per model and rate, and per model the rate with the highest mean.
+
+    :returns: ``({model: {rate: {"mean_return", "mean_success", "seeds", "returns"}}}, {model: rate})``;
+        a model is chosen for only when every rate of ``grid`` has at least one finished run.
+    """
+    means: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        means[model] = {}
+        for rate in grid:
+            cell = [r for r in rows if r["model"] == model and np.isclose(r["learning_rate"], rate)]
+            if cell:
+                means[model][str(rate)] = {
+                    "mean_return": float(np.mean([r["iid_return"] for r in cell])),
+                    "mean_success": float(np.mean([r["iid_success"] for r in cell])),
+                    "seeds": [r["seed"] for r in cell],
+                    "returns": [r["iid_return"] for r in cell],
+                }
+    choice = {}
+    for model, cells in means.items():
+        if len(cells) == len(grid):
+            best = max(grid, key=lambda rate, c=cells: c[str(rate)]["mean_return"])
+            choice[model] = float(best)
+        else:
+            log.warning("tune: %s lacks finished runs for some rates; no choice made", model)
+    return means, choice
+
+
+def render_tune_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """``report.md`` of the tune table: the grid, every run's number and the choice."""
+    grid = summary["grid"]
+    header = ["model", *(f"lr {rate}" for rate in grid[LEARNING_RATE]), "chosen"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, cells in summary["means"].items():
+        shown = []
+        for rate in grid[LEARNING_RATE]:
+            cell = cells.get(str(rate))
+            shown.append(
+                "-" if cell is None else f"{cell['mean_return']:.3f} ({', '.join(f'{v:.3f}' for v in cell['returns'])})"
+            )
+        lines.append("| " + " | ".join([model, *shown, str(summary["choice"].get(model, "-"))]) + " |")
+    runs = ["| model | learning rate | seed | iid return | iid success |", "|---|---|---|---|---|"]
+    runs += [
+        f"| {r['model']} | {r['learning_rate']} | {r['seed']} | {r['iid_return']:.3f} | {r['iid_success']:.2f} |"
+        for r in summary["runs"]
+    ]
+    return (
+        "\n\n".join(
+            [
+                f"# Table `tune`: learning rate per core (split `{summary['split']}`, iid validation seeds)",
+                meta_lines(meta),
+                f"Grid: `{LEARNING_RATE}` in {grid[LEARNING_RATE]}, training seeds {grid['seeds']}, "
+                f"{meta['budget']['frames']:,} frames per run; final evaluation on the iid condition only (unseen "
+                f"levels of the training environment), {meta['budget']['final_episodes']} deterministic episodes. "
+                "Chosen per model: the rate with the highest mean final iid return over the seeds (ties: the first "
+                "in grid order).",
+                "## Mean final iid return (per seed in parentheses)",
+                "\n".join(lines),
+                "## Every run",
+                "\n".join(runs),
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_tune(
+    rows: list[dict[str, Any]], grid: Sequence[float], seeds: Sequence[int], meta: dict[str, Any], out_dir: Path
+) -> dict[str, float]:
+    """Write ``summary.json`` (grid, runs, means, choice), ``summary.csv`` (runs), ``report.md`` and ``meta.json``.
+
+    :returns: the choice ``{model: learning rate}``.
+    """
+    means, choice = choose(rows, grid)
+    summary = {
+        "table": "tune",
+        "split": meta.get("split", "doorkey"),
+        "grid": {LEARNING_RATE: list(grid), "seeds": list(seeds)},
+        "runs": rows,
+        "means": means,
+        "choice": choice,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_csv(out_dir / "summary.csv", rows, RUN_FIELDS)
+    write_meta(meta, out_dir)
+    atomic_write_text(out_dir / "report.md", render_tune_report(summary, meta))
+    return choice
+
+
+def load_choice(path: Path) -> dict[str, float]:
+    """The tuned learning rate per model from a tune ``summary.json``.
+
+    :raises ReproduceError: the file is missing or has no choice.
+    """
+    if not path.is_file():
+        raise ReproduceError(
+            f"no tuned learning rates: {path} is missing. Run `python scripts/reproduce.py tune` first "
+            "(or --smoke, which uses the default rate)"
+        )
+    choice = json.loads(path.read_text()).get("choice")
+    if not isinstance(choice, dict) or not choice:
+        raise ReproduceError(f"{path} holds no learning-rate choice; rerun `python scripts/reproduce.py tune`")
+    return {str(k): float(v) for k, v in choice.items()}

@@ -1,0 +1,17 @@
+"""The run lifecycle: one training run from a typed config to a run folder.
+
+:mod:`~agents.experiment.run` (``train(cfg, run_dir) -> metrics``: validate, build, learn,
+evaluate, write the run folder), :mod:`~agents.experiment.config` (the typed config dataclasses,
+registered in Hydra's ConfigStore), :mod:`~agents.experiment.checkpoint` (save and resume),
+:mod:`~agents.experiment.interrupt` (SIGINT/SIGTERM -> checkpoint and stop),
+:mod:`~agents.experiment.evaluation` (OOD evaluation on a split's test conditions),
+:mod:`~agents.experiment.recording` (one episode: frames, actions, active units),
+:mod:`~agents.experiment.metrics_log` and :mod:`~agents.experiment.wandb_logger` (logging),
+:mod:`~agents.experiment.atomic` (atomic file writes), :mod:`~agents.experiment.run_folder`
+(load a trained run folder back) and :mod:`~agents.experiment.presets` (MiniGrid hyperparameters
+of the learning-check and benchmark scripts).
+
+Layering: modules here import the algorithms (``agents.ppo``, ``agents.policies``, ...) and never
+:mod:`agents.analysis` or :mod:`agents.cli` (``tests/test_layering.py``). Nothing is imported here,
+so ``agents.experiment.atomic`` stays as light as it reads.
+"""
