@@ -460,7 +460,7 @@ class RIMCell(nn.Module):
         parameter changes (any in-place update bumps its version counter), dtype or device.
 
         :param fold: fold the null value's projection into the input bias (exact without
-            attention dropout and without a top-down candidate).
+            attention dropout; see :func:`rims.weights.build_weights`).
         """
         caching = not torch.is_grad_enabled()
         if caching:

@@ -83,6 +83,13 @@ def input_part(probs: Tensor, proj_in: Tensor, proj_top: Tensor | None, null_pro
         the bias (then ``a_in + a_null`` must be 1).
     :returns: ``(U, N, G)``, or ``(S, U, N, G)`` per schema.
     """
+    if probs.shape[-2] == 1:  # one head: element-wise products, not batches of 1 x 1 matmuls
+        part = probs[..., 0, :1] * proj_in[..., 0, :]
+        if proj_top is not None:
+            part = torch.addcmul(part, probs[..., 0, 1:2], proj_top[..., 0, :])
+        if null_proj is not None:
+            part = torch.addcmul(part, probs[..., 0, :1] + probs[..., 0, -1:], null_proj[..., 0, :].unsqueeze(-2))
+        return part
     a_in = probs[..., 0].unsqueeze(-2)  # (U, N, 1, H)
     part = torch.matmul(a_in, proj_in).squeeze(-2)
     if proj_top is not None:

@@ -203,7 +203,12 @@ class _RIMBase(nn.Module):
         """
         runners = [
             StepRunner(
-                layer, tuple(s[i] for s in states), x if i == 0 else None, record, top_down=i < len(self.layers) - 1
+                layer,
+                tuple(s[i] for s in states),
+                x if i == 0 else None,
+                record,
+                top_down=i < len(self.layers) - 1,
+                steps=x.shape[0],
             )
             for i, layer in enumerate(self.layers)
         ]

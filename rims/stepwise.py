@@ -26,7 +26,7 @@ from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
 from rims.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
 from rims.schemata import apply_choice, choose_schema, keep_inactive, schema_candidates
-from rims.weights import input_projection
+from rims.weights import combine_for_steps, input_projection, top_projection
 from rims.workspace_comm import WorkspaceCommunication
 
 if TYPE_CHECKING:
@@ -42,19 +42,40 @@ class StepRunner:
         side is then projected for all steps at once), or ``None`` to pass it per step.
     :param record: keep what :class:`rims.RIMInfo` reports.
     :param top_down: the layer reads a top-down input at every step (see :meth:`step`).
+    :param steps: how many steps the runner will make when ``x`` is ``None`` (the per-step
+        input and the top-down input are then projected through weights combined once for all
+        steps, when that costs fewer multiply-adds).
+
+    Without attention dropout the null value's projection is folded into the input bias; with a
+    top-down candidate the top-down value is then taken relative to the null value
+    (``a_in P_in + a_top P_top + a_null P_null = P_null + a_in (P_in - P_null) + a_top (P_top - P_null)``,
+    where ``P_in`` already omits the null's part; see :func:`rims.input_attention.input_part`).
     """
 
     def __init__(
-        self, cell: RIMCell, states: tuple[Tensor, ...], x: Tensor | None, record: bool, top_down: bool = False
+        self,
+        cell: RIMCell,
+        states: tuple[Tensor, ...],
+        x: Tensor | None,
+        record: bool,
+        top_down: bool = False,
+        steps: int = 1,
     ) -> None:
         self.cell, self.record, self.top_down = cell, record, top_down
         self.lstm = cell.dynamics == "lstm"
         self.dropout = cell.attention_dropout if cell.training and cell.attention_dropout > 0.0 else 0.0
         self.heads, self.u, self.d = cell.num_input_heads, cell.num_units, cell.unit_size
         self.schemata = cell.num_schemata is not None
-        self.w = cell._weights(fold=self.dropout == 0.0 and not top_down)
+        self.fold = self.dropout == 0.0
+        self.w = cell._weights(fold=self.fold)
         batch = states[0].shape[0]
         self.batch = batch
+        if x is None and self.w.combined is None and steps > 1:
+            self.w = combine_for_steps(cell, self.w, steps * batch)
+        self._top = top_projection(cell, self.w, self.fold, steps * batch) if top_down else None
+        gates = self.w.h_split[0]
+        self._gh_weight, self._gh_bias = _columns(self.w.h, self.w.h_bias, 0, gates) if gates else (None, None)
+        self._query_weight, self._query_bias = _columns(self.w.h, self.w.h_bias, gates, self.w.h.shape[-1])
         if cell.communication == "workspace":
             self.comm: PairwiseCommunication | WorkspaceCommunication = WorkspaceCommunication(cell, batch)
         else:
@@ -82,12 +103,22 @@ class StepRunner:
 
     def _top_side(self, top: Tensor) -> tuple[Tensor, Tensor]:
         """Scaled top-down keys relative to the null key ``(N, H, K)`` and the top-down value's
-        projection ``(W, N, H, G)`` of ``top`` ``(N, top_size)``."""
+        projection ``(W, N, H, G)`` of ``top`` ``(N, top_size)`` (relative to the null value's
+        when that is folded into the bias)."""
         cell, heads = self.cell, self.heads
+        assert self._top is not None
         keys = F.linear(top, cell._top_key_weight(), cell._top_key_bias()).view(-1, heads, cell.input_key_size)
-        values = F.linear(top, cell.weight_value_top, cell.bias_value_top)  # (N, H*V)
-        values = values.view(-1, heads, cell.input_value_size).transpose(0, 1)  # (H, N, V)
-        proj = torch.bmm(values, self.w.ih)  # (H, N, W*G)
+        tp = self._top
+        if tp.combined is None:  # two steps: (t W_t + b) W_ih
+            values = F.linear(top, tp.weight, tp.bias)  # (N, H*V)
+            values = values.view(-1, heads, cell.input_value_size).transpose(0, 1)  # (H, N, V)
+            proj = torch.bmm(values, self.w.ih)  # (H, N, W*G)
+        elif heads == 1:
+            combined, bias = tp.combined[0], tp.combined_bias
+            proj = (torch.mm(top, combined) if bias is None else torch.addmm(bias[0], top, combined)).unsqueeze(0)
+        else:
+            proj = torch.matmul(top, tp.combined)  # (H, N, W*G)
+            proj = proj if tp.combined_bias is None else proj + tp.combined_bias
         sets = cell.weight_ih.shape[0]
         return keys, proj.view(heads, -1, sets, proj.shape[-1] // sets).permute(2, 1, 0, 3)
 
@@ -107,8 +138,9 @@ class StepRunner:
             assert self._key_steps is not None and self._proj_steps is not None
             key_t, proj_t = self._key_steps[t], self._proj_steps[t]
         h, c = self.h, self.c
-        hq = torch.bmm(h, w.h) if w.h_bias is None else torch.baddbmm(w.h_bias, h, w.h)  # (U, N, G + H*K)
-        gh, query = hq.split(w.h_split, dim=-1)
+        # two products rather than one split in two: a split's backward concatenates every step
+        gh = None if self._gh_weight is None else _affine(h, self._gh_weight, self._gh_bias)  # (U, N, G)
+        query = _affine(h, self._query_weight, self._query_bias)  # (U, N, H*K)
         query = query.view(u, batch, heads, -1)  # (U, N, H, K)
         score_in = torch.linalg.vecdot(query, key_t)  # (U, N, H) input minus null score
         score_top = proj_top = None
@@ -127,6 +159,7 @@ class StepRunner:
             h_tilde, c, choice = self._schema_dynamics(used, proj_t, proj_top, mask)
         else:
             part = self._unit_part(used, proj_t, proj_top)
+            assert gh is not None
             if self.lstm:
                 assert c is not None
                 h_tilde, c = lstm_gates(gh + part, h, c, mask)
@@ -152,8 +185,11 @@ class StepRunner:
 
     def _unit_part(self, probs: Tensor, proj_t: Tensor, proj_top: Tensor | None) -> Tensor:
         """Input part of per-unit dynamics ``(U, N, G)``; ``proj_t`` ``(U, N, H, G)``."""
-        if self.heads == 1 and proj_top is None and self.w.null_proj is None:
-            return probs[..., :1, 0] * proj_t[..., 0, :]  # (U, N, 1) * (U, N, G)
+        if self.heads == 1 and self.w.null_proj is None:
+            part = probs[..., :1, 0] * proj_t[..., 0, :]  # (U, N, 1) * (U, N, G)
+            if proj_top is not None:
+                part = torch.addcmul(part, probs[..., :1, 1], proj_top[..., 0, :])
+            return part
         return input_part(probs, proj_t, proj_top, self.w.null_proj)
 
     def _schema_dynamics(
@@ -184,3 +220,13 @@ class StepRunner:
             out = torch.stack(self.outputs).permute(0, 2, 1, 3).reshape(len(self.outputs), batch, hidden)
         info = RIMInfo.from_steps(self.log) if self.record else None
         return out, finals, info
+
+
+def _columns(weight: Tensor, bias: Tensor | None, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+    """Columns ``start:stop`` of a per-unit weight ``(U, d, C)`` and its bias ``(U, 1, C)``, contiguous."""
+    return weight[..., start:stop].contiguous(), None if bias is None else bias[..., start:stop].contiguous()
+
+
+def _affine(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``h W + b`` per unit: ``h`` ``(U, N, d)``, ``weight`` ``(U, d, C)``, ``bias`` ``(U, 1, C)``."""
+    return torch.bmm(h, weight) if bias is None else torch.baddbmm(bias, h, weight)

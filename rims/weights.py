@@ -45,8 +45,8 @@ def build_weights(cell: RIMCell, fold: bool) -> Weights:
     """:class:`Weights` of ``cell`` (differentiable).
 
     :param fold: fold the null value's projection ``W_ih b_v`` into the input bias, which is
-        exact when the attention on the input and on null add up to one (no attention dropout,
-        no top-down candidate).
+        exact when the candidates' attention adds up to one (no attention dropout); a top-down
+        value is then taken relative to the null value (:func:`top_projection`).
     """
     heads, key_size, value = cell.num_input_heads, cell.input_key_size, cell.input_value_size
     sets, gates = cell.weight_ih.shape[0], cell.weight_ih.shape[2]
@@ -80,10 +80,53 @@ def build_weights(cell: RIMCell, fold: bool) -> Weights:
     )
 
 
-def combined_weight(cell: RIMCell, w_ih: Tensor) -> Tensor:
-    """``W_v W_ih`` per input head, ``(H, I, W*G)``, from ``w_ih`` ``(H, V, W*G)``."""
-    value_weight = cell.weight_value.view(cell.num_input_heads, cell.input_value_size, cell.input_size)
-    return torch.bmm(value_weight.transpose(1, 2), w_ih)
+def combined_weight(cell: RIMCell, w_ih: Tensor, value_weight: Tensor | None = None) -> Tensor:
+    """``W_v W_ih`` per input head, ``(H, I, W*G)``, from ``w_ih`` ``(H, V, W*G)``.
+
+    :param value_weight: ``(H*V, I)`` value weight; ``None`` for the input's ``weight_value``.
+    """
+    value_weight = cell.weight_value if value_weight is None else value_weight
+    heads, value = cell.num_input_heads, cell.input_value_size
+    return torch.bmm(value_weight.view(heads, value, -1).transpose(1, 2), w_ih)
+
+
+def combine_for_steps(cell: RIMCell, w: Weights, rows: int) -> Weights:
+    """``w`` with ``combined`` set when projecting ``rows`` input rows, given one step at a time,
+    through ``W_v W_ih`` (built once) costs fewer multiply-adds than the two-step product
+    (:func:`prefer_combined`, with the input's gradient when gradients are recorded)."""
+    grad = torch.is_grad_enabled()
+    if not prefer_combined(rows, cell.input_size, cell.input_value_size, w.ih.shape[2], grad, grad):
+        return w
+    return w._replace(combined=combined_weight(cell, w.ih))
+
+
+class TopProjection(NamedTuple):
+    """How a layer projects its top-down input (BRIMs) for one forward call: either through the
+    combined weight ``W_t W_ih`` or in two steps ``(t W_t + b) W_ih``."""
+
+    weight: Tensor  # (H*V, T) value weight of the top-down input
+    bias: Tensor | None  # (H*V,) its value bias (relative to the null value's when that is folded)
+    combined: Tensor | None  # (H, T, W*G) W_t W_ih, when cheaper
+    combined_bias: Tensor | None  # (H, 1, W*G) the bias's projection, with ``combined``
+
+
+def top_projection(cell: RIMCell, w: Weights, fold: bool, rows: int) -> TopProjection:
+    """The top-down projection of ``cell`` for ``rows`` rows given a step at a time (differentiable).
+
+    :param fold: the null value's projection is folded into the input bias (:func:`build_weights`),
+        so the top-down value is taken relative to the null value: its bias is ``b_t - b_v``.
+    """
+    weight, bias = cell.weight_value_top, cell.bias_value_top
+    assert weight is not None and cell.top_down_size is not None
+    if fold and bias is not None:
+        bias = bias - cell.bias_value
+    grad = torch.is_grad_enabled()
+    if not prefer_combined(rows, cell.top_down_size, cell.input_value_size, w.ih.shape[2], grad, grad):
+        return TopProjection(weight, bias, None, None)
+    heads, value = cell.num_input_heads, cell.input_value_size
+    combined = combined_weight(cell, w.ih, weight)
+    combined_bias = None if bias is None else torch.bmm(bias.view(heads, 1, value), w.ih)
+    return TopProjection(weight, bias, combined, combined_bias)
 
 
 def combined_if_cheaper(cell: RIMCell, w_ih: Tensor) -> Tensor | None:

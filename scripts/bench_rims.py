@@ -108,18 +108,33 @@ FAMILY: dict[str, dict] = {
 
 
 def _family(repeats: int, min_seconds: float) -> None:
-    """The models after RIMs against the RIM core at the policy shape (b), training and acting."""
+    """The models after RIMs against the RIM core at the policy shape (b), training and acting.
+
+    A model with several layers (BRIMs) is also timed against the stacked RIM of the same depth
+    (``top_down=False``, each layer on the fused path), the part of its cost that the top-down
+    input adds: a two-layer model cannot cost less than two layers.
+    """
     print(f"{'case':70s} {'rim ms':>9s} {'model ms':>9s} {'ratio':>6s} {'best':>6s}")
     for case in CASES[1:]:
         for name, options in FAMILY.items():
-            rim = RIMLSTM(case.input_size, case.hidden_size, case.num_units, case.k, attention_dropout=0.0)
-            model = RIMLSTM(case.input_size, case.hidden_size, case.num_units, case.k, attention_dropout=0.0, **options)
+            size = (case.input_size, case.hidden_size, case.num_units, case.k)
             layers = options.get("num_layers", 1)
-            workloads = [_workload(rim, case, True), _workload(model, case, True, layers)]
-            (t_rim, best_rim), (t_model, best_model) = _timer(workloads, repeats, min_seconds)
-            label = f"{name}: {'fwd+bwd' if case.train else 'acting'}"
-            ratios = f"{t_model / t_rim:6.2f} {best_model / best_rim:6.2f}"
-            print(f"{label:70s} {t_rim * 1e3:9.3f} {t_model * 1e3:9.3f} {ratios}")
+            baselines = [("rim", {})]
+            if layers > 1:
+                baselines.append((f"{layers}-layer rim", {"num_layers": layers}))
+            for base_name, base_options in baselines:
+                rim = RIMLSTM(*size, attention_dropout=0.0, **base_options)
+                model = RIMLSTM(*size, attention_dropout=0.0, **options)
+                workloads = [
+                    _workload(rim, case, True, base_options.get("num_layers", 1)),
+                    _workload(model, case, True, layers),
+                ]
+                (t_rim, best_rim), (t_model, best_model) = _timer(workloads, repeats, min_seconds)
+                label = f"{name}: {'fwd+bwd' if case.train else 'acting'}" + (
+                    " vs " + base_name if base_options else ""
+                )
+                ratios = f"{t_model / t_rim:6.2f} {best_model / best_rim:6.2f}"
+                print(f"{label:70s} {t_rim * 1e3:9.3f} {t_model * 1e3:9.3f} {ratios}")
 
 
 def main() -> None:

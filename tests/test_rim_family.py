@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rims import RIMGRU, RIMLSTM, RIMCell
+from rims.input_attention import input_part
 from rims.stepwise import StepRunner
 from rims.workspace_comm import WorkspaceCommunication
 from tests.reference_rim import reference_sequence, reference_stack, reference_workspace
@@ -83,14 +84,28 @@ def test_layer_options_match_literal_reference(
 
 
 @pytest.mark.parametrize("cls", [RIMLSTM, RIMGRU])
-@pytest.mark.parametrize("layers", [2, 3])
-@pytest.mark.parametrize("option", ["plain", "schemata_workspace"])
-def test_brims_stack_matches_literal_reference(cls: type, layers: int, option: str) -> None:
+@pytest.mark.parametrize(
+    ("layers", "option", "heads", "value_size", "batch"),
+    [
+        (2, "plain", 2, 7, 2),
+        (3, "plain", 2, 7, 2),
+        (2, "schemata_workspace", 2, 7, 2),
+        (3, "schemata_workspace", 2, 7, 2),
+        # a wide value and more rows: the per-step and top-down inputs go through W_v W_ih, built once
+        (2, "plain", 1, 64, 6),
+        (2, "plain", 2, 64, 6),
+        (2, "schemata", 1, 64, 6),
+    ],
+)
+def test_brims_stack_matches_literal_reference(
+    cls: type, layers: int, option: str, heads: int, value_size: int, batch: int
+) -> None:
     torch.manual_seed(0)
     extra = {} if option == "plain" else LAYER_OPTIONS[option]
-    m = cls(5, 12, 4, 3, num_layers=layers, top_down=True, num_input_heads=2, **SMALL, **extra).double().eval()
-    x = _f64(4, 2, 5)
-    states = tuple(_f64(layers, 2, 12) * 0.5 for _ in range(2 if cls is RIMLSTM else 1))
+    sizes = {**SMALL, "input_value_size": value_size}
+    m = cls(5, 12, 4, 3, num_layers=layers, top_down=True, num_input_heads=heads, **sizes, **extra).double().eval()
+    x = _f64(4, batch, 5)
+    states = tuple(_f64(layers, batch, 12) * 0.5 for _ in range(2 if cls is RIMLSTM else 1))
     out, finals = m(x, states if cls is RIMLSTM else states[0])
     finals = finals if cls is RIMLSTM else (finals,)
     ref_out, ref_finals = reference_stack(m, x, states)
@@ -241,3 +256,29 @@ def test_jax_conversion_refuses_the_family_options_by_name(kwargs: dict, name: s
     convert = pytest.importorskip("rims.jax.convert")
     with pytest.raises(NotImplementedError, match=f"rims.jax does not implement {name}="):
         convert.flax_module_for(RIMLSTM(5, 12, 4, 3, **kwargs))
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("per_schema", [False, True])
+@pytest.mark.parametrize("top", [False, True])
+@pytest.mark.parametrize("null", [False, True])
+def test_input_part_is_the_attended_values_projection(heads: int, per_schema: bool, top: bool, null: bool) -> None:
+    """``a_in P_in + a_top P_top + (a_in + a_null) P_null`` per head, summed over heads, for
+    per-unit and per-schema projections (the one-head shortcut included)."""
+    torch.manual_seed(0)
+    u, n, g, s = 3, 4, 5, 2
+    probs = torch.softmax(_f64(u, n, heads, 3 if top else 2), dim=-1)
+    lead = (s, 1) if per_schema else (u,)
+    proj_in, proj_top = _f64(*lead, n, heads, g), _f64(*lead, n, heads, g) if top else None
+    null_proj = _f64(*lead, heads, g) if null else None
+    want = 0.0
+    for head in range(heads):
+        a = probs[..., head, :].unsqueeze(-1)  # (U, N, C, 1)
+        want = want + a[..., 0, :] * proj_in[..., head, :]
+        if top:
+            want = want + a[..., 1, :] * proj_top[..., head, :]
+        if null:
+            want = want + (a[..., 0, :] + a[..., -1, :]) * null_proj[..., head, :].unsqueeze(-2)
+    got = input_part(probs, proj_in, proj_top, null_proj)
+    assert got.shape == ((s, u, n, g) if per_schema else (u, n, g))
+    torch.testing.assert_close(got, torch.as_tensor(want).expand(got.shape), rtol=0, atol=1e-12)
