@@ -8,12 +8,13 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from agents.experiment.atomic import atomic_path, atomic_write_text
 
+from .efficiency import DEFAULT_THRESHOLD, efficiencies, efficiency_table
 from .plots import plot_learning_curves, plot_ood_bars
 from .stats import ALL_OOD, Comparison
 from .tables import render_tables
@@ -35,6 +36,7 @@ class ReportFiles:
     summary_json: Path
     learning_curves: Path
     ood_bars: Path
+    efficiency: Path | None = None  # efficiency.json, when the runs have periodic iid evaluations
 
 
 def summary_rows(comparison: Comparison) -> list[dict[str, Any]]:
@@ -81,6 +83,10 @@ def render_report(comparison: Comparison, out_dir: Path) -> str:
         "IQM of the final return and success rate per condition, 95% CI: [ood_bars.png](ood_bars.png)\n\n"
         "![OOD bars](ood_bars.png)",
     ]
+    effs = efficiencies(comparison.models)
+    if effs:
+        table = efficiency_table(effs, DEFAULT_THRESHOLD, [e.model for e in effs], comparison.reps, comparison.seed)
+        parts += ["## Sample efficiency", table]
     if comparison.notes:
         parts += ["## Notes", "\n".join(f"- {note}" for note in comparison.notes)]
     return "\n\n".join(parts) + "\n"
@@ -115,6 +121,11 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
         plot_learning_curves(comparison, tmp)
     with atomic_path(files.ood_bars) as tmp:
         plot_ood_bars(comparison, tmp)
+    effs = efficiencies(comparison.models)
+    if effs:
+        rows = [{"threshold": DEFAULT_THRESHOLD, **asdict(e), "median": e.median, "reached": e.reached} for e in effs]
+        files = replace(files, efficiency=out / "efficiency.json")
+        atomic_write_text(out / "efficiency.json", json.dumps(rows, indent=2) + "\n")
     atomic_write_text(files.report, render_report(comparison, out))
     log.info("wrote the comparison report to %s", files.report)
     return files
