@@ -157,7 +157,11 @@ def test_smoke_run_writes_every_summary_file(tmp_path: Path, capsys: pytest.Capt
     assert meta["command"].startswith("python scripts/reproduce.py doorkey --smoke")
     assert set(meta["machine"]) >= {"cpu", "cores", "torch"} and len(meta["commit"]) in (0, 40)
     assert "model=rim seed=0 total_frames=2048" in meta["sweeps"]["rim"]
+    cost = meta["cost"]  # the runs' training minutes: the table's price on this machine
+    assert set(cost["training_minutes"]) == {"lstm", "rim"} and cost["jobs"] == 1
+    assert cost["total_minutes"] == pytest.approx(sum(cost["training_minutes"].values()), abs=0.11)
     report = (out / "report.md").read_text()
+    assert "training minutes" in report
     for heading in ("## Verdicts", "## Return", "## Success rate", "## Is the modularity used?", "## Figures"):
         assert heading in report
     assert "| iid | rim | 1 |" in report and "![learning curves](learning_curves.png)" in report

@@ -62,6 +62,15 @@ def logged(path: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def record_kinds(path: Path) -> dict[str, int]:
+    """How many records of each type the run file holds (for failure messages)."""
+    kinds: dict[str, int] = {}
+    for record in records(path):
+        kind = str(record.WhichOneof("record_type"))
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def run_file(run_dir: Path) -> Path:
     """The single offline run file under ``run_dir/wandb``."""
     (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))

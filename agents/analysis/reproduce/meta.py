@@ -97,7 +97,16 @@ def meta_lines(data: dict[str, Any]) -> str:
     """A Markdown paragraph of :func:`meta` for a report."""
     m = data["machine"]
     dirty = " (with uncommitted changes)" if data["dirty"] else ""
-    return (
+    text = (
         f"Commit `{data['commit'][:12] or 'unknown'}`{dirty}, {data['date']}; {m['cpu']}, {m['cores']} cores, "
         f"torch {m['torch']}, Python {m['python']}.\n\nCommand: `{data['command']}`"
     )
+    cost = data.get("cost")
+    if cost:
+        models = ", ".join(f"{model} {minutes:g}" for model, minutes in cost["training_minutes"].items())
+        text += (
+            f"\n\nCost: {cost['total_minutes']:g} training minutes ({models}), about {cost['wall_minutes']:g} minutes "
+            f"of wall time at {cost['jobs']} runs at once (SB3's time_elapsed of each run, one torch thread per run; "
+            "final evaluations not included)."
+        )
+    return text

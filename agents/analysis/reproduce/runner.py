@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -71,6 +72,35 @@ def _finished_runs(plan: Plan, notes: list[str]) -> dict[str, list[Run]]:
     return models
 
 
+def _training_seconds(run: Run) -> float | None:
+    """The run's training time in seconds (SB3's ``time/time_elapsed`` of its last update: periodic
+    evaluations included, the final evaluation not), or ``None`` without ``metrics.csv``."""
+    path = run.path / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        values = [row.get("time/time_elapsed") for row in csv.DictReader(handle)]
+    values = [float(v) for v in values if v not in (None, "")]
+    return max(values) if values else None
+
+
+def run_cost(runs: dict[str, list[Run]], jobs: int) -> dict[str, Any]:
+    """What a table cost: per model and in total the runs' training minutes, and the wall time
+    that makes with ``jobs`` runs at once (final evaluations excluded; a resumed run counts its
+    last segment)."""
+    per_model = {}
+    for model, members in runs.items():
+        seconds = [s for s in map(_training_seconds, members) if s is not None]
+        per_model[model] = round(sum(seconds) / 60, 1)
+    total = sum(per_model.values())
+    return {
+        "training_minutes": per_model,
+        "total_minutes": round(total, 1),
+        "wall_minutes": round(total / jobs, 1),
+        "jobs": jobs,
+    }
+
+
 def _model_info(plan: Plan, runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
     """Per model: its preset, core, width, units and k, learning rate and sweep folder."""
     info = {}
@@ -117,6 +147,7 @@ def reproduce_split(
         table=plan.preset.table,
         split=comparison.split,
         sweeps=sweep_commands(plan),
+        cost=run_cost(runs, plan.jobs),
     )
     files = write_table(comparison, modularity, data, _model_info(plan, runs), notes, out_dir)
     return failed, files
@@ -135,7 +166,15 @@ def reproduce_tune(
     if not rows:
         raise ReproduceError(f"no finished tuning runs under {plan.sweep_root}")
     grid = plan.preset.param(LEARNING_RATE) or []
-    data = meta(_budget(plan, None), argv, table="tune", split=plan.preset.env, sweeps=sweep_commands(plan))
+    runs = {m: load_runs([f]) for m, f in sweep_folders(plan).items() if f.is_dir() and any(f.glob("*/eval.json"))}
+    data = meta(
+        _budget(plan, None),
+        argv,
+        table="tune",
+        split=plan.preset.env,
+        sweeps=sweep_commands(plan),
+        cost=run_cost(runs, plan.jobs),
+    )
     return failed, write_tune(rows, grid, plan.seeds, data, out_dir)
 
 
