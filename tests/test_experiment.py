@@ -16,7 +16,7 @@ from envs.levels import make_condition_vec_env
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = [
     "total_frames=64", "n_envs=2", "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=2",
-    "agent.n_steps=16", "model.hidden_size=16", "progress_bar=false",
+    "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16", "progress_bar=false",
 ]  # fmt: skip
 
 
@@ -77,6 +77,11 @@ def test_defaults_are_rim_ppo_on_doorkey() -> None:
         (["agent=ppo_meta", "model=lstm"], r"agent.fast_slow needs a RIM-family model.core"),
         (["eval.conditions=[iid,doorkey_9x9]"], r"eval.conditions must name conditions of split.*doorkey_9x9"),
         (["eval.conditions=[]"], r"eval.conditions must be null or a non-empty list of condition names, got \[\]"),
+        # issue 15: these trained (a minibatch above the rollout is the rollout) or failed after the run folder
+        (["agent.batch_size=2048"], r"agent.batch_size must be in \[1, agent.n_steps \* n_envs\] = .*got 2048"),
+        (["n_envs=1"], r"agent.batch_size must be in \[1, agent.n_steps \* n_envs\] = .*\[1, 128\].*got 256"),
+        (["+env.train.env_kwargs={bogus:1}"], r"env.train.env_kwargs \{'bogus': 1\} must be arguments that make"),
+        (["+env.test.doorkey_16x16.env_kwargs={size:2}"], r"env.test.doorkey_16x16.env_kwargs \{'size': 2\} must"),
     ],
 )
 def test_invalid_configs_fail_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
@@ -146,6 +151,13 @@ def test_eval_conditions_restrict_every_evaluation(tmp_path: Path) -> None:
         ("agent.lerning_rate=0.1", "agent.lerning_rate is not a key of agent (agent group); valid keys: ['batch_size'"),
         ("model.k=abc", "model.k must be of type integer, got 'abc'"),
         ("agent.n_epochs=0", "agent.n_epochs must be a positive integer, got 0"),
+        # issue 15: a traceback and exit 1 (the env group composes untyped) ...
+        ("env.train.envid=X", "env.train.envid is not a key of env.train (env group); valid keys: ['env_id', "),
+        # ... a traceback after the run folder was made ...
+        ("+env.train.env_kwargs={bogus:1}", "env.train.env_kwargs {'bogus': 1} must be arguments that make"),
+        # ... and a run of the defaults (an optional group skips an unknown option)
+        ("sweep=rim_vs_lstmm", "sweep=rim_vs_lstmm is not an option of the config group sweep; options: ['meta_rim',"),
+        ("resume=/nonexistent_i15/run", "resume must be true, false or a run folder with config.yaml, got '/nonex"),
     ],
 )
 def test_cli_exits_2_with_the_reason_and_leaves_no_run(override: str, reason: str, tmp_path: Path) -> None:

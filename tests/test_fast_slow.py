@@ -140,8 +140,8 @@ def test_plain_cores_are_refused_by_name(core: str, algo: type[RecurrentPPO]) ->
 @pytest.mark.parametrize("agent", ["agent=ppo_meta", "agent=a2c_meta"])
 def test_a_resumed_fast_slow_run_equals_the_uninterrupted_run(agent: str, tmp_path: Path) -> None:
     overrides = [*TINY, agent, "agent.fast_slow.outer_horizon=3"]  # the checkpoint falls mid-horizon
-    if agent == "agent=ppo_meta":
-        overrides.append("agent.fast_slow.inner_batch_size=16")
+    if agent == "agent=ppo_meta":  # a minibatch is at most the rollout (2 envs x 16 steps)
+        overrides += ["agent.batch_size=32", "agent.fast_slow.inner_batch_size=16"]
     reference = tmp_path / "reference"
     expected = train(_compose(overrides), reference)
     run = tmp_path / "run"
@@ -201,7 +201,8 @@ def test_cli_refuses_a_plain_core_with_exit_2_and_no_run(tmp_path: Path) -> None
 
 
 def test_the_meta_rim_sweep_gives_compare_three_distinct_models(tmp_path: Path) -> None:
-    tiny = [t for t in TINY if not t.startswith(("env=", "total_frames", "checkpoint"))] + ["total_frames=32"]
+    tiny = [t for t in TINY if not t.startswith(("env=", "total_frames", "checkpoint"))]
+    tiny += ["total_frames=32", "agent.batch_size=32"]
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "sweep=meta_rim", "hydra.sweeper.params.seed=0",
          *tiny, f"hydra.sweep.dir={tmp_path}"],

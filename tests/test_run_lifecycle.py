@@ -28,8 +28,8 @@ from tests.wandb_records import logged, run_file
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "env=empty", "total_frames=128", "n_envs=2", "eval.every_frames=64", "eval.episodes=1",
-    "eval.final_episodes=2", "eval.gif_max_steps=4", "agent.n_steps=16", "model.hidden_size=16",
-    "checkpoint.every_frames=32", "progress_bar=false",
+    "eval.final_episodes=2", "eval.gif_max_steps=4", "agent.n_steps=16", "agent.batch_size=32",
+    "model.hidden_size=16", "checkpoint.every_frames=32", "progress_bar=false",
 ]  # fmt: skip
 
 

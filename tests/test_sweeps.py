@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = [
     "env=empty", "total_frames=32", "n_envs=2", "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=1",
-    "eval.gifs=false", "agent.n_steps=16", "model.hidden_size=16", "progress_bar=false",
+    "eval.gifs=false", "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16", "progress_bar=false",
 ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from envs.splits import Condition, load_split
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = [
     "env=empty", "total_frames=64", "n_envs=2", "eval.every_frames=100000", "eval.episodes=1",
-    "eval.final_episodes=1", "agent.n_steps=16", "model.hidden_size=16",
+    "eval.final_episodes=1", "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16",
 ]  # fmt: skip
 OPTIONAL = {"logger": "logger=none", "eval.gifs": "eval.gifs=false", "progress_bar": "progress_bar=false"}
 K = 2

@@ -144,6 +144,17 @@ def _check_composition(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    for override in task:  # an optional group (sweep) with an unknown option: Hydra would skip it silently
+        group, _, option = override.lstrip("+").partition("=")
+        folder = CONFIG_DIR / group
+        if option and option != "null" and folder.is_dir() and not (folder / f"{option}.yaml").is_file():
+            options = sorted(p.stem for p in folder.glob("*.yaml"))
+            print(
+                f"error: invalid config: {group}={option} is not an option of the config group {group}; "
+                f"options: {options}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             compose(config_name="train", overrides=task)

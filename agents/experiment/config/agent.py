@@ -33,7 +33,7 @@ class FastSlowSchema:
     )
     outer_horizon: int = field(default=4, metadata={"help": "rollouts whose outer gradients make one slow step"})
     inner_batch_size: int | None = field(
-        default=None, metadata={"help": "PPO inner minibatch; null: agent.batch_size (A2C: must be null)"}
+        default=None, metadata={"help": "PPO inner minibatch, <= n_steps * n_envs; null: agent.batch_size (A2C: null)"}
     )
 
     def __post_init__(self) -> None:
@@ -82,7 +82,7 @@ class PPOConfig(AgentConfig):
     """``agent=ppo|ppo_meta``: recurrent PPO."""
 
     name: str = field(default="ppo", metadata={"help": "ppo, or ppo_meta (fast/slow learning)"})
-    batch_size: int = field(default=256, metadata={"help": "minibatch size; above n_steps * n_envs: warned"})
+    batch_size: int = field(default=256, metadata={"help": "minibatch size, in [1, agent.n_steps * n_envs]"})
     n_epochs: int = field(default=4, metadata={"help": "passes over each rollout, >= 1"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip, in (0, 1]"})
 

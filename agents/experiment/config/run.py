@@ -3,7 +3,6 @@ with the relations between groups (:meth:`TrainConfig.check`)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,6 @@ from agents.experiment.config.checks import ConfigError, boolean, one_of, positi
 from agents.experiment.config.env import SplitConfig
 from agents.experiment.config.model import RIM_CORES, ModelConfig
 
-log = logging.getLogger(__name__)
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -77,6 +75,12 @@ class WandbLoggerConfig:
     def __post_init__(self) -> None:
         one_of("logger.name", self.name, ("wandb",))
         one_of("logger.mode", self.mode, WANDB_MODES)
+        if not isinstance(self.project, str) or not self.project.strip():
+            raise ConfigError(f"logger.project must be a non-empty W&B project name, got {self.project!r}")
+        for key in ("entity", "group"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise ConfigError(f"logger.{key} must be null or a non-empty name, got {value!r}")
         positive_number("logger.init_timeout", self.init_timeout)
 
 
@@ -144,14 +148,15 @@ class TrainConfig:
         if agent.fast_slow is not None and model.core not in RIM_CORES:
             raise ConfigError(f"agent.fast_slow needs a RIM-family model.core {list(RIM_CORES)}, got {model.core!r}")
         rollout = agent.n_steps * self.n_envs
-        if isinstance(agent, PPOConfig):
+        if isinstance(agent, PPOConfig):  # a minibatch bigger than the rollout would silently be the rollout
             inner = agent.fast_slow.inner_batch_size if agent.fast_slow is not None else None
             for key, size in (("agent.batch_size", agent.batch_size), ("agent.fast_slow.inner_batch_size", inner)):
-                if size and size > rollout:
-                    log.warning(
-                        "%s=%d exceeds agent.n_steps * n_envs = %d: every minibatch is the whole rollout",
-                        key, size, rollout,
-                    )  # fmt: skip
+                if size is not None and size > rollout:
+                    raise ConfigError(
+                        f"{key} must be in [1, agent.n_steps * n_envs] = [1, {agent.n_steps} * {self.n_envs}] = "
+                        f"[1, {rollout}] (a minibatch is drawn from one rollout), got {size}; lower {key} or "
+                        "raise agent.n_steps / n_envs"
+                    )
         if self.eval.conditions is not None:
             names = ["iid", *env.test, *(f"iid_{p}" for p in env.perturbations)]
             unknown = [n for n in self.eval.conditions if n not in names]

@@ -7,17 +7,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from agents.experiment.config.agent import agent_schema
-from agents.experiment.config.checks import ConfigError
+from agents.experiment.config.agent import A2C_NAMES, PPO_NAMES, agent_schema
+from agents.experiment.config.checks import ConfigError, one_of
 from agents.experiment.config.env import SplitConfig
-from agents.experiment.config.model import model_schema
+from agents.experiment.config.model import PLAIN_CORES, RIM_CORES, model_schema
 from agents.experiment.config.run import TrainConfig, logger_schema
 
 _GROUPS = {
@@ -26,6 +28,8 @@ _GROUPS = {
     "env": ("name", lambda _: SplitConfig),
     "logger": ("name", logger_schema),
 }
+# the values of the keys that pick a group's schema (checked first: the schema's keys depend on them)
+_SELECTORS = {"model": PLAIN_CORES + RIM_CORES, "agent": PPO_NAMES + A2C_NAMES, "logger": ("none", "wandb")}
 
 
 def schema_node(plain: Mapping[str, Any]) -> DictConfig:
@@ -51,17 +55,23 @@ def typed_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     agent = plain.get("agent")
     if isinstance(agent, dict) and agent.get("fast_slow", "???") == "???":
         agent["fast_slow"] = None  # not set by any config: off
+    for group, options in _SELECTORS.items():
+        node = plain.get(group)
+        if isinstance(node, Mapping):
+            one_of(f"{group}.{_GROUPS[group][0]}", node.get(_GROUPS[group][0]), options)
     base = schema_node(plain)
     try:
         merged = OmegaConf.merge(base, plain)
         checked: TrainConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise _translate(error, base) from error
+        raise _translate(error, base, plain) from error
     checked.check()
     return merged
 
 
-def _translate(error: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
+def _translate(
+    error: OmegaConfBaseException, schema: DictConfig, plain: Mapping[str, Any] | None = None
+) -> ConfigError:
     """A :class:`ConfigError` naming the key of an OmegaConf error (or the one raised in a ``__post_init__``)."""
     cause: BaseException | None = error
     while cause is not None:
@@ -75,6 +85,12 @@ def _translate(error: OmegaConfBaseException, schema: DictConfig) -> ConfigError
         node = OmegaConf.select(schema, parent) if parent else schema
         valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
         where = parent or "the top level"
+        if plain is not None and isinstance(plain.get(parent), Mapping) and parent in _SELECTORS:
+            # a key of the group's other schemas (its keys follow model.core / agent.name / logger.name)
+            selector, pick = _GROUPS[parent]
+            elsewhere = {f.name for option in _SELECTORS[parent] for f in dataclasses.fields(pick(option))}
+            if key.rpartition(".")[2] in elsewhere - set(valid):
+                where += f" with {parent}.{selector}={plain[parent].get(selector)!r}"
         return ConfigError(f"{key} is not a key of {where}; valid keys: {valid}")
     if isinstance(error, ValidationError):
         return ConfigError(_type_message(key, message))
@@ -87,16 +103,32 @@ def _type_message(key: str, message: str) -> str:
     if scalar:
         expected = {"bool": "boolean"}.get(scalar.group(2).lower(), scalar.group(2).lower())
         return f"{key} must be of type {expected}, got {scalar.group(1)!r}"
-    container = re.search(r"(\w+) is not a (ListConfig|DictConfig)", message)
+    converted = re.search(r"Cannot convert '(ListConfig|DictConfig)' to (\w+)", message)
+    if converted:
+        given = "a list" if converted.group(1) == "ListConfig" else "a mapping"
+        return f"{key} must be of type {converted.group(2).lower()}, got {given}"
+    node = re.search(r"(\w+) is not a subclass of (\w+)\. value: (.*)", message)
+    if node:
+        return f"{key} must be a mapping of {node.group(2)}'s keys (e.g. {key}={{...}}) or null, got {node.group(3)!r}"
+    container = re.search(r"(\w+) is not a (ListConfig|DictConfig)", message) or re.search(
+        r"Cannot assign (\w+) to (List|Dict)", message
+    )
     if container:
-        expected = "a list" if container.group(2) == "ListConfig" else "a mapping"
+        expected = "a list" if container.group(2) in ("ListConfig", "List") else "a mapping"
         given = {"AnyNode": "single value"}.get(container.group(1), container.group(1))
         return f"{key} must be {expected}, got a {given}"
     return f"{key} has the wrong type: {message}"
 
 
 def composition_error(error: BaseException) -> str:
-    """One line naming the key of an error Hydra raised while composing (unknown key, wrong type)."""
+    """One line naming the key of an error Hydra raised while composing (unknown key, wrong type,
+    unknown group option, a key inside a node that is off)."""
+    options = re.search(
+        r"Could not find '([\w/]+)/([^']+)'.*?Available options in '[\w/]+':((?:\n\t\S+)+)", str(error), re.S
+    )
+    if options:
+        group, name, listed = options.groups()
+        return f"{group}={name} is not an option of the config group {group}; options: {listed.split()}"
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
@@ -105,9 +137,44 @@ def composition_error(error: BaseException) -> str:
     key = getattr(cause, "full_key", "") or ""
     group = f" ({key.split('.')[0]} group)" if "." in key else ""
     if isinstance(cause, ConfigKeyError) or "not in" in str(cause):
-        object_type = getattr(cause, "object_type", None)
-        schema = OmegaConf.structured(object_type) if object_type is not None else None
         parent = key.rpartition(".")[0]
+        schema = _schema_at(parent, getattr(cause, "object_type", None))
         valid = sorted(schema.keys()) if schema is not None else []
+        leaf = key.rpartition(".")[2]
+        if leaf in valid:  # a key of the schema that this (untyped) env file leaves out
+            return f"{key} is not set in this config file; add it with +{key}=<value> (valid keys: {valid})"
         return f"{key} is not a key of {parent or 'the top level'}{group}; valid keys: {valid}"
+    if isinstance(cause, MissingMandatoryValue) and key:
+        override = re.search(r"override (\S+?)=", str(error))
+        inner = override.group(1) if override else f"{key}.<key>"
+        if key == "agent.fast_slow":
+            return (
+                f"{inner} cannot be set while agent.fast_slow is off (null) for this agent: pick agent=ppo_meta, "
+                f"agent=a2c_meta or model=meta_rim, or set the whole node, e.g. agent.fast_slow={{outer_horizon:4}}"
+            )
+        return f"{inner} cannot be set while {key} is not set: set the whole node {key}={{...}}"
     return str(_translate(cause, OmegaConf.create()))
+
+
+def _schema_at(path: str, object_type: Any) -> DictConfig | None:
+    """The schema node at ``path`` (``env.train``, ``env.test.<name>``, ...): ``object_type`` where it
+    is a dataclass, else found by walking the dataclasses' field types (the env group composes untyped)."""
+    if dataclasses.is_dataclass(object_type):
+        return OmegaConf.structured(object_type)
+    current: Any = TrainConfig
+    for index, part in enumerate(path.split(".") if path else []):
+        if index == 0 and part in _GROUPS:
+            current = _GROUPS[part][1](None)
+            continue
+        hints = typing.get_type_hints(current) if dataclasses.is_dataclass(current) else {}
+        if part in hints:
+            current = hints[part]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return None
+        if typing.get_origin(current) is dict:
+            continue
+        if not dataclasses.is_dataclass(current):
+            return None
+    return OmegaConf.structured(current) if dataclasses.is_dataclass(current) else None
