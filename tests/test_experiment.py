@@ -20,9 +20,15 @@ TINY = [
 ]  # fmt: skip
 
 
+# Evaluations in tiny runs: the iid condition only and no GIFs, unless a test asks for more (later
+# overrides win). An untrained policy plays every 16x16 episode to its time limit and each GIF
+# renders every frame: ~10 s a run.
+QUICK_EVAL = ["eval.conditions=[iid]", "eval.gifs=false"]
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name="train", overrides=[*QUICK_EVAL, *overrides])
 
 
 @pytest.mark.parametrize(
@@ -110,7 +116,7 @@ def test_a_plain_dictconfig_is_checked_like_a_composed_one(
 
 
 def test_train_writes_the_run_folder(tmp_path: Path) -> None:
-    metrics = train(_compose(["model=gru", "env=empty", *TINY]), tmp_path / "run")
+    metrics = train(_compose(["model=gru", "env=empty", *TINY, "eval.conditions=null"]), tmp_path / "run")
     run = tmp_path / "run"
     for name in (
         "config.yaml",
@@ -170,6 +176,7 @@ def test_cli_exits_2_with_the_reason_and_leaves_no_run(override: str, reason: st
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # Hydra's basic launcher; the fast suite runs the same sweep on joblib (test_sweeps.py)
 def test_a_two_run_sweep_gives_each_run_its_own_folder(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
     result = subprocess.run(

@@ -23,7 +23,7 @@ from agents.experiment.atomic import atomic_path, atomic_write_text
 from agents.experiment.interrupt import GracefulInterrupt
 from agents.experiment.run import ConfigError, TrainingInterruptedError, train
 from agents.experiment.wandb_logger import WandbRun
-from tests.wandb_records import logged, run_file
+from tests.wandb_records import logged, record_kinds, run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -33,9 +33,15 @@ TINY = [
 ]  # fmt: skip
 
 
+# Evaluations in tiny runs: the iid condition only and no GIFs, unless a test asks for more (later
+# overrides win). An untrained policy plays every 16x16 episode to its time limit and each GIF
+# renders every frame: ~10 s a run.
+QUICK_EVAL = ["eval.conditions=[iid]", "eval.gifs=false"]
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name="train", overrides=[*QUICK_EVAL, *overrides])
 
 
 class _SignalAt(BaseCallback):
@@ -199,9 +205,11 @@ def test_atomic_writes_leave_the_old_file_and_no_temporary_files_on_failure(tmp_
 
 def test_wandb_offline_run_holds_config_scalars_curves_table_and_gifs(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(_compose([*TINY, "model=gru", "logger.group=g1"]), run)
+    train(_compose([*TINY, "model=gru", "logger.group=g1", "eval.conditions=null", "eval.gifs=true"]), run)
     found = logged(run_file(run))
-    assert found["config"]["model"]["core"] == "gru" and found["config"]["seed"] == 0
+    config = found["config"]
+    assert "model" in config, f"run config keys: {sorted(config)}; records: {record_kinds(run_file(run))}"
+    assert config["model"]["core"] == "gru" and config["seed"] == 0
     history = found["history"]
     for key in ("train/value_loss", "train/policy_gradient_loss", "ood/iid/mean_return", "ood/empty_8x8/success"):
         assert key in history, key
@@ -250,7 +258,7 @@ def test_wandb_failing_mid_run_turns_itself_off(tmp_path: Path, caplog: pytest.L
 def test_cli_sigterm_checkpoints_exits_143_and_resume_finishes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     script = str(ROOT / "scripts" / "train.py")
-    args = [*TINY, "total_frames=2048", "logger=none", "eval.every_frames=100000", "eval.gifs=false"]
+    args = [*TINY, "total_frames=2048", "logger=none", "eval.every_frames=100000", *QUICK_EVAL]
     process = subprocess.Popen(
         [sys.executable, script, *args, f"hydra.run.dir={run}"],
         stdout=subprocess.PIPE,

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = [
     "env=empty", "total_frames=32", "n_envs=2", "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=1",
-    "eval.gifs=false", "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16", "progress_bar=false",
+    "eval.gifs=false", "eval.conditions=[iid]", "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16",
+    "progress_bar=false",
 ]  # fmt: skip
 
 
@@ -69,7 +70,8 @@ def _sweep(tmp_path: Path, *extra: str) -> list[Path]:
 @pytest.mark.parametrize(
     "launcher",
     [
-        ["hydra/launcher=local", "hydra.launcher.timeout_min=10"],
+        # submitit's local executor: the slurm launcher's code path, ~20 s of process start-up (slow)
+        pytest.param(["hydra/launcher=local", "hydra.launcher.timeout_min=10"], marks=pytest.mark.slow),
         ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ],
     ids=["submitit_local", "joblib"],

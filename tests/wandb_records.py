@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32768
@@ -71,7 +73,22 @@ def record_kinds(path: Path) -> dict[str, int]:
     return kinds
 
 
-def run_file(run_dir: Path) -> Path:
-    """The single offline run file under ``run_dir/wandb``."""
+def run_file(run_dir: Path, timeout: float = 60.0) -> Path:
+    """The single offline run file under ``run_dir/wandb``, once W&B has written its exit record.
+
+    ``run.finish()`` can return before W&B's service process has written the file (seen under
+    load: an empty file right after training), so this waits for the record that ends a run.
+    """
     (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    deadline = time.monotonic() + timeout
+    while "exit" not in _kinds_or_empty(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
     return path
+
+
+def _kinds_or_empty(path: Path) -> dict[str, int]:
+    """:func:`record_kinds`, or nothing while the file is still too short to parse."""
+    try:
+        return record_kinds(path)
+    except (ValueError, struct.error, DecodeError):
+        return {}
