@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,7 +89,12 @@ def test_resumed_run_equals_the_uninterrupted_run(
     metrics = train(_compose([*TINY, logger, "resume=true"]), run)
     reference, reference_metrics = uninterrupted
     if logger == "logger=wandb":  # the resumed run continues the same W&B run
-        assert len({p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}) == 1
+        # offline-run-<date>_<time>-<id>, with "-1" appended when the resumed run starts in the same second
+        ids = {
+            re.fullmatch(r"offline-run-\d+_\d+-([^-]+)(-\d+)?", p.name)[1]
+            for p in (run / "wandb").glob("offline-run-*")
+        }
+        assert len(ids) == 1, ids
     assert metrics == reference_metrics
     expected, got = _policy(reference), _policy(run)
     assert all(torch.equal(expected[k], got[k]) for k in expected)

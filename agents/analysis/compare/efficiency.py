@@ -92,10 +92,10 @@ def p_faster(
     x, y = _scores(candidate), _scores(baseline)
 
     def prob(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        diff = a[..., :, None] - b[..., None, :]
         with np.errstate(invalid="ignore"):  # -inf - -inf: both unreached, a tie
-            greater = np.where(np.isnan(diff), False, diff > 0)
-            equal = np.isnan(diff) | (diff == 0)
+            diff = a[..., :, None] - b[..., None, :]
+        greater = np.where(np.isnan(diff), False, diff > 0)
+        equal = np.isnan(diff) | (diff == 0)
         return greater.mean(axis=(-2, -1)) + 0.5 * equal.mean(axis=(-2, -1))
 
     rng = np.random.default_rng(seed)
