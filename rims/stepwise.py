@@ -158,7 +158,7 @@ class StepRunner:
         if self.schemata:
             h_tilde, c, choice = self._schema_dynamics(used, proj_t, proj_top, mask)
         else:
-            part = self._unit_part(used, proj_t, proj_top)
+            part = input_part(used, proj_t, proj_top, w.null_proj)  # (U, N, G)
             assert gh is not None
             if self.lstm:
                 assert c is not None
@@ -182,15 +182,6 @@ class StepRunner:
                 entry["schema"] = torch.where(active[..., 0], choice, -1).t()
             self.log.append(entry)
         return self.h
-
-    def _unit_part(self, probs: Tensor, proj_t: Tensor, proj_top: Tensor | None) -> Tensor:
-        """Input part of per-unit dynamics ``(U, N, G)``; ``proj_t`` ``(U, N, H, G)``."""
-        if self.heads == 1 and self.w.null_proj is None:
-            part = probs[..., :1, 0] * proj_t[..., 0, :]  # (U, N, 1) * (U, N, G)
-            if proj_top is not None:
-                part = torch.addcmul(part, probs[..., :1, 1], proj_top[..., 0, :])
-            return part
-        return input_part(probs, proj_t, proj_top, self.w.null_proj)
 
     def _schema_dynamics(
         self, probs: Tensor, proj_t: Tensor, proj_top: Tensor | None, mask: Tensor | None
