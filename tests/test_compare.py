@@ -20,11 +20,13 @@ from agents.analysis.compare import (
     ALL_OOD,
     Comparison,
     Estimate,
+    Run,
     _iqm_columns,
     _probability_of_improvement,
     compare,
     compare_runs,
     group_runs,
+    label_runs,
     load_runs,
 )
 from agents.cli.compare import main
@@ -137,6 +139,19 @@ def test_labels_are_core_names_plus_differing_settings(tmp_path: Path) -> None:
     models = group_runs(load_runs([tmp_path]))
     assert list(models) == ["lstm a2c", "lstm ppo", "rim u4 k2 ppo", "rim u6 k4 ppo"]
     assert [run.path for run in models["rim u6 k4 ppo"]] == [runs[2], runs[3]]
+
+
+def test_a_null_option_group_set_in_other_runs_tells_them_apart() -> None:
+    """``model=meta_rim`` runs differ from plain ``rim`` runs only by ``agent.fast_slow`` (null vs set)."""
+
+    def run(seed: int, fast_slow: dict | None, core: str = "rim") -> Run:
+        agent = {"name": "ppo", "learning_rate": 3e-4, "fast_slow": fast_slow}
+        config = {"seed": seed, "model": {"core": core}, "agent": agent, "env": {"name": "empty"}}
+        return Run(Path(f"/runs/{core}_{seed}_{fast_slow is None}"), config, {}, {})
+
+    meta = {"outer_horizon": 4, "inner_learning_rate": None}
+    runs = [run(0, None), run(1, None), run(0, meta), run(1, meta), run(0, None, "lstm")]
+    assert label_runs(runs) == ["rim", "rim", "rim fast_slow.outer_horizon=4", "rim fast_slow.outer_horizon=4", "lstm"]
 
 
 def test_plain_labels_when_only_the_seed_and_eval_budget_differ(compared: tuple[Comparison, Path]) -> None:

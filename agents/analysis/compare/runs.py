@@ -218,8 +218,10 @@ def _label_part(dotted: str, value: Any) -> str:
 def label_runs(runs: Sequence[Run]) -> list[str]:
     """A model label per run: the core name plus every setting that differs between runs.
 
-    A config key joins the label when the runs that have it hold more than one value for it
-    (``seed``, ``logger``, ``eval`` budgets, device and path-like keys never do), model settings
+    A config key joins the label when the runs that have it hold more than one value for it, or
+    when it lies under an option group that other runs leave null (``agent.fast_slow``: plain runs
+    get no part, fast/slow ones their settings; null settings are not shown) (``seed``, ``logger``,
+    ``eval`` budgets, device and path-like keys never do), model settings
     first, then agent settings, then the rest, e.g.
     ``rim u6 k4`` in a ``num_units`` x ``k`` grid or ``lstm a2c`` when PPO and A2C runs are mixed.
     """
@@ -228,9 +230,25 @@ def label_runs(runs: Sequence[Run]) -> list[str]:
     for flat in flats:
         keys.extend(k for k in flat if k not in keys and _is_label_key(k))
     varying = [k for k in keys if len({json.dumps(f[k], sort_keys=True) for f in flats if k in f}) > 1]
-    varying.sort(key=lambda k: _GROUP_ORDER.get(k.split(".")[0], len(_GROUP_ORDER)))
+    # an option group that is null in some runs and set in others (agent.fast_slow): its set keys
+    # join the label when the other keys leave such runs with the same label
+    nulls = {k for flat in flats for k, v in flat.items() if v is None}
+    switched = [k for k in keys if k not in varying and any(k.startswith(f"{null}.") for null in nulls)]
+    labels = _labels(runs, flats, varying)
+    settings: dict[str, set[str]] = {}
+    for label, flat in zip(labels, flats, strict=True):
+        held = {k: flat[k] for k in switched if flat.get(k) is not None}
+        settings.setdefault(label, set()).add(json.dumps(held, sort_keys=True))
+    if any(len(held) > 1 for held in settings.values()):
+        labels = _labels(runs, flats, varying + switched)
+    return labels
+
+
+def _labels(runs: Sequence[Run], flats: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The core name plus the non-null settings of ``keys`` that each run holds, model keys first."""
+    keys = sorted(keys, key=lambda k: _GROUP_ORDER.get(k.split(".")[0], len(_GROUP_ORDER)))
     pairs = zip(runs, flats, strict=True)
-    return [" ".join([run.core, *(_label_part(k, f[k]) for k in varying if k in f)]) for run, f in pairs]
+    return [" ".join([run.core, *(_label_part(k, f[k]) for k in keys if f.get(k) is not None)]) for run, f in pairs]
 
 
 def _natural_key(text: str) -> list[Any]:
