@@ -79,13 +79,6 @@ class _UnitAttention(torch.autograd.Function):
         grad_qk = torch.empty_like(qk)
         torch.bmm(grad_s, k, out=grad_qk[0])
         torch.bmm(grad_s.transpose(1, 2), q, out=grad_qk[1])
-        # each block copied once, straight into its columns of the (U, N, Hc*(2K+V)) gradient
-        qk_width = 2 * heads * key_size
-        grad = grad_qk.new_empty(u, n, qk_width + heads * value_size)
-        grad[..., :qk_width].view(u, n, 2, heads, key_size).copy_(
-            grad_qk.view(2, n, heads, u, key_size).permute(3, 1, 0, 2, 4)
-        )
-        grad[..., qk_width:].view(u, n, heads, value_size).copy_(
-            grad_v.view(n, heads, u, value_size).permute(2, 0, 1, 3)
-        )
-        return grad, None, None, None, None, None
+        grad_qk = grad_qk.view(2, n, heads, u, key_size).permute(3, 1, 0, 2, 4).reshape(u, n, 2 * heads * key_size)
+        grad_v = grad_v.view(n, heads, u, value_size).permute(2, 0, 1, 3).reshape(u, n, heads * value_size)
+        return torch.cat([grad_qk, grad_v], dim=-1), None, None, None, None, None
