@@ -36,19 +36,17 @@ def schema_candidates(
     :param hh: ``(S, d, G)`` recurrent weights; ``hh_bias`` ``(S, 1, G)`` (LSTM: with the input bias).
     :param x_bias: ``(S, 1, G)`` input-side bias (GRU), else ``None``.
     """
-    s, (u, n, d), width = hh.shape[0], h.shape, hh.shape[2]
-    side_by_side = hh.transpose(0, 1).reshape(d, s * width)  # (d, S*G): one product for all schemata
-    rows = h.reshape(u * n, d)
-    if hh_bias is None:
-        gh = torch.mm(rows, side_by_side)
-    else:
-        gh = torch.addmm(hh_bias.reshape(1, s * width), rows, side_by_side)  # (U*N, S*G)
-    gh = gh.view(u, n, s, width).permute(2, 0, 1, 3)  # (S, U, N, G), strided: added to a contiguous part first
+    s, (u, n, d) = hh.shape[0], h.shape
+    # one batched product per schema over all units' rows: its output is laid out (S, U, N, G) as
+    # the input part is, so the sum below and its backward read and write contiguous memory
+    rows = h.reshape(1, u * n, d).expand(s, u * n, d)
+    gh = torch.bmm(rows, hh) if hh_bias is None else torch.baddbmm(hh_bias, rows, hh)  # (S, U*N, G)
+    gh = gh.view(s, u, n, -1)
     h_all = h.unsqueeze(0).expand(s, u, n, d).reshape(s * u, n, d)
     if lstm:
         assert c is not None
         c_all = c.unsqueeze(0).expand(s, u, n, d).reshape(s * u, n, d)
-        h_new, c_new = lstm_gates((part + gh).reshape(s * u, n, -1), h_all, c_all, None)
+        h_new, c_new = lstm_gates((gh + part).reshape(s * u, n, -1), h_all, c_all, None)
         return h_new.view(s, u, n, d), c_new.view(s, u, n, d)
     gx = part if x_bias is None else part + x_bias.unsqueeze(1)
     h_new = gru_gates(gx.reshape(s * u, n, -1), gh.reshape(s * u, n, -1), h_all, None)
