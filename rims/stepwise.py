@@ -66,13 +66,13 @@ class StepRunner:
         self.dropout = cell.attention_dropout if cell.training and cell.attention_dropout > 0.0 else 0.0
         self.heads, self.u, self.d = cell.num_input_heads, cell.num_units, cell.unit_size
         self.schemata = cell.num_schemata is not None
-        self.fold = self.dropout == 0.0
-        self.w = cell._weights(fold=self.fold)
+        fold = self.dropout == 0.0
+        self.w = cell._weights(fold=fold)
         batch = states[0].shape[0]
         self.batch = batch
         if x is None and self.w.combined is None and steps > 1:
             self.w = combine_for_steps(cell, self.w, steps * batch)
-        self._top = top_projection(cell, self.w, self.fold, steps * batch) if top_down else None
+        self._top = top_projection(cell, self.w, fold, steps * batch) if top_down else None
         gates = self.w.h_split[0]
         self._gh_weight, self._gh_bias = _columns(self.w.h, self.w.h_bias, 0, gates) if gates else (None, None)
         self._query_weight, self._query_bias = _columns(self.w.h, self.w.h_bias, gates, self.w.h.shape[-1])

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .runs import Run
-from .stats import IID
+from .stats import IID, _probability_of_improvement
+from .tables import _md_table
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -78,9 +79,12 @@ def efficiencies(models: dict[str, list[Run]], threshold: float = DEFAULT_THRESH
     return out
 
 
-def _scores(eff: Efficiency) -> np.ndarray:
-    """Negated frames (higher is better), unreached seeds at ``-inf``."""
-    return np.array([-math.inf if f is None else -float(f) for f in eff.frames])
+def _scores(effs: Sequence[Efficiency]) -> list[np.ndarray]:
+    """Negated frames per model (higher is better); an unreached seed scores below every reached
+    one of any of ``effs``, the same for all of them (two unreached seeds tie)."""
+    reached = [f for eff in effs for f in eff.frames if f is not None]
+    slowest = -float(max(reached, default=0)) - 1.0
+    return [np.array([slowest if f is None else -float(f) for f in eff.frames]) for eff in effs]
 
 
 def p_faster(
@@ -89,20 +93,13 @@ def p_faster(
     """P(a random seed of ``candidate`` reaches the threshold sooner than one of ``baseline``), ties half,
     with a 95% bootstrap CI (seeds resampled within each model): ``(point, low, high)``.
     """
-    x, y = _scores(candidate), _scores(baseline)
-
-    def prob(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):  # -inf - -inf: both unreached, a tie
-            diff = a[..., :, None] - b[..., None, :]
-        greater = np.where(np.isnan(diff), False, diff > 0)
-        equal = np.isnan(diff) | (diff == 0)
-        return greater.mean(axis=(-2, -1)) + 0.5 * equal.mean(axis=(-2, -1))
-
+    x, y = _scores([candidate, baseline])
     rng = np.random.default_rng(seed)
-    xs = x[rng.integers(0, len(x), size=(reps, len(x)))]
-    ys = y[rng.integers(0, len(y), size=(reps, len(y)))]
-    boot = prob(xs, ys)
-    return float(prob(x, y)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    xs = x[rng.integers(0, len(x), size=(reps, len(x)))].T  # (seeds, replications): a replication per column
+    ys = y[rng.integers(0, len(y), size=(reps, len(y)))].T
+    boot = _probability_of_improvement(xs, ys)
+    point = float(_probability_of_improvement(x[:, None], y[:, None])[0])
+    return point, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 def _cell(frames: int | None, last: int | None) -> str:
@@ -120,7 +117,7 @@ def efficiency_table(
     header = ["model", "frames per seed (seed: frames)", "median", "reached"]
     bases = [b for b in baselines if b in by_label]
     header += [f"P(faster than {b}) [95% CI]" for b in bases]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for eff in effs:
         seeds = ", ".join(
             f"{s}: {_cell(f, last)}" for s, f, last in zip(eff.seeds, eff.frames, eff.last_frames, strict=True)
@@ -133,9 +130,9 @@ def efficiency_table(
                 continue
             point, low, high = p_faster(eff, by_label[base], reps, seed)
             row.append(f"{point:.2f} [{low:.2f}, {high:.2f}]")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
     intro = (
         f"Frames until the periodic `iid` evaluation's mean return first reaches {threshold:g} "
         "(`> N`: not within the N frames evaluated)."
     )
-    return intro + "\n\n" + "\n".join(lines)
+    return intro + "\n\n" + _md_table(header, rows)

@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.experiment.atomic import atomic_path, atomic_write_text
 
-from .efficiency import DEFAULT_THRESHOLD, efficiencies, efficiency_table
+from .efficiency import DEFAULT_THRESHOLD, Efficiency, efficiencies, efficiency_table
 from .plots import plot_learning_curves, plot_ood_bars
 from .stats import ALL_OOD, Comparison
 from .tables import render_tables
@@ -62,8 +62,11 @@ def _models_section(comparison: Comparison, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def render_report(comparison: Comparison, out_dir: Path) -> str:
-    """The full ``report.md`` text (run folder paths relative to ``out_dir``)."""
+def render_report(comparison: Comparison, out_dir: Path, effs: Sequence[Efficiency] | None = None) -> str:
+    """The full ``report.md`` text (run folder paths relative to ``out_dir``).
+
+    :param effs: the models' sample efficiency (:func:`efficiencies`), computed here when ``None``.
+    """
     conditions = ", ".join(f"`{c}`" for c in comparison.conditions if c != ALL_OOD)
     intro = (
         f"# Comparison on split `{comparison.split}`\n\n"
@@ -83,7 +86,7 @@ def render_report(comparison: Comparison, out_dir: Path) -> str:
         "IQM of the final return and success rate per condition, 95% CI: [ood_bars.png](ood_bars.png)\n\n"
         "![OOD bars](ood_bars.png)",
     ]
-    effs = efficiencies(comparison.models)
+    effs = efficiencies(comparison.models) if effs is None else effs
     if effs:
         table = efficiency_table(effs, DEFAULT_THRESHOLD, [e.model for e in effs], comparison.reps, comparison.seed)
         parts += ["## Sample efficiency", table]
@@ -126,6 +129,6 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
         rows = [{"threshold": DEFAULT_THRESHOLD, **asdict(e), "median": e.median, "reached": e.reached} for e in effs]
         files = replace(files, efficiency=out / "efficiency.json")
         atomic_write_text(out / "efficiency.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(files.report, render_report(comparison, out))
+    atomic_write_text(files.report, render_report(comparison, out, effs))
     log.info("wrote the comparison report to %s", files.report)
     return files
