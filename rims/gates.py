@@ -120,6 +120,19 @@ def gru_gates_backward(
     return grad_gx, grad_gh, grad_h
 
 
+def tanh_gate(x: Tensor) -> Tensor:
+    """``tanh(x)``; on CPU in float32 as ``2 sigmoid(2x) - 1`` (no autograd graph: for the gate kernels).
+
+    ``torch.tanh`` on CPU costs about six ``sigmoid``s here (84 against 14 us for 32k float32
+    values, one thread); the sigmoid form costs two. Its error is within 2e-7 absolute (relative
+    error grows near 0), as the C++ loops' ``tanh_gate`` (:mod:`rims._native`). Other devices
+    and dtypes use ``torch.tanh``.
+    """
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return torch.tanh(x)
+    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+
+
 def _slope(x: Tensor) -> Tensor:
     """``x - x * x``: the sigmoid's derivative at output ``x``, in one op."""
     return torch.addcmul(x, x, x, value=-1.0)
@@ -140,10 +153,10 @@ def _lstm_forward(
     """``((h', c'), (sigmoid gates, tanh gate, tanh(c_new)))``."""
     d = h.shape[-1]
     sig = torch.sigmoid(pre[..., : 3 * d])  # i, f, o
-    g = torch.tanh(pre[..., 3 * d :])
+    g = tanh_gate(pre[..., 3 * d :])
     i, f, o = sig[..., :d], sig[..., d : 2 * d], sig[..., 2 * d :]
     c_new = torch.addcmul(f * c, i, g)
-    tanh_c = torch.tanh(c_new)
+    tanh_c = tanh_gate(c_new)
     h_new = o * tanh_c
     return (_keep(mask, h_new, h), _keep(mask, c_new, c)), (sig, g, tanh_c)
 
@@ -153,7 +166,7 @@ def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> tupl
     d = h.shape[-1]
     rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d])
     r, z = rz[..., :d], rz[..., d:]
-    n = torch.tanh(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]))
+    n = tanh_gate(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]))
     return _keep(mask, torch.addcmul(n, z, h - n), h), (rz, n)
 
 

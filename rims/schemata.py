@@ -18,73 +18,155 @@ schema key size.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from rims.gates import gru_gates, lstm_gates
+from rims.gates import gru_gates_backward, lstm_gates_backward, tanh_gate
 
 
-def schema_candidates(
-    lstm: bool, part: Tensor, h: Tensor, c: Tensor | None, hh: Tensor, hh_bias: Tensor | None, x_bias: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """The update every schema would make to every unit, ``(S, U, N, d)`` (and the cell state).
+def schema_gates(gh: Tensor, part: Tensor, x_bias: Tensor | None, lstm: bool) -> tuple[Tensor, Tensor | None]:
+    """The inputs of :func:`schema_dynamics`: LSTM ``(gh + part, None)``, GRU ``(part + x_bias, gh)``.
 
+    :param gh: ``(S, U, N, G)`` hidden-side pre-activations under each schema (with bias).
     :param part: ``(S, U, N, G)`` input-side pre-activations under each schema's input weights.
-    :param h: ``(U, N, d)`` previous state; ``c`` the previous cell state (LSTM) or ``None``.
-    :param hh: ``(S, d, G)`` recurrent weights; ``hh_bias`` ``(S, 1, G)`` (LSTM: with the input bias).
     :param x_bias: ``(S, 1, G)`` input-side bias (GRU), else ``None``.
     """
-    s, (u, n, d) = hh.shape[0], h.shape
-    # one batched product per schema over all units' rows: its output is laid out (S, U, N, G) as
-    # the input part is, so the sum below and its backward read and write contiguous memory
-    rows = h.reshape(1, u * n, d).expand(s, u * n, d)
-    gh = torch.bmm(rows, hh) if hh_bias is None else torch.baddbmm(hh_bias, rows, hh)  # (S, U*N, G)
-    gh = gh.view(s, u, n, -1)
-    h_all = h.unsqueeze(0).expand(s, u, n, d).reshape(s * u, n, d)
     if lstm:
-        assert c is not None
-        c_all = c.unsqueeze(0).expand(s, u, n, d).reshape(s * u, n, d)
-        h_new, c_new = lstm_gates((gh + part).reshape(s * u, n, -1), h_all, c_all, None)
-        return h_new.view(s, u, n, d), c_new.view(s, u, n, d)
-    gx = part if x_bias is None else part + x_bias.unsqueeze(1)
-    h_new = gru_gates(gx.reshape(s * u, n, -1), gh.reshape(s * u, n, -1), h_all, None)
-    return h_new.view(s, u, n, d), None
+        return gh + part, None
+    return (part if x_bias is None else part + x_bias.unsqueeze(1)), gh
 
 
-def choose_schema(
-    h: Tensor, candidates: Tensor, weight_query: Tensor, bias_query: Tensor | None, weight_key: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Each unit's schema: one-hot weights with a straight-through gradient, and the choice.
+def schema_dynamics(
+    gates: Tensor,
+    gh: Tensor | None,
+    h: Tensor,
+    c: Tensor | None,
+    query: Tensor,
+    weight_key: Tensor,
+    mask: Tensor | None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Every schema's update of every unit, each unit's choice, and the chosen update.
 
-    :param h: ``(U, N, d)`` previous state (the query's source).
-    :param candidates: ``(S, U, N, d)`` updates under each schema (the keys' source).
-    :param weight_query: ``(d, Ks)`` query weights; ``bias_query`` ``(Ks,)`` or ``None``.
+    One autograd node with a hand-written backward (the literal composition is some thirty small
+    nodes per step). The forward is the literal computation: the candidates
+    ``h_s, c_s = cell_s(x, h, c)``, keys ``k_s = h_s W_k``, scores ``<k_s, q> / sqrt(Ks)``, the
+    choice ``argmax_s``, and the chosen candidate for active units (the previous state, bit for
+    bit, for the others). The backward is that of ``h~ = sum_s w_s h_s`` with
+    ``w = onehot + softmax - stop_gradient(softmax)`` (straight-through).
+
+    :param gates: LSTM: ``(S, U, N, 4d)`` gate pre-activations; GRU: ``(S, U, N, 3d)`` the input
+        side with its bias (see :func:`schema_gates`).
+    :param gh: GRU: ``(S, U, N, 3d)`` the hidden side with its bias; LSTM: ``None``.
+    :param h: ``(U, N, d)`` previous state; ``c`` the previous cell state (LSTM) or ``None``.
+    :param query: ``(U, N, Ks)`` the units' queries ``h W_q + b_q``.
     :param weight_key: ``(d, Ks)`` key weights.
-    :returns: ``(weights (S, U, N, 1), choice (U, N) long)``: ``weights`` is exactly one-hot in
-        the forward pass; when gradients are recorded its gradient is the softmax's.
+    :param mask: ``(U, N, 1)`` bool active mask or ``None``.
+    :returns: ``(h~ (U, N, d), c~ (U, N, d) or None, choice (U, N) long)``; ties go to the lower
+        schema index.
     """
-    query = torch.matmul(h, weight_query)  # (U, N, Ks)
-    if bias_query is not None:
-        query = query + bias_query
-    keys = torch.matmul(candidates, weight_key)  # (S, U, N, Ks)
-    scores = (keys * query).sum(-1) / math.sqrt(weight_key.shape[-1])  # (S, U, N)
-    choice = scores.argmax(0)  # (U, N); ties go to the lower schema index
-    hard = F.one_hot(choice, candidates.shape[0]).permute(2, 0, 1).to(scores.dtype)  # (S, U, N)
     if torch.is_grad_enabled():
-        soft = torch.softmax(scores, dim=0)
-        hard = hard + (soft - soft.detach())  # forward: exactly one-hot; backward: the softmax
-    return hard.unsqueeze(-1), choice
+        return _SchemaDynamics.apply(gates, gh, h, c, query, weight_key, mask)
+    return _schema_forward(gates, gh, h, c, query, weight_key, mask)[0]
 
 
-def apply_choice(weights: Tensor, candidates: Tensor) -> Tensor:
-    """The chosen schema's update per unit, ``(U, N, d)``: ``sum_s weights_s * candidates_s``.
+def _candidates(gates: Tensor, gh: Tensor | None, h: Tensor, c: Tensor | None) -> tuple[Tensor, ...]:
+    """``(h_s, c_s or None, saved...)`` for every schema: LSTM saves ``(sig, g, tanh_c)``, GRU ``(rz, n)``."""
+    d = h.shape[-1]
+    if gh is None:
+        assert c is not None
+        sig = torch.sigmoid(gates[..., : 3 * d])  # i, f, o
+        g = tanh_gate(gates[..., 3 * d :])
+        c_new = torch.addcmul(sig[..., d : 2 * d] * c, sig[..., :d], g)
+        tanh_c = tanh_gate(c_new)
+        return sig[..., 2 * d :] * tanh_c, c_new, sig, g, tanh_c
+    rz = torch.sigmoid(gates[..., : 2 * d] + gh[..., : 2 * d])
+    n = tanh_gate(torch.addcmul(gates[..., 2 * d :], rz[..., :d], gh[..., 2 * d :]))
+    return torch.addcmul(n, rz[..., d:], h - n), None, rz, n
 
-    With one-hot ``weights`` the other schemata's terms are exact zeros, so the result equals the
-    chosen candidate bit for bit.
-    """
-    return (weights * candidates).sum(0)
+
+def _schema_forward(
+    gates: Tensor,
+    gh: Tensor | None,
+    h: Tensor,
+    c: Tensor | None,
+    query: Tensor,
+    weight_key: Tensor,
+    mask: Tensor | None,
+) -> tuple[tuple[Tensor, Tensor | None, Tensor], tuple[Tensor, ...]]:
+    """``((h~, c~, choice), (candidates h_s, c_s, keys, softmax, gate values...))``."""
+    cand_h, cand_c, *saved = _candidates(gates, gh, h, c)
+    keys = torch.matmul(cand_h, weight_key)  # (S, U, N, Ks)
+    scores = torch.linalg.vecdot(keys, query) / math.sqrt(weight_key.shape[-1])  # (S, U, N)
+    choice = scores.argmax(0)  # (U, N)
+    index = choice.unsqueeze(0).unsqueeze(-1).expand(1, *h.shape)
+    h_new = keep_inactive(mask, cand_h.gather(0, index)[0], h)
+    c_new = None if cand_c is None or c is None else keep_inactive(mask, cand_c.gather(0, index)[0], c)
+    return (h_new, c_new, choice), (cand_h, cand_c, keys, torch.softmax(scores, dim=0), *saved)
+
+
+class _SchemaDynamics(torch.autograd.Function):
+    """Autograd function behind :func:`schema_dynamics`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        gates: Tensor,
+        gh: Tensor | None,
+        h: Tensor,
+        c: Tensor | None,
+        query: Tensor,
+        weight_key: Tensor,
+        mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        (h_new, c_new, choice), (cand_h, cand_c, keys, soft, *saved) = _schema_forward(
+            gates, gh, h, c, query, weight_key, mask
+        )
+        ctx.save_for_backward(h, c, gh, query, weight_key, mask, choice, cand_h, cand_c, keys, soft, *saved)
+        ctx.mark_non_differentiable(choice)
+        return h_new, c_new, choice
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_h: Tensor | None, grad_c: Tensor | None, _grad_choice: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        h, c, gh, query, weight_key, mask, choice, cand_h, cand_c, keys, soft, *saved = ctx.saved_tensors
+        lstm = c is not None
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+        zero = grad_h.new_zeros(())
+        active_h = grad_h if mask is None else torch.where(mask, grad_h, zero)
+        kept_h = None if mask is None else torch.where(mask, zero, grad_h)
+        schemata = torch.arange(cand_h.shape[0], device=choice.device).view(-1, 1, 1)
+        onehot = (schemata == choice).unsqueeze(-1).to(cand_h.dtype)  # (S, U, N, 1)
+        grad_w = torch.linalg.vecdot(cand_h, active_h)  # (S, U, N) gradient on the weights w_s
+        active_c = kept_c = None
+        if lstm:
+            grad_c = torch.zeros_like(c) if grad_c is None else grad_c
+            active_c = grad_c if mask is None else torch.where(mask, grad_c, zero)
+            kept_c = None if mask is None else torch.where(mask, zero, grad_c)
+            grad_w = grad_w + torch.linalg.vecdot(cand_c, active_c)
+        # through the softmax (straight-through) to the scores, the keys and the query
+        grad_s = soft * (grad_w - (soft * grad_w).sum(0, keepdim=True))
+        grad_s = (grad_s / math.sqrt(weight_key.shape[-1])).unsqueeze(-1)  # (S, U, N, 1)
+        grad_keys = grad_s * query  # (S, U, N, Ks)
+        grad_query = (grad_s * keys).sum(0)
+        d, ks = weight_key.shape
+        grad_wk = torch.mm(cand_h.reshape(-1, d).t(), grad_keys.reshape(-1, ks))
+        grad_cand_h = torch.addcmul(torch.matmul(grad_keys, weight_key.t()), onehot, active_h)
+        if lstm:
+            sig, g, tanh_c = saved
+            grad_gates, _, grad_c_prev = lstm_gates_backward(grad_cand_h, onehot * active_c, sig, g, c, tanh_c, None)
+            grad_c_prev = grad_c_prev.sum(0)
+            grad_c_prev = grad_c_prev if kept_c is None else grad_c_prev + kept_c
+            return grad_gates, None, kept_h, grad_c_prev, grad_query, grad_wk, None
+        rz, n = saved
+        grad_gx, grad_gh, grad_h_prev = gru_gates_backward(grad_cand_h, rz, n, gh[..., 2 * d :], h, None)
+        grad_h_prev = grad_h_prev.sum(0)
+        grad_h_prev = grad_h_prev if kept_h is None else grad_h_prev + kept_h
+        return grad_gx, grad_gh, grad_h_prev, None, grad_query, grad_wk, None
 
 
 def keep_inactive(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:

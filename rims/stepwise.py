@@ -25,7 +25,7 @@ from rims.communication import PairwiseCommunication
 from rims.gates import gru_gates, lstm_gates
 from rims.info import RIMInfo
 from rims.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
-from rims.schemata import apply_choice, choose_schema, keep_inactive, schema_candidates
+from rims.schemata import keep_inactive, schema_dynamics, schema_gates
 from rims.weights import combine_for_steps, input_projection, top_projection
 from rims.workspace_comm import WorkspaceCommunication
 
@@ -192,12 +192,16 @@ class StepRunner:
         top = None if proj_top is None else proj_top.unsqueeze(1)
         part = input_part(probs, proj_t.unsqueeze(1), top, null)  # (S, U, N, G)
         assert w.hh is not None
-        cand_h, cand_c = schema_candidates(self.lstm, part, self.h, self.c, w.hh, w.hh_bias, w.x_bias)
-        weights, choice = choose_schema(
-            self.h, cand_h, cell.weight_schema_query, cell.bias_schema_query, cell.weight_schema_key
-        )
-        h_tilde = keep_inactive(mask, apply_choice(weights, cand_h), self.h)
-        c = None if cand_c is None else keep_inactive(mask, apply_choice(weights, cand_c), self.c)
+        s, (u, n, d) = w.hh.shape[0], self.h.shape
+        # one batched product per schema over all units' rows: laid out (S, U, N, G) as the input
+        # part is, so the sum and its backward read and write contiguous memory
+        rows = self.h.reshape(1, u * n, d).expand(s, u * n, d)
+        gh = torch.bmm(rows, w.hh) if w.hh_bias is None else torch.baddbmm(w.hh_bias, rows, w.hh)
+        gates, gh_gru = schema_gates(gh.view(s, u, n, -1), part, w.x_bias, self.lstm)
+        query = torch.matmul(self.h, cell.weight_schema_query)  # (U, N, Ks)
+        if cell.bias_schema_query is not None:
+            query = query + cell.bias_schema_query
+        h_tilde, c, choice = schema_dynamics(gates, gh_gru, self.h, self.c, query, cell.weight_schema_key, mask)
         return h_tilde, c, choice
 
     def finish(self) -> tuple[Tensor, tuple[Tensor, ...], RIMInfo | None]:

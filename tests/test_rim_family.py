@@ -67,8 +67,21 @@ def test_layer_options_match_literal_reference(
         5, 12, 4, 3, bias=bias, dynamics=dynamics, selection=selection, num_input_heads=heads,
         communication_update=update, **SMALL, **LAYER_OPTIONS[option],
     ).double().eval()  # fmt: skip
+    _check_against_reference(cell)
+
+
+@pytest.mark.parametrize("dynamics", ["lstm", "gru"])
+def test_schemata_with_every_unit_active_match_literal_reference(dynamics: str) -> None:
+    """k == num_units: no unit keeps its state, so the schema step runs without a mask."""
+    torch.manual_seed(1)
+    cell = RIMCell(5, 12, 4, 4, dynamics=dynamics, **SMALL, num_schemata=3).double().eval()
+    _check_against_reference(cell)
+
+
+def _check_against_reference(cell: RIMCell) -> None:
+    """Outputs, final states, active units and gradients of ``cell`` equal the literal loop's (float64)."""
     x = _f64(4, 2, 5)
-    states = tuple(_f64(2, 12) * 0.5 for _ in range(2 if dynamics == "lstm" else 1))
+    states = tuple(_f64(2, 12) * 0.5 for _ in range(2 if cell.dynamics == "lstm" else 1))
     out, finals, info = cell.sequence(x, states, record=True)
     ref_out, ref_finals, ref_active = reference_sequence(cell, x, states)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
