@@ -56,7 +56,7 @@ def lstm_gates_backward(
     mask: Tensor | None,
     out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Gradients of :func:`lstm_gates` (also the Python loops of :mod:`rims.fused`).
+    """Gradients of :func:`lstm_gates` (also the Python loops of :mod:`rims.fused_python`).
 
     :param grad_h: ``(U, N, d)`` gradient on ``h'``; ``grad_c`` the same on ``c'``.
     :param sig: ``(U, N, 3d)`` sigmoid gates ``i, f, o``; ``g`` ``(U, N, d)`` the tanh gate.
@@ -92,7 +92,7 @@ def gru_gates_backward(
     mask: Tensor | None,
     out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of :func:`gru_gates` (also the Python loops of :mod:`rims.fused`).
+    """Gradients of :func:`gru_gates` (also the Python loops of :mod:`rims.fused_python`).
 
     :param grad: ``(U, N, d)`` gradient on ``h'``.
     :param rz: ``(U, N, 2d)`` sigmoid gates ``r, z``; ``n`` ``(U, N, d)`` the candidate.
