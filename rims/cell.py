@@ -41,10 +41,8 @@ compare them.
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rims._checks import (
@@ -61,10 +59,10 @@ from rims._checks import (
 )
 from rims._native import loops_for
 from rims._zero_grad import attach_zero_grad
-from rims.fused import SequenceSpec, fused_sequence
+from rims.fast_paths import fused_call, native_step
 from rims.info import RIMInfo
 from rims.stepwise import StepRunner
-from rims.weights import Weights, build_weights, combined_if_cheaper, input_projection
+from rims.weights import Weights, build_weights, combined_if_cheaper
 
 _GATES = {"lstm": 4, "gru": 3}
 _ATTENTION_PARAMETERS = (
@@ -356,10 +354,10 @@ class RIMCell(nn.Module):
         dropping = self.training and self.attention_dropout > 0.0
         if self._fast_paths and self.plain and not record:
             if torch.is_grad_enabled():
-                return self._fused_sequence(x, states, self._weights(fold=not dropping), dropping)
+                return fused_call(self, x, states, self._weights(fold=not dropping), dropping)
             loops = loops_for(x) if seq_len == 1 and not dropping else None
             if loops is not None:  # acting: one C++ call for the step
-                return self._native_step(loops, x[0], states, self._weights(fold=True))
+                return native_step(self, loops, x[0], states, self._weights(fold=True))
         runner = StepRunner(self, states, x, record)
         for t in range(seq_len):
             runner.step(t)
@@ -397,60 +395,6 @@ class RIMCell(nn.Module):
                 comm_attention=comm,
             )
         return out, finals, info
-
-    def _fused_sequence(
-        self, x: Tensor, states: tuple[Tensor, ...], w: Weights, dropping: bool
-    ) -> tuple[Tensor, tuple[Tensor, ...], None]:
-        """Training path of :meth:`sequence` for one input head: one autograd node
-        (:mod:`rims.fused`). Same arguments and results, without recording."""
-        seq_len, batch = x.shape[0], x.shape[1]
-        u, d = self.num_units, self.unit_size
-        lstm = self.dynamics == "lstm"
-        keys = F.linear(x, w.key)  # (L, N, K) scaled
-        proj = input_projection(self, x.reshape(seq_len * batch, self.input_size), w)  # (1, L*N, U*G)
-        proj = proj.view(seq_len, batch, u, -1)  # (L, N, U, G)
-        h0 = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
-        c0 = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else None
-        spec = SequenceSpec(
-            lstm=lstm,
-            k=self.k,
-            num_units=u,
-            unit_size=d,
-            key_size=self.input_key_size,
-            comm_heads=self.num_comm_heads,
-            comm_key=self.comm_key_size,
-            comm_value=self.comm_value_size,
-            comm_scale=1.0 / math.sqrt(self.comm_key_size),
-            dropout=self.attention_dropout if dropping else 0.0,
-            bounded=self.communication_update == "bounded",
-            null_key=None if w.null_key is None else w.null_key.detach().view(-1),
-        )
-        hidden, c_n = fused_sequence(
-            spec, proj, keys, h0, c0, w.h, w.h_bias, w.x_bias, w.null_proj, self.weight_comm_qkv, self.weight_comm_out
-        )  # hidden (U, L + 1, N, d)
-        out = hidden[:, 1:].permute(1, 2, 0, 3).reshape(seq_len, batch, self.hidden_size)
-        finals = (hidden[:, seq_len],) if c_n is None else (hidden[:, seq_len], c_n)
-        return out, tuple(s.transpose(0, 1).reshape(batch, self.hidden_size) for s in finals), None
-
-    def _native_step(
-        self, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: Weights
-    ) -> tuple[Tensor, tuple[Tensor, ...], None]:
-        """One step without gradients through :mod:`rims._native` (acting in RL).
-
-        :param x: ``(N, input_size)``; ``states`` as in :meth:`sequence`.
-        :returns: as :meth:`sequence` for a sequence of length one.
-        """
-        lstm = self.dynamics == "lstm"
-        keys = F.linear(x, w.key)  # (N, K) scaled
-        proj = input_projection(self, x, w)[0]  # (N, U*G)
-        null_key = None if w.null_key is None else w.null_key.view(-1)
-        bounded = self.communication_update == "bounded"
-        h, c = loops.inference_step(
-            lstm, bounded, self.k, self.num_comm_heads, self.comm_key_size, self.comm_value_size,
-            1.0 / math.sqrt(self.comm_key_size), proj, keys, states[0], states[1] if lstm else None,
-            w.h, w.h_bias, w.x_bias, null_key, self.weight_comm_qkv, self.weight_comm_out,
-        )  # fmt: skip
-        return h.unsqueeze(0), ((h, c) if lstm else (h,)), None
 
     def _weights(self, fold: bool) -> Weights:
         """Parameters rearranged for one forward call (:mod:`rims.weights`); cached while no

@@ -1,0 +1,84 @@
+"""The plain RIM layer's fast paths, called by :meth:`rims.RIMCell.sequence`.
+
+Training (gradients recorded): the whole sequence as one autograd node with a hand-written
+backward (:mod:`rims.fused`). Acting (one step, no gradients, no attention dropout): one call
+into the C++ loops (:mod:`rims._native`). Both compute what the step-by-step path
+(:mod:`rims.stepwise`) computes, up to rounding; tests compare them.
+
+Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width, ``K`` input key size.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from rims.fused import SequenceSpec, fused_sequence
+from rims.weights import Weights, input_projection
+
+if TYPE_CHECKING:
+    from rims.cell import RIMCell
+
+
+def fused_call(
+    cell: RIMCell, x: Tensor, states: tuple[Tensor, ...], w: Weights, dropping: bool
+) -> tuple[Tensor, tuple[Tensor, ...], None]:
+    """Training path of :meth:`rims.RIMCell.sequence` for one input head: one autograd node
+    (:mod:`rims.fused`). Same arguments and results, without recording.
+
+    :param x: ``(L, N, input_size)``; ``states`` ``(h, c)`` or ``(h,)``, each ``(N, hidden_size)``.
+    :param w: the layer's weights for this call; ``dropping``: attention dropout is on.
+    """
+    seq_len, batch = x.shape[0], x.shape[1]
+    u, d = cell.num_units, cell.unit_size
+    lstm = cell.dynamics == "lstm"
+    keys = F.linear(x, w.key)  # (L, N, K) scaled
+    proj = input_projection(cell, x.reshape(seq_len * batch, cell.input_size), w)  # (1, L*N, U*G)
+    proj = proj.view(seq_len, batch, u, -1)  # (L, N, U, G)
+    h0 = states[0].view(batch, u, d).transpose(0, 1).contiguous()  # (U, N, d)
+    c0 = states[1].view(batch, u, d).transpose(0, 1).contiguous() if lstm else None
+    spec = SequenceSpec(
+        lstm=lstm,
+        k=cell.k,
+        num_units=u,
+        unit_size=d,
+        key_size=cell.input_key_size,
+        comm_heads=cell.num_comm_heads,
+        comm_key=cell.comm_key_size,
+        comm_value=cell.comm_value_size,
+        comm_scale=1.0 / math.sqrt(cell.comm_key_size),
+        dropout=cell.attention_dropout if dropping else 0.0,
+        bounded=cell.communication_update == "bounded",
+        null_key=None if w.null_key is None else w.null_key.detach().view(-1),
+    )
+    hidden, c_n = fused_sequence(
+        spec, proj, keys, h0, c0, w.h, w.h_bias, w.x_bias, w.null_proj, cell.weight_comm_qkv, cell.weight_comm_out
+    )  # hidden (U, L + 1, N, d)
+    out = hidden[:, 1:].permute(1, 2, 0, 3).reshape(seq_len, batch, cell.hidden_size)
+    finals = (hidden[:, seq_len],) if c_n is None else (hidden[:, seq_len], c_n)
+    return out, tuple(s.transpose(0, 1).reshape(batch, cell.hidden_size) for s in finals), None
+
+
+def native_step(
+    cell: RIMCell, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: Weights
+) -> tuple[Tensor, tuple[Tensor, ...], None]:
+    """One step of ``cell`` without gradients through :mod:`rims._native` (acting in RL).
+
+    :param x: ``(N, input_size)``; ``states`` as in :meth:`sequence`.
+    :returns: as :meth:`rims.RIMCell.sequence` for a sequence of length one.
+    """
+    lstm = cell.dynamics == "lstm"
+    keys = F.linear(x, w.key)  # (N, K) scaled
+    proj = input_projection(cell, x, w)[0]  # (N, U*G)
+    null_key = None if w.null_key is None else w.null_key.view(-1)
+    bounded = cell.communication_update == "bounded"
+    h, c = loops.inference_step(
+        lstm, bounded, cell.k, cell.num_comm_heads, cell.comm_key_size, cell.comm_value_size,
+        1.0 / math.sqrt(cell.comm_key_size), proj, keys, states[0], states[1] if lstm else None,
+        w.h, w.h_bias, w.x_bias, null_key, cell.weight_comm_qkv, cell.weight_comm_out,
+    )  # fmt: skip
+    return h.unsqueeze(0), ((h, c) if lstm else (h,)), None
