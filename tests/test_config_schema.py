@@ -70,6 +70,11 @@ BAD = [
     ({"model.top_down": True}, [], r"model.top_down needs model.num_layers >= 2, got None"),
     ({"model.top_down": "sometimes"}, ["model=brims"], r"model.top_down must be of type boolean, got 'sometimes'"),
     ({"model.communication": "broadcast"}, [], r"model.communication must be one of \['pairwise', 'workspace'\]"),
+    (
+        {"model.selection": "top_k"},
+        [],
+        r"model.selection must be one of \['null_attention', 'input_score'\], got 'top_k'",
+    ),
     ({"model.num_slots": 0}, ["model=rim_sw"], r"model.num_slots must be a positive integer, got 0"),
     ({"model.slot_size": 0}, ["model=rim_sw"], r"model.slot_size must be a positive integer, got 0"),
     ({"model.write_k": 4}, ["model=rim_sw"], r"model.write_k must be in \[1, model.k\] = \[1, 3\], got 4"),

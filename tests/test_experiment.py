@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.experiment.run import ConfigError, build_model, train, validate
 from envs.levels import make_condition_vec_env
+from rims import RIMCell
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = [
@@ -43,6 +44,19 @@ def test_every_model_and_agent_composes_and_builds(group: str) -> None:
     model = build_model(cfg, env)
     assert model.policy.core_name == cfg.model.core
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("preset", "attribute", "value"),
+    [("rim_u6k4", "num_units", 6), ("rim_dropout", "attention_dropout", 0.1),
+     ("rim_input_score", "selection", "input_score"), ("rim_k2", "k", 2)],
+)  # fmt: skip
+def test_each_rim_variant_preset_reaches_the_layer(preset: str, attribute: str, value: object) -> None:
+    cfg = _compose([f"model={preset}", "n_envs=2"])
+    env = make_condition_vec_env(validate(cfg).train, 2)
+    cells = [m for m in build_model(cfg, env).policy.core.modules() if isinstance(m, RIMCell)]
+    env.close()
+    assert cells and all(getattr(cell, attribute) == value for cell in cells)
 
 
 @pytest.mark.parametrize("split", ["empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms"])

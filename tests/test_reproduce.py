@@ -15,13 +15,16 @@ from agents.analysis.compare import Estimate
 from agents.analysis.reproduce import meta, tables
 from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
 from agents.analysis.reproduce.tables import (
+    KNOB_MODELS,
     MODELS,
     SPLIT_TABLES,
     Plan,
     ReproduceError,
     check_sweep_dir,
+    learning_rates_for,
     load_preset,
     sweep_overrides,
+    table_models,
 )
 from agents.analysis.reproduce.tune import choose
 from agents.cli import reproduce as cli
@@ -78,6 +81,37 @@ def test_rim_u6k4_preset_differs_from_rim_only_in_units_k_and_width() -> None:
     assert (u6k4["num_units"], u6k4["k"], u6k4["hidden_size"]) == (6, 4, 126)
     changed = {"num_units", "k", "hidden_size"}
     assert {k: v for k, v in u6k4.items() if k not in changed} == {k: v for k, v in rim.items() if k not in changed}
+
+
+@pytest.mark.parametrize(
+    ("knob", "changed"),
+    [("rim_dropout", {"attention_dropout": 0.1}), ("rim_input_score", {"selection": "input_score"}),
+     ("rim_k2", {"k": 2})],
+)  # fmt: skip
+def test_each_knob_preset_differs_from_rim_in_its_knob_only(knob: str, changed: dict) -> None:
+    assert knob in KNOB_MODELS
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        rim = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim"]).model)
+        variant = OmegaConf.to_container(compose(config_name="train", overrides=[f"model={knob}"]).model)
+    assert {k: v for k, v in variant.items() if rim[k] != v} == changed
+
+
+def test_knobs_table_shares_the_doorkey_tables_lstm_and_rim_runs() -> None:
+    knobs, doorkey = load_preset("knobs"), load_preset("doorkey")
+    # the shared runs are the same experiment: split, budget, evaluation and groups
+    assert (knobs.env, knobs.settings, knobs.groups) == (doorkey.env, doorkey.settings, doorkey.groups)
+    assert set(knobs.param("seed")) <= set(doorkey.param("seed"))
+    models = table_models("knobs")
+    assert models == ("lstm", "rim", *KNOB_MODELS) and table_models("knobs", smoke=True) == ("lstm", "rim_k2")
+    assert table_models("doorkey") == MODELS
+    rates = learning_rates_for(models, {"lstm": 3e-4, "rim": 1e-4}, Path("tune.json"))
+    assert rates == {"lstm": 3e-4, "rim": 1e-4, **dict.fromkeys(KNOB_MODELS, 1e-4)}
+    plan = Plan(knobs, models, [0, 1, 2], 300000, rates)
+    assert plan.sweep_dir("lstm") == Path("multirun/reproduce/doorkey/lstm")
+    assert plan.sweep_dir("rim") == Path("multirun/reproduce/doorkey/rim")
+    assert plan.sweep_dir("rim_k2") == Path("multirun/reproduce/knobs/rim_k2")
+    assert sweep_overrides(plan, "rim")[-1] == "hydra.sweep.dir=multirun/reproduce/doorkey/rim"
+    assert "model=rim_k2 agent.learning_rate=0.0001 seed=0,1,2" in " ".join(sweep_overrides(plan, "rim_k2"))
 
 
 def test_a_job_folder_of_other_settings_is_refused_before_launching(tmp_path: Path) -> None:

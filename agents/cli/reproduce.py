@@ -8,6 +8,7 @@ Usage::
     rims-reproduce multiroom --launcher slurm -o hydra.launcher.partition=cpu
     rims-reproduce doorkey --only-compare   # rebuild the report from the runs that finished
     rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
+    rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
 
 A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
@@ -29,13 +30,12 @@ from pathlib import Path
 from agents.analysis.modularity import StatsSettings
 from agents.analysis.reproduce.runner import reproduce_split, reproduce_tune, with_grid
 from agents.analysis.reproduce.tables import (
+    ALL_MODELS,
     COPYING,
     LAUNCHERS,
-    MODELS,
     REPO,
     RESULTS_DIR,
     SMOKE_LEARNING_RATES,
-    SMOKE_MODELS,
     SMOKE_ROOT,
     SMOKE_SETTINGS,
     SWEEP_ROOT,
@@ -47,6 +47,7 @@ from agents.analysis.reproduce.tables import (
     learning_rates_for,
     load_preset,
     smoke_conditions,
+    table_models,
 )
 from agents.analysis.reproduce.tune import load_choice
 
@@ -70,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--launcher", choices=list(LAUNCHERS), default="joblib", help="Hydra launcher")
     parser.add_argument("--only-compare", action="store_true", help="no training: report on the finished runs")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=None, help="models to run (default: all)")
+    parser.add_argument(
+        "--models", nargs="+", choices=ALL_MODELS, default=None, help="models to run (default: the table's)"
+    )
     parser.add_argument("--stats-episodes", type=int, default=20, help="episodes per condition for modularity")
     parser.add_argument("--reps", type=int, default=None, help="bootstrap replications (default: 2000; smoke 200)")
     parser.add_argument("--root", type=Path, default=None, help="folder of the sweep folders (default: multirun/...)")
@@ -104,7 +107,7 @@ def _plan(args: argparse.Namespace, preset: Preset, root: Path) -> Plan:
     seeds = list(range(first_seed, first_seed + (args.seeds or default_seeds)))
     smoke_frames = SMOKE_SETTINGS["total_frames"]
     frames = args.frames or (smoke_frames if args.smoke else int(preset.setting("total_frames")))
-    models = tuple(args.models or (SMOKE_MODELS if args.smoke else MODELS))
+    models = tuple(args.models or table_models(args.table, args.smoke))
     rates = None
     if args.table != TUNE and not args.smoke:
         choice_file = RESULTS_DIR / TUNE / "summary.json"

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C, "ppo_meta": RecurrentPPO, "a2c_meta": RecurrentA2C}
 _RIM_KEYS = (
     "num_units", "k", "num_input_heads", "input_key_size", "input_value_size",
-    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update",
+    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update", "selection",
     "num_layers", "top_down", "communication", "num_slots", "slot_size", "write_k", "num_schemata", "schema_key_size",
 )  # fmt: skip
 

@@ -34,9 +34,16 @@ SWEEP_ROOT = Path("multirun/reproduce")  # relative to the repository
 SMOKE_ROOT = Path("multirun/reproduce_smoke")
 TUNE = "tune"
 COPYING = "copying"
-SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms")
+KNOBS = "knobs"
+SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms", KNOBS)
 TABLES = (TUNE, *SPLIT_TABLES, COPYING)
 MODELS = ("lstm", "gru", "rim", "rim_u6k4")
+KNOB_MODELS = ("rim_dropout", "rim_input_score", "rim_k2")
+TABLE_MODELS = {KNOBS: ("lstm", "rim", *KNOB_MODELS)}  # a table's models when not MODELS
+# runs a table takes from another table's sweep folders (same split, budget and evaluation)
+SHARED_SWEEPS = {KNOBS: {"lstm": "doorkey", "rim": "doorkey"}}
+TUNED_AS = dict.fromkeys(KNOB_MODELS, "rim")  # models that take another model's tuned learning rate
+ALL_MODELS = (*MODELS, *KNOB_MODELS)
 SMOKE_MODELS = ("lstm", "rim")
 SMOKE_SETTINGS = {"total_frames": 2048, "eval.every_frames": 2048, "eval.episodes": 1, "eval.final_episodes": 1}
 SMOKE_LEARNING_RATES = (0.0003, 0.001)
@@ -170,8 +177,10 @@ class Plan:
     extra: tuple[str, ...] = ()
 
     def sweep_dir(self, model: str) -> Path:
-        """``<sweep_root>/<table>/<model>`` as given to Hydra (relative: to the repository)."""
-        return self.sweep_root / self.preset.table / model
+        """``<sweep_root>/<table>/<model>`` as given to Hydra (relative: to the repository); for a
+        model whose runs the table shares (:data:`SHARED_SWEEPS`), the other table's folder."""
+        table = SHARED_SWEEPS.get(self.preset.table, {}).get(model, self.preset.table)
+        return self.sweep_root / table / model
 
     def sweep_path(self, model: str) -> Path:
         """The sweep folder of one model as an absolute path."""
@@ -271,15 +280,23 @@ def sweep_folders(plan: Plan) -> dict[str, Path]:
     return {model: plan.sweep_path(model) for model in plan.models}
 
 
+def table_models(table: str, smoke: bool = False) -> tuple[str, ...]:
+    """The models a table runs by default (``smoke``: its first and last, or :data:`SMOKE_MODELS`)."""
+    if table in TABLE_MODELS:
+        models = TABLE_MODELS[table]
+        return (models[0], models[-1]) if smoke else models
+    return SMOKE_MODELS if smoke else MODELS
+
+
 def learning_rates_for(models: Sequence[str], choice: dict[str, float], source: Path) -> dict[str, float]:
-    """The tuned learning rate of every model.
+    """The tuned learning rate of every model (a knob variant takes its base model's, :data:`TUNED_AS`).
 
     :raises ReproduceError: a model without a tuned rate.
     """
-    missing = [m for m in models if m not in choice]
+    missing = [m for m in models if TUNED_AS.get(m, m) not in choice]
     if missing:
         raise ReproduceError(
             f"{source} has no tuned learning rate for {missing} (it has {sorted(choice)}); "
             f"run `python scripts/reproduce.py tune` for them first"
         )
-    return {m: float(choice[m]) for m in models}
+    return {m: float(choice[TUNED_AS.get(m, m)]) for m in models}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from agents.experiment.config.checks import ConfigError, in_range, one_of, optional_positive_int, positive_int
+from rims import SELECTION_RULES
 
 PLAIN_CORES = ("lstm", "gru")
 RIM_CORES = ("rim", "rim_gru")
@@ -45,6 +46,10 @@ class RIMModelConfig(ModelConfig):
     communication_update: str = field(
         default="bounded", metadata={"help": "bounded: h = tanh(h~ + message); residual: h~ + message"}
     )
+    selection: str | None = field(
+        default=None,
+        metadata={"help": "top-k rule: null_attention (least attention on null) or input_score; null: null_attention"},
+    )
     num_layers: int | None = field(default=None, metadata={"help": "stacked RIM layers; null: 1"})
     top_down: bool | None = field(
         default=None, metadata={"help": "BRIMs: lower layer attends to the upper one; null: false"}
@@ -78,6 +83,8 @@ class RIMModelConfig(ModelConfig):
             raise ConfigError(f"model.hidden_size must be divisible by model.num_units={units}, got {self.hidden_size}")
         in_range("model.attention_dropout", self.attention_dropout, 0.0, 1.0, high_open=True)
         one_of("model.communication_update", self.communication_update, ("bounded", "residual"))
+        if self.selection is not None:
+            one_of("model.selection", self.selection, SELECTION_RULES)
         if self.communication is not None:
             one_of("model.communication", self.communication, ("pairwise", "workspace"))
         if self.write_k is not None and self.write_k > k:
