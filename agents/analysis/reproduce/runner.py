@@ -14,7 +14,7 @@ from agents.analysis.modularity import StatsSettings, sweep_stats
 
 from .meta import meta, repo_relative
 from .report import write_table
-from .tables import LEARNING_RATE, Plan, ReproduceError, launch, sweep_folders, sweep_overrides
+from .tables import LEARNING_RATE, SHARED_SWEEPS, Plan, ReproduceError, launch, sweep_folders, sweep_overrides
 from .tune import tune_runs, write_tune
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,12 @@ def reproduce_split(
     if not runs:
         raise ReproduceError(f"no finished runs of table {plan.preset.table!r} under {plan.sweep_root}")
     comparison = compare_runs(runs, reps=reps)
+    shared = SHARED_SWEEPS.get(plan.preset.table, {})
+    for model in (m for m in runs if m in shared):
+        notes.append(
+            f"`{model}`: the runs of table `{shared[model]}` ({repo_relative(plan.sweep_path(model))}), shared, "
+            "not rerun; their cost is that table's."
+        )
     rim_models = [m for m, members in runs.items() if members[0].core.startswith("rim")]
     labels = {run.path: m for m in rim_models for run in runs[m]}
     modularity = sweep_stats([plan.sweep_path(m) for m in rim_models], stats, labels) if rim_models else {}
@@ -147,7 +153,7 @@ def reproduce_split(
         table=plan.preset.table,
         split=comparison.split,
         sweeps=sweep_commands(plan),
-        cost=run_cost(runs, plan.jobs),
+        cost=run_cost({m: r for m, r in runs.items() if m not in shared}, plan.jobs),
     )
     files = write_table(comparison, modularity, data, _model_info(plan, runs), notes, out_dir)
     return failed, files
