@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from agents.analysis.compare import Estimate
 from agents.analysis.reproduce import meta, tables
+from agents.analysis.reproduce.readme import expected_readme, render_block, update_readme
 from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
 from agents.analysis.reproduce.tables import (
     KNOB_MODELS,
@@ -203,3 +204,55 @@ def test_smoke_run_writes_every_summary_file(tmp_path: Path, capsys: pytest.Capt
     capsys.readouterr()
     assert cli.main(["doorkey", "--smoke", "--root", str(root), "--only-compare"]) == 0  # no training
     assert json.loads((out / "summary.json").read_text())["models"] == json.loads(first)["models"]
+
+
+def _summary(rim_verdict: str) -> dict:
+    """A two-model summary.json as table_summary writes it (two conditions, one collapsed RIM)."""
+
+    def cell(point: float) -> dict:
+        return {"return": {"n_seeds": 5, "iqm": {"point": point, "ci": [point - 0.1, point + 0.05]}}}
+
+    modularity = {
+        "iid": {"condition": "iid", "n_runs": 5, "collapsed_runs": 5, "switch_rate": 0.004, "switch_rate_std": 0.002}
+    }
+    return {
+        "conditions": ["iid", "all_ood"],
+        "cannot_separate": [],
+        "models": {"lstm": {"conditions": {"iid": cell(0.96), "all_ood": cell(0.3)}},
+                   "rim": {"conditions": {"iid": cell(0.95), "all_ood": cell(0.35)}}},
+        "improvements": [
+            {"model": "rim", "baseline": "lstm", "condition": c, "metric": "return", "point": 0.7, "ci": [0.55, 0.9],
+             "verdict": rim_verdict} for c in ("iid", "all_ood")
+        ],
+        "iid_learned": {"lstm": {"learned": 4, "seeds": 5}, "rim": {"learned": 5, "seeds": 5}},
+        "modularity": {"rim": {"seeds": [0, 1, 2, 3, 4], "aggregate": modularity}},
+    }  # fmt: skip
+
+
+def test_readme_block_shows_the_summarys_numbers_and_verdicts() -> None:
+    block = render_block(_summary(BETTER))
+    assert "| condition | lstm | rim | P(rim > lstm) |" in block
+    assert "| iid | 0.96 [0.86, 1.01] | 0.95 [0.85, 1.00] | 0.70 [0.55, 0.90] **RIM better** |" in block
+    assert "| all OOD |" in block and "`lstm` 4/5, `rim` 5/5" in block
+    assert "`rim` collapsed in 5/5 seeds on every condition, switch rate on iid 0.004 ± 0.002" in block
+    assert "no difference" in render_block(_summary(SAME)) and "**LSTM better**" in render_block(_summary(WORSE))
+
+
+def test_readme_blocks_are_rewritten_from_the_summaries_and_a_missing_one_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "results" / "doorkey").mkdir(parents=True)
+    (tmp_path / "results" / "doorkey" / "summary.json").write_text(json.dumps(_summary(BETTER)))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:doorkey -->\nstale numbers\n<!-- /results:doorkey -->\ntail\n")
+    assert update_readme(readme, tmp_path / "results") == ["doorkey"]
+    text = readme.read_text()
+    assert "stale" not in text and "**RIM better**" in text and text.endswith("<!-- /results:doorkey -->\ntail\n")
+    assert update_readme(readme, tmp_path / "results") == [] and readme.read_text() == text
+    readme.write_text("<!-- results:empty -->\n<!-- /results:empty -->\n")
+    with pytest.raises(ReproduceError, match=r"block for table 'empty', but .*empty/summary.json does not exist"):
+        update_readme(readme, tmp_path / "results")
+
+
+def test_the_readmes_result_tables_are_the_committed_summaries() -> None:
+    """README.md holds exactly what scripts/reproduce/<table>/summary.json say (rerun `reproduce.py readme`)."""
+    text = (REPO / "README.md").read_text()
+    assert expected_readme(text) == text

@@ -10,6 +10,7 @@ Usage::
     rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
     rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
+    rims-reproduce readme                   # rewrite README.md's result tables from the committed summaries
 
 A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
 ``multirun/reproduce/<table>/<model>/``, so the same command continues an interrupted reproduction
@@ -28,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.analysis.modularity import StatsSettings
+from agents.analysis.reproduce.readme import update_readme
 from agents.analysis.reproduce.runner import reproduce_split, reproduce_tune, with_grid
 from agents.analysis.reproduce.tables import (
     ALL_MODELS,
@@ -51,6 +53,7 @@ from agents.analysis.reproduce.tables import (
 )
 from agents.analysis.reproduce.tune import load_choice
 
+README = "readme"  # not a table: the README's result tables from the committed summaries
 SMOKE_STATS = StatsSettings(episodes=2, max_steps=64, n_envs=2)
 SMOKE_REPS = 200
 
@@ -62,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run one table of the RIM vs LSTM comparison end to end: sweeps (resumable), compare, "
         "modularity statistics, and the committed summary in scripts/reproduce/<table>/.",
     )
-    parser.add_argument("table", choices=TABLES, help="the table to reproduce")
+    parser.add_argument(
+        "table", choices=(*TABLES, README), help="the table to reproduce (readme: README.md's result tables)"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the preset's, 5 / 2)")
     parser.add_argument("--frames", type=int, default=None, help="training frames per run (default: the preset's)")
     parser.add_argument("--smoke", action="store_true", help="tiny budget, 1 seed, lstm and rim; never committed")
@@ -140,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.table == COPYING:
             return _copying(args)
+        if args.table == README:
+            changed = update_readme(REPO / "README.md")
+            print(f"README.md: {'rewrote the results of ' + ', '.join(changed) if changed else 'up to date'}")
+            return 0
         root = _root(args)
         out = _out_dir(args, root)
         plan = _plan(args, load_preset(args.table), root)

@@ -1,0 +1,116 @@
+"""The README's result tables, generated from the committed summaries so that they cannot drift.
+
+A table sits in ``README.md`` between ``<!-- results:<table> -->`` and ``<!-- /results:<table> -->``.
+``python scripts/reproduce.py readme`` rewrites every such block from
+``scripts/reproduce/<table>/summary.json``; a test checks that the README holds exactly what the
+committed summaries say. A block shows, per condition, each model's IQM final return with its 95%
+CI, each RIM model's P(RIM > LSTM) with its CI and verdict, how many seeds learned the training
+levels, and whether the RIM models' selection collapsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from agents.experiment.atomic import atomic_write_text
+
+from .summary import BETTER, WORSE
+from .tables import RESULTS_DIR, ReproduceError
+
+BLOCK = re.compile(r"<!-- results:(?P<table>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=table) -->", re.S)
+VERDICTS = {BETTER: "**RIM better**", WORSE: "**LSTM better**"}  # otherwise: no difference at 95%
+
+
+def _interval(value: dict[str, Any]) -> str:
+    """``0.81 [0.75, 0.90]``."""
+    return f"{value['point']:.2f} [{value['ci'][0]:.2f}, {value['ci'][1]:.2f}]"
+
+
+def _row(summary: dict[str, Any], condition: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """One condition: the models' IQM returns, then each RIM model's P(> LSTM) and verdict."""
+    name = "all OOD" if condition == "all_ood" else condition
+    if condition in summary["cannot_separate"]:
+        name += " (all ~0)"
+    cells = [name]
+    for model in summary["models"]:
+        cell = summary["models"][model]["conditions"].get(condition, {}).get("return")
+        cells.append(_interval(cell["iqm"]) if cell else "-")
+    index = {(r["model"], r["baseline"]): r for r in summary["improvements"]
+             if r["metric"] == "return" and r["condition"] == condition}  # fmt: skip
+    for pair in pairs:
+        row = index.get(pair)
+        cells.append("-" if row is None else f"{_interval(row)} {VERDICTS.get(row['verdict'], 'no difference')}")
+    return cells
+
+
+def _collapse_line(summary: dict[str, Any]) -> str:
+    """``rim: collapsed in 5/5 seeds on every condition, switch rate on iid 0.004 ± 0.003; ...``."""
+    parts = []
+    for model, stats in summary.get("modularity", {}).items():
+        cells = list(stats["aggregate"].values())
+        if not cells:
+            continue
+        collapsed = sorted({(c["collapsed_runs"], c["n_runs"]) for c in cells})
+        counts = (
+            f"{collapsed[0][0]}/{collapsed[0][1]} seeds on every condition"
+            if len(collapsed) == 1
+            else f"{collapsed[0][0]}-{collapsed[-1][0]} of {collapsed[-1][1]} seeds per condition"
+        )
+        iid = stats["aggregate"].get("iid", cells[0])
+        parts.append(
+            f"`{model}` collapsed in {counts}, switch rate on {iid['condition']} "
+            f"{iid['switch_rate']:.3f} ± {iid['switch_rate_std']:.3f}"
+        )
+    return "; ".join(parts)
+
+
+def render_block(summary: dict[str, Any]) -> str:
+    """The markdown of one table's block (without the markers), from its ``summary.json`` data."""
+    pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in summary["improvements"]))
+    header = ["condition", *summary["models"], *(f"P({m} > {b})" for m, b in pairs)]
+    rows = [_row(summary, condition, pairs) for condition in summary["conditions"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    learned = ", ".join(f"`{m}` {c['learned']}/{c['seeds']}" for m, c in summary["iid_learned"].items())
+    text = [
+        f"IQM of the final deterministic return over seeds [95% CI]; P(model > baseline) [95% CI]. "
+        f"Seeds that learned the training levels (iid success >= 0.9): {learned}.",
+        "",
+        *lines,
+    ]
+    collapse = _collapse_line(summary)
+    if collapse:
+        text += ["", f"Selection of the RIM models (`rims-visualize --stats-only`, see the report): {collapse}."]
+    return "\n".join(text) + "\n"
+
+
+def _summary(table: str, results: Path) -> dict[str, Any]:
+    path = results / table / "summary.json"
+    if not path.is_file():
+        raise ReproduceError(f"README.md has a block for table {table!r}, but {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def expected_readme(text: str, results: Path = RESULTS_DIR) -> str:
+    """``text`` (a README) with every results block rendered from its committed summary."""
+
+    def fill(match: re.Match[str]) -> str:
+        table = match["table"]
+        return f"<!-- results:{table} -->\n{render_block(_summary(table, results))}<!-- /results:{table} -->"
+
+    return BLOCK.sub(fill, text)
+
+
+def update_readme(readme: Path, results: Path = RESULTS_DIR) -> list[str]:
+    """Rewrite ``readme``'s results blocks; returns the tables whose block changed."""
+    text = readme.read_text()
+    new = expected_readme(text, results)
+    changed = [
+        m["table"] for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new), strict=True) if m["body"] != n["body"]
+    ]
+    if changed:
+        atomic_write_text(readme, new)
+    return changed
