@@ -103,13 +103,15 @@ def test_knobs_table_shares_the_doorkey_tables_lstm_and_rim_runs() -> None:
     assert (knobs.env, knobs.settings, knobs.groups) == (doorkey.env, doorkey.settings, doorkey.groups)
     assert set(knobs.param("seed")) <= set(doorkey.param("seed"))
     models = table_models("knobs")
-    assert models == ("lstm", "rim", *KNOB_MODELS) and table_models("knobs", smoke=True) == ("lstm", "rim_k2")
+    assert models == ("lstm", "rim", "rim_u6k4", *KNOB_MODELS)
+    assert table_models("knobs", smoke=True) == ("lstm", "rim_k2")
     assert table_models("doorkey") == MODELS
-    rates = learning_rates_for(models, {"lstm": 3e-4, "rim": 1e-4}, Path("tune.json"))
-    assert rates == {"lstm": 3e-4, "rim": 1e-4, **dict.fromkeys(KNOB_MODELS, 1e-4)}
+    rates = learning_rates_for(models, {"lstm": 3e-4, "rim": 1e-4, "rim_u6k4": 2e-4}, Path("tune.json"))
+    assert rates == {"lstm": 3e-4, "rim": 1e-4, "rim_u6k4": 2e-4, **dict.fromkeys(KNOB_MODELS, 1e-4)}
     plan = Plan(knobs, models, [0, 1, 2], 300000, rates)
     assert plan.sweep_dir("lstm") == Path("multirun/reproduce/doorkey/lstm")
     assert plan.sweep_dir("rim") == Path("multirun/reproduce/doorkey/rim")
+    assert plan.sweep_dir("rim_u6k4") == Path("multirun/reproduce/doorkey/rim_u6k4")
     assert plan.sweep_dir("rim_k2") == Path("multirun/reproduce/knobs/rim_k2")
     assert sweep_overrides(plan, "rim")[-1] == "hydra.sweep.dir=multirun/reproduce/doorkey/rim"
     assert "model=rim_k2 agent.learning_rate=0.0001 seed=0,1,2" in " ".join(sweep_overrides(plan, "rim_k2"))

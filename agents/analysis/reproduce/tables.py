@@ -39,9 +39,9 @@ SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms"
 TABLES = (TUNE, *SPLIT_TABLES, COPYING)
 MODELS = ("lstm", "gru", "rim", "rim_u6k4")
 KNOB_MODELS = ("rim_dropout", "rim_input_score", "rim_k2")
-TABLE_MODELS = {KNOBS: ("lstm", "rim", *KNOB_MODELS)}  # a table's models when not MODELS
+TABLE_MODELS = {KNOBS: ("lstm", "rim", "rim_u6k4", *KNOB_MODELS)}  # a table's models when not MODELS
 # runs a table takes from another table's sweep folders (same split, budget and evaluation)
-SHARED_SWEEPS = {KNOBS: {"lstm": "doorkey", "rim": "doorkey"}}
+SHARED_SWEEPS = {KNOBS: {"lstm": "doorkey", "rim": "doorkey", "rim_u6k4": "doorkey"}}
 TUNED_AS = dict.fromkeys(KNOB_MODELS, "rim")  # models that take another model's tuned learning rate
 ALL_MODELS = (*MODELS, *KNOB_MODELS)
 SMOKE_MODELS = ("lstm", "rim")
