@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from agents.analysis.compare import Estimate
 from agents.analysis.reproduce import meta, tables
 from agents.analysis.reproduce.readme import expected_readme, render_block, update_readme
+from agents.analysis.reproduce.runner import sweep_lanes
 from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
 from agents.analysis.reproduce.tables import (
     KNOB_MODELS,
@@ -258,3 +259,15 @@ def test_the_readmes_result_tables_are_the_committed_summaries() -> None:
     """README.md holds exactly what scripts/reproduce/<table>/summary.json say (rerun `reproduce.py readme`)."""
     text = (REPO / "README.md").read_text()
     assert expected_readme(text) == text
+
+
+def test_model_sweeps_run_in_lanes_that_keep_every_core_busy() -> None:
+    preset = load_preset("doorkey")
+    plan = Plan(preset, MODELS, list(range(5)), 300000, dict.fromkeys(MODELS, 0.001), jobs=2)
+    assert sweep_lanes(plan) == [["lstm", "rim"], ["gru", "rim_u6k4"]]
+    assert "hydra.launcher.n_jobs=1" in sweep_overrides(plan, "rim", n_jobs=1)
+    assert "hydra.launcher.n_jobs=2" in sweep_overrides(plan, "rim")  # the by-hand command keeps the plan's jobs
+    assert sweep_lanes(Plan(**{**plan.__dict__, "jobs": 1})) == [list(MODELS)]
+    assert sweep_lanes(Plan(**{**plan.__dict__, "launcher": "slurm"})) == [list(MODELS)]
+    assert sweep_lanes(Plan(**{**plan.__dict__, "models": ("rim",)})) == [["rim"]]
+    assert sweep_lanes(Plan(**{**plan.__dict__, "jobs": 8})) == [[m] for m in MODELS]

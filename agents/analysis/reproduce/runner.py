@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,21 +15,54 @@ from agents.analysis.modularity import StatsSettings, sweep_stats
 
 from .meta import meta, repo_relative
 from .report import write_table
-from .tables import LEARNING_RATE, SHARED_SWEEPS, Plan, ReproduceError, launch, sweep_folders, sweep_overrides
+from .tables import (
+    LEARNING_RATE,
+    SHARED_SWEEPS,
+    Plan,
+    ReproduceError,
+    check_sweep_dir,
+    launch,
+    sweep_folders,
+    sweep_overrides,
+)
 from .tune import tune_runs, write_tune
 
 log = logging.getLogger(__name__)
 
 
+def sweep_lanes(plan: Plan) -> list[list[str]]:
+    """The models' sweeps grouped into lanes that run side by side, one job each.
+
+    With the joblib launcher and ``jobs`` > 1, ``min(jobs, models)`` lanes take the models in turn
+    (each lane runs its sweeps one after another with one job), so a core never waits for the last
+    seed of a sweep while other models are left; otherwise one lane runs every sweep with ``jobs``.
+    """
+    if plan.launcher != "joblib" or plan.jobs <= 1 or len(plan.models) <= 1:
+        return [list(plan.models)]
+    lanes = min(plan.jobs, len(plan.models))
+    return [list(plan.models[i::lanes]) for i in range(lanes)]
+
+
 def run_sweeps(plan: Plan) -> list[str]:
-    """Launch every model's sweep in turn; returns the models whose sweep reported a failure."""
-    failed = []
+    """Launch every model's sweep (in lanes, :func:`sweep_lanes`); returns the models whose sweep
+    reported a failure. Every sweep folder is checked before the first launch."""
     for model in plan.models:
-        code = launch(plan, model)
-        if code != 0:
-            log.warning("the sweep of %s exited with status %d; its finished runs are still used", model, code)
-            failed.append(model)
-    return failed
+        check_sweep_dir(plan, model)
+    lanes = sweep_lanes(plan)
+    n_jobs = None if len(lanes) == 1 else 1
+
+    def run_lane(models: list[str]) -> list[str]:
+        failed = []
+        for model in models:
+            code = launch(plan, model, n_jobs)
+            if code != 0:
+                log.warning("the sweep of %s exited with status %d; its finished runs are still used", model, code)
+                failed.append(model)
+        return failed
+
+    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        results = list(pool.map(run_lane, lanes))
+    return [m for m in plan.models if any(m in failed for failed in results)]
 
 
 def sweep_commands(plan: Plan) -> dict[str, str]:

@@ -206,8 +206,10 @@ class Plan:
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in swept))]
 
 
-def sweep_overrides(plan: Plan, model: str) -> list[str]:
+def sweep_overrides(plan: Plan, model: str, n_jobs: int | None = None) -> list[str]:
     """The ``scripts/train.py -m`` arguments of one model's sweep.
+
+    :param n_jobs: the joblib launcher's parallel jobs (default: ``plan.jobs``, at most the sweep's jobs).
 
     Order: ``env``, ``model``, the swept keys (a tuned learning rate first), the preset's body,
     its other group choices, ``progress_bar=false resume=true``, the launcher, the sweep folder,
@@ -222,7 +224,7 @@ def sweep_overrides(plan: Plan, model: str) -> list[str]:
     args += [f"{group}={value}" for group, value in plan.preset.groups]
     args += ["progress_bar=false", "resume=true", LAUNCHERS[plan.launcher]]
     if plan.launcher == "joblib":
-        args.append(f"hydra.launcher.n_jobs={min(plan.jobs, len(plan.jobs_of(model)))}")
+        args.append(f"hydra.launcher.n_jobs={min(n_jobs or plan.jobs, len(plan.jobs_of(model)))}")
     args.append(f"hydra.sweep.dir={plan.sweep_dir(model)}")
     return [*args, *plan.extra]
 
@@ -262,14 +264,15 @@ def check_sweep_dir(plan: Plan, model: str) -> None:
                 )
 
 
-def launch(plan: Plan, model: str) -> int:
+def launch(plan: Plan, model: str, n_jobs: int | None = None) -> int:
     """Run one model's sweep (``scripts/train.py -m``, one torch thread per job) and wait for it.
 
+    :param n_jobs: as in :func:`sweep_overrides`.
     :returns: the sweep's exit status (non-zero if any job failed).
     :raises ReproduceError: see :func:`check_sweep_dir`.
     """
     check_sweep_dir(plan, model)
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *sweep_overrides(plan, model)]
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *sweep_overrides(plan, model, n_jobs)]
     log.info("sweep %s/%s: %s", plan.preset.table, model, " ".join(command[1:]))
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO, env=environment, check=False).returncode
