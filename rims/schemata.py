@@ -111,19 +111,10 @@ class _SchemaDynamics(torch.autograd.Function):
     """Autograd function behind :func:`schema_dynamics`."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        gates: Tensor,
-        gh: Tensor | None,
-        h: Tensor,
-        c: Tensor | None,
-        query: Tensor,
-        weight_key: Tensor,
-        mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        (h_new, c_new, choice), (cand_h, cand_c, keys, soft, *saved) = _schema_forward(
-            gates, gh, h, c, query, weight_key, mask
-        )
+    def forward(ctx: Any, *inputs: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``inputs``: the arguments of :func:`schema_dynamics`, in order."""
+        _, gh, h, c, query, weight_key, mask = inputs
+        (h_new, c_new, choice), (cand_h, cand_c, keys, soft, *saved) = _schema_forward(*inputs)
         ctx.save_for_backward(h, c, gh, query, weight_key, mask, choice, cand_h, cand_c, keys, soft, *saved)
         ctx.mark_non_differentiable(choice)
         return h_new, c_new, choice

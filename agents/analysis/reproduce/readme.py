@@ -17,6 +17,7 @@ from typing import Any
 
 from agents.experiment.atomic import atomic_write_text
 
+from .report import md_table
 from .summary import BETTER, WORSE
 from .tables import RESULTS_DIR, ReproduceError
 
@@ -72,14 +73,12 @@ def render_block(summary: dict[str, Any]) -> str:
     pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in summary["improvements"]))
     header = ["condition", *summary["models"], *(f"P({m} > {b})" for m, b in pairs)]
     rows = [_row(summary, condition, pairs) for condition in summary["conditions"]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
     learned = ", ".join(f"`{m}` {c['learned']}/{c['seeds']}" for m, c in summary["iid_learned"].items())
     text = [
         f"IQM of the final deterministic return over seeds [95% CI]; P(model > baseline) [95% CI]. "
         f"Seeds that learned the training levels (iid success >= 0.9): {learned}.",
         "",
-        *lines,
+        md_table(header, rows),
     ]
     collapse = _collapse_line(summary)
     if collapse:

@@ -17,7 +17,7 @@ from .summary import CSV_FIELDS, FLOOR, LEARNED, csv_rows, table_summary
 log = logging.getLogger(__name__)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -56,7 +56,7 @@ def _verdict_section(summary: dict[str, Any]) -> str:
         "Final deterministic return; P = P(model > baseline), the probability that a random seed of the model "
         "scores higher than a random seed of the baseline (ties count half), with its 95% stratified-bootstrap "
         "CI. *better* / *worse*: the CI lies above / below 0.5; otherwise *no difference at 95%*.\n\n"
-        + _md_table(header, body)
+        + md_table(header, body)
     )
 
 
@@ -97,7 +97,7 @@ def _metric_section(summary: dict[str, Any], metric: str) -> str:
                 ]
             )
     header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]", "P(model > lstm) [95% CI]", "verdict"]
-    return _md_table(header, body)
+    return md_table(header, body)
 
 
 def _modularity_section(modularity: dict[str, ModelStats], episodes: int) -> str:
