@@ -29,7 +29,7 @@ def lstm_gates(pre: Tensor, h: Tensor, c: Tensor, mask: Tensor | None) -> tuple[
     """
     if torch.is_grad_enabled():
         return _LSTMGates.apply(pre, h, c, mask)
-    return _lstm_forward(pre, h, c, mask)[0]
+    return lstm_forward(pre, h, c, mask)[0]
 
 
 def gru_gates(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> Tensor:
@@ -43,7 +43,7 @@ def gru_gates(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> Tensor:
     """
     if torch.is_grad_enabled():
         return _GRUGates.apply(gx, gh, h, mask)
-    return _gru_forward(gx, gh, h, mask)[0]
+    return gru_forward(gx, gh, h, mask)[0]
 
 
 def lstm_gates_backward(
@@ -143,14 +143,19 @@ def _one_minus_square(x: Tensor) -> Tensor:
     return torch.addcmul(x.new_ones(()), x, x, value=-1.0)
 
 
-def _keep(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+def keep_inactive(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+    """``new`` for active units, ``old`` (bit for bit, no gradient into ``new``) for the others."""
     return new if mask is None else torch.where(mask, new, old)
 
 
-def _lstm_forward(
+def lstm_forward(
     pre: Tensor, h: Tensor, c: Tensor, mask: Tensor | None
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
-    """``((h', c'), (sigmoid gates, tanh gate, tanh(c_new)))``."""
+    """``((h', c'), (sigmoid gates, tanh gate, tanh(c_new)))`` without an autograd graph of its own.
+
+    Shapes as :func:`lstm_gates`; ``pre`` may carry leading dimensions that ``h`` and ``c``
+    broadcast over (SCOFF: one candidate per schema, ``(S, U, N, 4d)``).
+    """
     d = h.shape[-1]
     sig = torch.sigmoid(pre[..., : 3 * d])  # i, f, o
     g = tanh_gate(pre[..., 3 * d :])
@@ -158,22 +163,23 @@ def _lstm_forward(
     c_new = torch.addcmul(f * c, i, g)
     tanh_c = tanh_gate(c_new)
     h_new = o * tanh_c
-    return (_keep(mask, h_new, h), _keep(mask, c_new, c)), (sig, g, tanh_c)
+    return (keep_inactive(mask, h_new, h), keep_inactive(mask, c_new, c)), (sig, g, tanh_c)
 
 
-def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """``(h', (sigmoid gates r z, candidate n))``."""
+def gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``(h', (sigmoid gates r z, candidate n))``; shapes as :func:`gru_gates`, with leading
+    dimensions of ``gx``/``gh`` that ``h`` broadcasts over (as :func:`lstm_forward`)."""
     d = h.shape[-1]
     rz = torch.sigmoid(gx[..., : 2 * d] + gh[..., : 2 * d])
     r, z = rz[..., :d], rz[..., d:]
     n = tanh_gate(torch.addcmul(gx[..., 2 * d :], r, gh[..., 2 * d :]))
-    return _keep(mask, torch.addcmul(n, z, h - n), h), (rz, n)
+    return keep_inactive(mask, torch.addcmul(n, z, h - n), h), (rz, n)
 
 
 class _LSTMGates(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pre: Tensor, h: Tensor, c: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        out, (sig, g, tanh_c) = _lstm_forward(pre, h, c, mask)
+        out, (sig, g, tanh_c) = lstm_forward(pre, h, c, mask)
         ctx.save_for_backward(sig, g, c, tanh_c, mask)
         return out
 
@@ -186,7 +192,7 @@ class _LSTMGates(torch.autograd.Function):
 class _GRUGates(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None) -> Tensor:
-        out, (rz, n) = _gru_forward(gx, gh, h, mask)
+        out, (rz, n) = gru_forward(gx, gh, h, mask)
         ctx.save_for_backward(rz, n, gh, h, mask)
         return out
 

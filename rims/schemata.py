@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rims.gates import gru_gates_backward, lstm_gates_backward, tanh_gate
+from rims.gates import gru_forward, gru_gates_backward, keep_inactive, lstm_forward, lstm_gates_backward
 
 
 def schema_gates(gh: Tensor, part: Tensor, x_bias: Tensor | None, lstm: bool) -> tuple[Tensor, Tensor | None]:
@@ -72,21 +72,6 @@ def schema_dynamics(
     return _schema_forward(gates, gh, h, c, query, weight_key, mask)[0]
 
 
-def _candidates(gates: Tensor, gh: Tensor | None, h: Tensor, c: Tensor | None) -> tuple[Tensor, ...]:
-    """``(h_s, c_s or None, saved...)`` for every schema: LSTM saves ``(sig, g, tanh_c)``, GRU ``(rz, n)``."""
-    d = h.shape[-1]
-    if gh is None:
-        assert c is not None
-        sig = torch.sigmoid(gates[..., : 3 * d])  # i, f, o
-        g = tanh_gate(gates[..., 3 * d :])
-        c_new = torch.addcmul(sig[..., d : 2 * d] * c, sig[..., :d], g)
-        tanh_c = tanh_gate(c_new)
-        return sig[..., 2 * d :] * tanh_c, c_new, sig, g, tanh_c
-    rz = torch.sigmoid(gates[..., : 2 * d] + gh[..., : 2 * d])
-    n = tanh_gate(torch.addcmul(gates[..., 2 * d :], rz[..., :d], gh[..., 2 * d :]))
-    return torch.addcmul(n, rz[..., d:], h - n), None, rz, n
-
-
 def _schema_forward(
     gates: Tensor,
     gh: Tensor | None,
@@ -97,7 +82,12 @@ def _schema_forward(
     mask: Tensor | None,
 ) -> tuple[tuple[Tensor, Tensor | None, Tensor], tuple[Tensor, ...]]:
     """``((h~, c~, choice), (candidates h_s, c_s, keys, softmax, gate values...))``."""
-    cand_h, cand_c, *saved = _candidates(gates, gh, h, c)
+    if gh is None:  # LSTM: saved (sigmoid gates, tanh gate, tanh(c_s)); GRU: (r z, candidate n)
+        assert c is not None
+        (cand_h, cand_c), saved = lstm_forward(gates, h, c, None)
+    else:
+        cand_h, saved = gru_forward(gates, gh, h, None)
+        cand_c = None
     keys = torch.matmul(cand_h, weight_key)  # (S, U, N, Ks)
     scores = torch.linalg.vecdot(keys, query) / math.sqrt(weight_key.shape[-1])  # (S, U, N)
     choice = scores.argmax(0)  # (U, N)
@@ -158,8 +148,3 @@ class _SchemaDynamics(torch.autograd.Function):
         grad_h_prev = grad_h_prev.sum(0)
         grad_h_prev = grad_h_prev if kept_h is None else grad_h_prev + kept_h
         return grad_gx, grad_gh, grad_h_prev, None, grad_query, grad_wk, None
-
-
-def keep_inactive(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
-    """``new`` for active units, ``old`` (bit for bit, no gradient into ``new``) for the others."""
-    return new if mask is None else torch.where(mask, new, old)

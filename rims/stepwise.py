@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rims.communication import PairwiseCommunication
-from rims.gates import gru_gates, lstm_gates
+from rims.gates import gru_gates, keep_inactive, lstm_gates
 from rims.info import RIMInfo
 from rims.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
-from rims.schemata import keep_inactive, schema_dynamics, schema_gates
+from rims.schemata import schema_dynamics, schema_gates
 from rims.weights import combine_for_steps, input_projection, top_projection
 from rims.workspace_comm import WorkspaceCommunication
 
