@@ -132,3 +132,5 @@ def test_smoke_writes_the_summary_and_reproduce_delegates(tmp_path: Path, capsys
     assert (tmp_path / "via_reproduce" / "summary.json").is_file()
     assert cli.main(["--smoke", "--out", str(cli.RESULTS_DIR / "copying")]) == 2
     assert "never writes into the committed results" in capsys.readouterr().err
+    assert cli.main(["--smoke", "--threads", "0", "--root", str(tmp_path / "runs"), "--out", str(out)]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err

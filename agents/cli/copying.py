@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from agents.analysis.reproduce.copying import MODELS, CopySettings, train_run
 from agents.analysis.reproduce.copying_report import write_copying
 from agents.analysis.reproduce.meta import meta
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None, help="run folders (default: multirun/reproduce/copying)")
     parser.add_argument("--out", type=Path, default=None, help="summary folder (default: scripts/reproduce/copying)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default: 1, the suite's; more only on a quiet machine)"
+    )
     return parser
 
 
@@ -69,6 +74,10 @@ def settings_from(args: argparse.Namespace) -> CopySettings:
 def main(argv: list[str] | None = None) -> int:
     """Run ``rims-copying``; returns the exit status (0 done, 2 invalid arguments or settings)."""
     args = _parser().parse_args(argv)
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
     settings = settings_from(args)
     root = args.root or (SMOKE_ROOT if args.smoke else ROOT)
     out = args.out or (SMOKE_ROOT if args.smoke else RESULTS_DIR / "copying")
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    budget = {"steps": settings.steps, "seeds": seeds, "models": list(args.models), "test_size": settings.test_size}
+    budget = {"steps": settings.steps, "seeds": seeds, "models": list(args.models), "test_size": settings.test_size,
+              "threads": args.threads}  # fmt: skip
     command = None if argv is None else ["scripts/copying.py", *argv]
     files = write_copying(results, settings.__dict__, meta(budget, command, table="copying"), out)
     for name in args.models:

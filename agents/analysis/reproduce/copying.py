@@ -44,8 +44,9 @@ class CopySettings:
 
     The defaults are the paper's except the width: at the paper's 600 a training step costs ~0.9 CPU-s
     for either core on our 2-vCPU machine (one thread), ~75 CPU-min per 5,000-step run; at 120 (6 units
-    of 20) a step costs ~0.06 s (LSTM) and ~0.18 s (RIM), so three seeds of 5,000 steps fit in about
-    15 (LSTM) and 45 (RIM) CPU-minutes. ``--hidden 600 --embed 600 --dropout 0.5`` is the authors' setting.
+    of 20) a step costs ~0.06 s (LSTM) and ~0.16 s (RIM) with one torch thread, so three seeds of
+    5,000 steps fit in about 15 (LSTM) and 40 (RIM) CPU-minutes. ``--hidden 600 --embed 600
+    --dropout 0.5`` is the authors' setting.
 
     :param steps: training steps (batches).
     :param hidden_size: total width of every core (the paper: 600 = 6 units x 100).
