@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from agents.analysis.reproduce import copying as copying_module
+from agents.analysis.reproduce import copying_report
 from agents.analysis.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
 from agents.analysis.reproduce.copying_report import TOO_FEW, verdicts
+from agents.analysis.reproduce.readme import render_block
 from agents.cli import copying as cli
 from agents.cli import reproduce
 from envs.copying import BLANK, COPY_LENGTH, DELIMITER, VOCAB, copying_batch, copying_dataset
@@ -126,6 +128,9 @@ def test_smoke_writes_the_summary_and_reproduce_delegates(tmp_path: Path, capsys
     assert len(cell["values"]) == 1 and len(cell["ci"]) == 2
     assert {v["model"] for v in summary["verdicts"]} == set(models) - {"lstm"}
     assert "## Verdicts" in (out / "report.md").read_text()
+    block = render_block(summary)  # the README's block of a copying table
+    assert "| rim | 20 | 1 | " in block and "blank 20: `rim` vs `lstm`" in block
+    assert render_block({**summary, "verdicts": []}).rstrip().endswith(copying_report.NO_VERDICTS)
     assert json.loads((out / "meta.json").read_text())["budget"]["steps"] == 4
     via = ["copying", "--smoke", "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "via_reproduce")]
     assert reproduce.main(via) == 0

@@ -19,6 +19,7 @@ from agents.experiment.evaluation import bootstrap_ci
 
 from .copying import chance_ce
 from .meta import meta_lines, write_meta
+from .report import md_table
 from .summary import BETTER, SAME, WORSE
 
 METRICS = ("ce", "copy_ce", "accuracy", "sequence_accuracy")
@@ -30,6 +31,7 @@ TITLES = {
 }
 CSV_FIELDS = ("model", "blank", "metric", "n_seeds", "seeds", "values", "mean", "low", "high")
 REPS = 2000
+NO_VERDICTS = "No verdicts: they need a RIM model and the LSTM."
 TOO_FEW = "not enough seeds for a verdict (fewer than 2)"
 
 
@@ -110,23 +112,49 @@ def _cell(cell: dict[str, Any]) -> str:
     return f"{cell['mean']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]"
 
 
-def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    """``report.md`` of the copying table."""
-    s = summary["settings"]
+def results_table(summary: dict[str, Any]) -> str:
+    """Markdown: a row per model and test blank length, each metric's mean over seeds [95% CI]."""
     header = ["model", "test blank", "seeds", *(TITLES[m] for m in METRICS)]
     rows = [
         [name, blank, str(len(model["seeds"])), *(_cell(cells[m]) for m in METRICS)]
         for name, model in summary["models"].items()
         for blank, cells in model["final"].items()
     ]
-    table = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
-    verdict_rows = [
+    return md_table(header, rows)
+
+
+def verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """One markdown bullet per verdict: RIM model against the LSTM on the test CE of one blank length."""
+    return [
         f"- blank {v['blank']}: `{v['model']}` vs `{v['baseline']}`: **{v['verdict']}** (difference of mean CE "
         f"{v['ce_difference']:+.3f}, 95% CI [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}])"
         for v in summary["verdicts"]
     ]
+
+
+def render_readme_block(summary: dict[str, Any]) -> str:
+    """The README's block of a copying table (without the markers): the results table and the verdicts."""
+    s = summary["settings"]
+    chance = ", ".join(f"{chance_ce(int(b)):.3f} (blank {b})" for b in s["test_blanks"])
+    text = [
+        f"Mean over seeds [95% bootstrap CI] on {s['test_size']} fixed test sequences per blank length; "
+        f"trained on blank {s['train_blank']}, {s['steps']:,} steps. Predicting every blank and guessing the "
+        f"copied symbols scores a CE of {chance}.",
+        "",
+        results_table(summary),
+        "",
+        "Test CE, RIM model against the LSTM (difference of means, 95% CI):",
+        "",
+        *(verdict_lines(summary) or [NO_VERDICTS]),
+    ]
+    return "\n".join(text) + "\n"
+
+
+def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """``report.md`` of the copying table."""
+    s = summary["settings"]
+    table = results_table(summary)
+    verdict_rows = verdict_lines(summary)
     cost = [
         f"- `{name}`: {m['parameters']:,} parameters, {m['seconds_per_step']:.3f} s per step "
         f"({m['cpu_seconds_per_step']:.3f} s CPU)"
@@ -151,7 +179,7 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         setup,
         paper,
         "## Verdicts (test CE, RIM model against the LSTM)",
-        "\n".join(verdict_rows) or "No verdicts: they need a RIM model and the LSTM.",
+        "\n".join(verdict_rows) or NO_VERDICTS,
         "## Results",
         table,
         "## Cost on this machine",

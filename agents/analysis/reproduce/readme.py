@@ -5,7 +5,8 @@ A table sits in ``README.md`` between ``<!-- results:<table> -->`` and ``<!-- /r
 ``scripts/reproduce/<table>/summary.json``; a test checks that the README holds exactly what the
 committed summaries say. A block shows, per condition, each model's IQM final return with its 95%
 CI, each RIM model's P(RIM > LSTM) with its CI and verdict, how many seeds learned the training
-levels, and whether the RIM models' selection collapsed.
+levels, and whether the RIM models' selection collapsed. A copying table's block shows its test
+metrics per model and blank length and the CE verdicts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from agents.experiment.atomic import atomic_write_text
 
+from .copying_report import render_readme_block
 from .report import md_table
 from .summary import BETTER, WORSE
 from .tables import RESULTS_DIR, ReproduceError
@@ -70,6 +72,8 @@ def _collapse_line(summary: dict[str, Any]) -> str:
 
 def render_block(summary: dict[str, Any]) -> str:
     """The markdown of one table's block (without the markers), from its ``summary.json`` data."""
+    if summary.get("table") == "copying":
+        return render_readme_block(summary)
     pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in summary["improvements"]))
     header = ["condition", *summary["models"], *(f"P({m} > {b})" for m, b in pairs)]
     rows = [_row(summary, condition, pairs) for condition in summary["conditions"]]
