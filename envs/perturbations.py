@@ -1,8 +1,9 @@
 """Visual perturbations of MiniGrid levels that keep the task and its solvability.
 
-``background``: coloured floor tiles on a fraction of the free cells (walkable; "a familiar
-thing in a new background"). ``distractors``: a few extra objects of types and colours the
-level does not use, placed only where every object the task needs stays reachable.
+``background``: coloured floor tiles on a fraction of the free cells the agent can reach
+(walkable; "a familiar thing in a new background"). ``distractors``: a few extra objects of types
+and colours the level does not use, on reachable cells, placed only where every object the task
+needs stays reachable.
 Both keep the observation shape; :func:`is_solvable` checks reachability.
 """
 
@@ -19,12 +20,18 @@ from minigrid.minigrid_env import MiniGridEnv
 
 
 def _free_cells(env: MiniGridEnv) -> list[tuple[int, int]]:
+    """Empty cells the agent can reach (:func:`reachable_cells`), its own excepted, in row-major order.
+
+    Only reachable cells count: a level smaller than its grid (MultiRoom's rooms in a 25x25 grid) has
+    empty cells outside its walls, and a perturbation placed there would never be seen.
+    """
     agent = tuple(int(v) for v in env.agent_pos)
+    reachable = reachable_cells(env)
     return [
         (x, y)
         for y in range(env.grid.height)
         for x in range(env.grid.width)
-        if env.grid.get(x, y) is None and (x, y) != agent
+        if env.grid.get(x, y) is None and (x, y) != agent and (x, y) in reachable
     ]
 
 
@@ -32,13 +39,10 @@ def _used_colors(env: MiniGridEnv) -> set[str]:
     return {obj.color for obj in env.grid.grid if obj is not None and obj.type not in ("wall", "floor")}
 
 
-def is_solvable(env: MiniGridEnv) -> bool:
-    """Whether the agent can reach every goal, key and door of the level.
-
-    Breadth-first search from the agent over cells it can stand on or clear (empty, floor,
-    goal, doors, which a key opens, and keys, which it picks up); objects count as reached
-    when on or next to a reached cell. Lava, walls and other objects (balls, boxes) block.
-    """
+def reachable_cells(env: MiniGridEnv) -> set[tuple[int, int]]:
+    """The cells the agent can reach: breadth-first search from its position over cells it can stand
+    on or clear (empty, floor, goal, doors, which a key opens, and keys, which it picks up). Lava,
+    walls and other objects (balls, boxes) block."""
     grid = env.grid
     start = tuple(int(v) for v in env.agent_pos)
     seen = {start}
@@ -52,6 +56,14 @@ def is_solvable(env: MiniGridEnv) -> bool:
             if obj is None or obj.can_overlap() or isinstance(obj, (Door, Key)):
                 seen.add((nx, ny))
                 queue.append((nx, ny))
+    return seen
+
+
+def is_solvable(env: MiniGridEnv) -> bool:
+    """Whether the agent can reach every goal, key and door of the level (:func:`reachable_cells`);
+    objects count as reached when on or next to a reached cell."""
+    grid = env.grid
+    seen = reachable_cells(env)
     needed = [
         (x, y) for y in range(grid.height) for x in range(grid.width) if isinstance(grid.get(x, y), (Goal, Key, Door))
     ]
@@ -76,8 +88,8 @@ class _LevelPerturbation(gym.Wrapper):
 
 
 class BackgroundTiles(_LevelPerturbation):
-    """Coloured floor tiles on ``fraction`` of the free cells (at least one), in colours the
-    level does not use.
+    """Coloured floor tiles on ``fraction`` of the free reachable cells (at least one), in colours
+    the level does not use.
 
     :param fraction: share of free cells covered, in (0, 1].
     """
@@ -100,7 +112,7 @@ class BackgroundTiles(_LevelPerturbation):
 
 class Distractors(_LevelPerturbation):
     """Up to ``count`` extra balls or boxes (types and colours unused by the level) on free
-    cells where the level stays solvable (:func:`is_solvable`).
+    reachable cells where the level stays solvable (:func:`is_solvable`).
 
     :param count: number of distractors to try to place.
     """

@@ -12,7 +12,7 @@ import pytest
 from agents import RecurrentPPO
 from agents.experiment.evaluation import OODEvalCallback, bootstrap_ci, evaluate_split, run_episodes, write_results
 from envs.levels import make_condition_env, make_condition_vec_env
-from envs.perturbations import PERTURBATIONS, is_solvable
+from envs.perturbations import PERTURBATIONS, is_solvable, reachable_cells
 from envs.splits import SeedRange, available_splits, load_split, split_from_dict
 
 SHIPPED = ["crossing", "doorkey", "empty", "fourrooms", "lava", "multiroom"]
@@ -120,6 +120,24 @@ def test_perturbations_keep_shape_and_solvability_and_change_the_view(perturbati
         assert is_solvable(perturbed.unwrapped), f"{env_id} seed {seed} unsolvable after {perturbation}"
         changed += not np.array_equal(plain.unwrapped.grid.encode(), perturbed.unwrapped.grid.encode())
     assert changed >= 15
+
+
+@pytest.mark.parametrize("perturbation", sorted(PERTURBATIONS))
+@pytest.mark.parametrize(
+    "env_id", ["MiniGrid-MultiRoom-N2-S4-v0", "MiniGrid-MultiRoom-N6-v0", "MiniGrid-DoorKey-6x6-v0"]
+)
+def test_perturbations_land_where_the_agent_can_go(perturbation: str, env_id: str) -> None:
+    """MultiRoom's rooms fill a fraction of a 25x25 grid: a tile or object outside them is never seen."""
+    for seed in range(10):
+        plain = gym.make(env_id)
+        perturbed = PERTURBATIONS[perturbation](gym.make(env_id))
+        plain.reset(seed=seed)
+        perturbed.reset(seed=seed)
+        before, after = plain.unwrapped.grid.encode(), perturbed.unwrapped.grid.encode()  # (W, H, 3)
+        cells = {(int(x), int(y)) for x, y in zip(*np.nonzero((before != after).any(-1)), strict=True)}
+        assert cells and cells <= reachable_cells(plain.unwrapped), f"{env_id} seed {seed}: {perturbation} off-level"
+        if perturbation == "distractors":
+            assert len(cells) == perturbed.count
 
 
 def test_solvability_check_detects_a_blocked_goal() -> None:
