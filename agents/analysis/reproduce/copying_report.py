@@ -112,6 +112,11 @@ def _cell(cell: dict[str, Any]) -> str:
     return f"{cell['mean']:.3f} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]"
 
 
+def _chance_scores(settings: dict[str, Any]) -> str:
+    """``0.297 (blank 50), 0.095 (blank 200)``: the CE of predicting every blank and guessing the symbols."""
+    return ", ".join(f"{chance_ce(int(b)):.3f} (blank {b})" for b in settings["test_blanks"])
+
+
 def results_table(summary: dict[str, Any]) -> str:
     """Markdown: a row per model and test blank length, each metric's mean over seeds [95% CI]."""
     header = ["model", "test blank", "seeds", *(TITLES[m] for m in METRICS)]
@@ -135,7 +140,7 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
 def render_readme_block(summary: dict[str, Any]) -> str:
     """The README's block of a copying table (without the markers): the results table and the verdicts."""
     s = summary["settings"]
-    chance = ", ".join(f"{chance_ce(int(b)):.3f} (blank {b})" for b in s["test_blanks"])
+    chance = _chance_scores(s)
     text = [
         f"Mean over seeds [95% bootstrap CI] on {s['test_size']} fixed test sequences per blank length; "
         f"trained on blank {s['train_blank']}, {s['steps']:,} steps. Predicting every blank and guessing the "
@@ -160,7 +165,7 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"({m['cpu_seconds_per_step']:.3f} s CPU)"
         for name, m in summary["models"].items()
     ]
-    chance = ", ".join(f"{chance_ce(int(b)):.3f} (blank {b})" for b in s["test_blanks"])
+    chance = _chance_scores(s)
     setup = (
         f"Train on dormant phase (blank length) {s['train_blank']}, test on {s['test_blanks']}. {s['steps']:,} "
         f"training steps of {s['batch_size']} sequences, Adam lr {s['learning_rate']}, gradient clipping "
