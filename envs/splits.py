@@ -7,11 +7,16 @@ A split is a YAML file in ``configs/env/`` (or any path)::
     test:
       doorkey_8x8: {env_id: MiniGrid-DoorKey-8x8-v0}
     test_seeds: {start: 1000000, count: 10000}
+    validation_seeds: {start: 500000, count: 10000}
     perturbations: [background, distractors]
 
 Every split also gets an ``iid`` condition (the train environment on the test seeds) and, per
 listed perturbation ``p``, an ``iid_<p>`` condition (the train environment, perturbed, on the
-test seeds). Test seeds never overlap the train seeds: loading such a split is an error.
+test seeds). With ``validation_seeds`` it also has a ``validation`` condition: the train environment on
+levels of the training distribution that are neither trained on nor tested on, for tuning and for any
+choice a study makes (the test levels never choose anything). It is evaluated only when named
+(``eval.conditions=[validation]``), never among the test conditions. The three seed ranges never
+overlap: loading such a split is an error.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import yaml
 from envs.perturbations import PERTURBATIONS
 
 SPLIT_DIR = Path(__file__).resolve().parent.parent / "configs" / "env"
+VALIDATION = "validation"
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,27 @@ class Condition:
 
 @dataclass(frozen=True)
 class Split:
-    """Train condition and named test conditions (``iid`` first)."""
+    """Train condition, named test conditions (``iid`` first) and, optionally, the validation condition.
+
+    :param validation: the train environment on the validation seeds (named :data:`VALIDATION`), or None.
+    """
 
     name: str
     train: Condition
     test: dict[str, Condition]
+    validation: Condition | None = None
+
+    @property
+    def evaluable(self) -> dict[str, Condition]:
+        """Every condition a policy can be evaluated on by name: the test conditions, then ``validation``."""
+        return {**self.test, **({VALIDATION: self.validation} if self.validation is not None else {})}
 
     def condition(self, name: str) -> Condition:
-        """The test condition ``name``; a ``KeyError`` lists the valid ones."""
-        if name not in self.test:
-            raise KeyError(f"split {self.name!r} has no test condition {name!r}; valid: {list(self.test)}")
-        return self.test[name]
+        """The test or validation condition ``name``; a ``KeyError`` lists the valid ones."""
+        conditions = self.evaluable
+        if name not in conditions:
+            raise KeyError(f"split {self.name!r} has no condition {name!r}; valid: {list(conditions)}")
+        return conditions[name]
 
 
 def available_splits(directory: Path = SPLIT_DIR) -> list[str]:
@@ -105,12 +121,18 @@ def split_from_dict(data: Any, source: str = "<dict>") -> Split:
         test_seeds = SeedRange(**data["test_seeds"])
         tests = dict(data.get("test") or {})
         perturbations = list(data.get("perturbations") or [])
+        validation_spec = data.get("validation_seeds")
+        validation_seeds = None if validation_spec is None else SeedRange(**validation_spec)
     except (KeyError, TypeError) as error:
         raise ValueError(
-            f"{source}: a split needs name, train.env_id, train.seeds.start/count and test_seeds.start/count ({error})"
+            f"{source}: a split needs name, train.env_id, train.seeds.start/count and test_seeds.start/count, "
+            f"and validation_seeds.start/count if it has validation seeds ({error})"
         ) from error
     if train_seeds.overlaps(test_seeds):
         raise ValueError(f"split {name!r}: test seeds {test_seeds} overlap train seeds {train_seeds}")
+    for other, other_seeds in (("train", train_seeds), ("test", test_seeds)):
+        if validation_seeds is not None and validation_seeds.overlaps(other_seeds):
+            raise ValueError(f"split {name!r}: validation seeds {validation_seeds} overlap {other} seeds {other_seeds}")
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
         raise ValueError(f"split {name!r}: unknown perturbations {unknown}; valid: {sorted(PERTURBATIONS)}")
@@ -118,8 +140,8 @@ def split_from_dict(data: Any, source: str = "<dict>") -> Split:
     train = Condition("train", str(train_spec["env_id"]), train_seeds, None, kwargs)
     conditions = {"iid": Condition("iid", train.env_id, test_seeds, None, kwargs)}
     for cond_name, spec in tests.items():
-        if cond_name in conditions:
-            raise ValueError(f"split {name!r}: duplicate test condition {cond_name!r}")
+        if cond_name in conditions or cond_name == VALIDATION:
+            raise ValueError(f"split {name!r}: duplicate or reserved test condition {cond_name!r}")
         perturbation = spec.get("perturbation")
         if perturbation is not None and perturbation not in PERTURBATIONS:
             raise ValueError(f"split {name!r}: unknown perturbation {perturbation!r}; valid: {sorted(PERTURBATIONS)}")
@@ -130,4 +152,7 @@ def split_from_dict(data: Any, source: str = "<dict>") -> Split:
         conditions[f"iid_{perturbation}"] = Condition(
             f"iid_{perturbation}", train.env_id, test_seeds, perturbation, kwargs
         )
-    return Split(name, train, conditions)
+    validation = (
+        None if validation_seeds is None else Condition(VALIDATION, train.env_id, validation_seeds, None, kwargs)
+    )
+    return Split(name, train, conditions, validation)

@@ -49,10 +49,42 @@ def test_overlapping_seeds_are_rejected() -> None:
         split_from_dict(spec)
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_validation_levels_are_apart_from_train_and_test_levels(name: str) -> None:
+    split = load_split(name)
+    validation = split.condition("validation")
+    assert validation.env_id == split.train.env_id and validation.env_kwargs == split.train.env_kwargs
+    assert validation.perturbation is None
+    assert not validation.seeds.overlaps(split.train.seeds) and not validation.seeds.overlaps(split.test["iid"].seeds)
+    assert "validation" not in split.test and list(split.evaluable)[-1] == "validation"
+    env = make_condition_env(validation, sequential=True)
+    _, info = env.reset()
+    assert validation.seeds.start <= info["level_seed"] < validation.seeds.stop
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ({"start": 90, "count": 20}, r"validation seeds \[90, 110\) overlap train seeds \[0, 100\)"),
+        ({"start": 200, "count": 1}, r"validation seeds \[200, 201\) overlap test seeds \[200, 210\)"),
+    ],
+)
+def test_validation_seeds_overlapping_train_or_test_are_rejected(seeds: dict[str, int], message: str) -> None:
+    spec = {
+        "name": "bad",
+        "train": {"env_id": "MiniGrid-Empty-5x5-v0", "seeds": {"start": 0, "count": 100}},
+        "test_seeds": {"start": 200, "count": 10},
+        "validation_seeds": seeds,
+    }
+    with pytest.raises(ValueError, match=message):
+        split_from_dict(spec)
+
+
 def test_unknown_split_condition_and_perturbation_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown split 'nope'; valid splits: \[.*'doorkey'.*\]"):
         load_split("nope")
-    with pytest.raises(KeyError, match=r"no test condition 'huge'; valid: \['iid', "):
+    with pytest.raises(KeyError, match=r"no condition 'huge'; valid: \['iid', "):
         load_split("doorkey").condition("huge")
     spec = {
         "name": "p",

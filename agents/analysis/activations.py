@@ -268,16 +268,17 @@ def collapse_reasons(stats: dict[str, Any]) -> list[str]:
 
 
 def check_conditions(split: Split, conditions: Sequence[str] | None) -> list[str]:
-    """The condition names to play (default: all of the split's), checked against ``split.test``.
+    """The condition names to play (default: all of the split's test conditions), checked against the split's
+    conditions (``validation`` included).
 
     :raises ValueError: an empty list or an unknown name (listing the valid ones).
     """
     names = list(split.test) if conditions is None else list(conditions)
     if not names:
         raise ValueError("no conditions to visualise")
-    unknown = [name for name in names if name not in split.test]
+    unknown = [name for name in names if name not in split.evaluable]
     if unknown:
-        raise ValueError(f"split {split.name!r} has no test condition(s) {unknown}; valid: {list(split.test)}")
+        raise ValueError(f"split {split.name!r} has no condition(s) {unknown}; valid: {list(split.evaluable)}")
     return names
 
 

@@ -115,7 +115,7 @@ def run_stats(run_dir: str | Path, settings: StatsSettings = StatsSettings()) ->
     with tqdm(total=total, desc=run.name, unit="ep", disable=not settings.progress, leave=False) as bar:
         for name in names:
             bar.set_postfix_str(name)
-            condition = split.test[name]
+            condition = split.condition(name)
             stats.append(activation_stats(model, condition, episodes, True, max_steps, settings.n_envs, progress=bar))
     _write_stats(stats, out)
     return stats

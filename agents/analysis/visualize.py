@@ -266,10 +266,10 @@ def visualize_run(
     stats: dict[str, dict[str, Any]] = {}
     for name in names:
         log.info("visualising %s: %d episodes", name, episodes)
-        first = record_episode(model, split.test[name], 0, deterministic=True, max_steps=max_steps, render=True)
+        first = record_episode(model, split.condition(name), 0, deterministic=True, max_steps=max_steps, render=True)
         files.append(activation_gif(first, out / f"{name}.gif", fps=fps))
         files.append(save_activation_heatmap(first, out / f"{name}_heatmap.png"))
-        stats[name] = activation_stats(model, split.test[name], episodes, deterministic=True, max_steps=max_steps)
+        stats[name] = activation_stats(model, split.condition(name), episodes, deterministic=True, max_steps=max_steps)
     files += write_activation_stats(list(stats.values()), out)
     files.append(save_frequency_plot(list(stats.values()), out / "activation_frequency.png"))
     return {"out_dir": out, "files": files, "stats": stats}

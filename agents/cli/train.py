@@ -132,7 +132,13 @@ def _main(cfg: DictConfig) -> float:
             sweep_failures.record(f"{type(error).__name__}: {lines[-1] if lines else ''} (run folder {run_dir})")
         raise
     print(f"run folder: {run_dir}")
-    return float(metrics["iid"])
+    return _objective(metrics)
+
+
+def _objective(metrics: dict[str, float]) -> float:
+    """The value a Hydra sweeper optimises: the final ``iid`` return, or the first evaluated condition's when
+    ``eval.conditions`` leaves ``iid`` out (e.g. ``[validation]``)."""
+    return float(metrics["iid"] if "iid" in metrics else next(iter(metrics.values())))
 
 
 def _check_composition(overrides: list[str]) -> None:

@@ -193,7 +193,7 @@ class OODEvalCallback(BaseCallback):
         if self.num_timesteps >= self._next:
             self._next += self.every_frames
             for name in self.conditions:
-                played = run_episodes(self.model, self.split.test[name], self.episodes, True, self.n_envs)
+                played = run_episodes(self.model, self.split.condition(name), self.episodes, True, self.n_envs)
                 row = {"frames": self.num_timesteps, "condition": name, **summarize(played)}
                 self.history.append(row)
                 self.logger.record(f"ood/{name}/mean_return", row["mean_return"])

@@ -92,11 +92,11 @@ def eval_conditions(cfg: DictConfig, split: Split) -> list[str]:
     names = OmegaConf.to_container(chosen) if OmegaConf.is_list(chosen) else chosen
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"eval.conditions must be null or a non-empty list of condition names, got {names!r}")
-    unknown = [n for n in names if n not in split.test]
+    valid = list(split.evaluable)
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        valid = list(split.test)
         raise ConfigError(f"eval.conditions must name conditions of split {split.name!r} {valid}, got {unknown}")
-    return [n for n in split.test if n in names]
+    return [n for n in valid if n in names]
 
 
 def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
@@ -339,7 +339,7 @@ def _record_gifs(
     GIFs are a by-product: a failure is a warning, and a stop request skips the rest.
     """
     for name in conditions:
-        condition = split.test[name]
+        condition = split.condition(name)
         if interrupt.requested:
             log.warning("stop requested: skipping the remaining GIFs")
             return

@@ -23,6 +23,7 @@ log = logging.getLogger("agents.analysis.compare")  # the package logger, as bef
 
 SUMMARY_FIELDS = (
     "model", "baseline", "condition", "metric", "aggregate", "point", "low", "high", "n_seeds", "baseline_seeds",
+    "p_value",
 )  # fmt: skip
 
 
@@ -68,15 +69,20 @@ def render_report(comparison: Comparison, out_dir: Path, effs: Sequence[Efficien
     :param effs: the models' sample efficiency (:func:`efficiencies`), computed here when ``None``.
     """
     conditions = ", ".join(f"`{c}`" for c in comparison.conditions if c != ALL_OOD)
+    pooled = ", ".join(f"`{c}`" for c in comparison.pooled) or "none"
     intro = (
         f"# Comparison on split `{comparison.split}`\n\n"
         f"Final deterministic evaluation (`eval.json`) of {len(comparison.runs)} runs, aggregated over seeds per "
-        f"model and condition. Conditions: {conditions}. 95% stratified-bootstrap confidence intervals "
-        f"(rliable, {comparison.reps} replications, seed {comparison.seed}). IQM is the interquartile mean "
+        f"model and condition. Conditions: {conditions}. 95% bootstrap confidence intervals "
+        f"({comparison.reps} replications, seed {comparison.seed}): one condition at a time, rliable's "
+        "stratified bootstrap over seeds; `all OOD` and every P(improvement), whole seeds resampled (all of a "
+        "seed's conditions together: one policy scored them). IQM is the interquartile mean "
         "(25% trimmed mean; with fewer than 4 seeds it equals the mean). "
-        "`all OOD` aggregates every condition except `iid` (runs x conditions, as rliable does). "
+        f"`all OOD` pools the conditions {pooled} (IQM over seeds x conditions). "
         "P(improvement) is the probability that a random seed of the model scores higher than a random seed "
-        "of the baseline on the condition (ties count half): 0.5 means no difference."
+        "of the baseline on the condition (ties count half; averaged over the conditions for `all OOD`): 0.5 "
+        "means no difference. p is its two-sided permutation test over whole seeds (exact up to 10 vs 10 "
+        "seeds), not adjusted for the number of comparisons."
     )
     parts = [intro, "## Models", _models_section(comparison, out_dir), "## Results", render_tables(comparison).rstrip()]
     parts += [

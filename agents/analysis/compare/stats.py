@@ -1,4 +1,14 @@
-"""Statistics over seeds with rliable: IQM and mean with stratified-bootstrap CIs, P(improvement), learning curves.
+"""Statistics over seeds: IQM and mean with bootstrap CIs, P(improvement) with its p-value, learning curves.
+
+Which resampling each number uses:
+
+- one condition at a time (a model's IQM and mean on a condition, a learning-curve band): rliable's
+  stratified bootstrap, which on one condition is the plain bootstrap over seeds;
+- anything pooled over conditions (:data:`ALL_OOD`: a model's pooled IQM and mean, pooled P(improvement))
+  and every P(improvement) interval: whole seeds resampled, all of a seed's conditions together
+  (:mod:`agents.analysis.compare.seed_tests`), since one trained policy scores every condition of its seed;
+- the p-value of every P(improvement): the permutation test over whole seeds of
+  :func:`agents.analysis.compare.seed_tests.permutation_p` (exact up to 10 vs 10 seeds).
 
 Note on rliable 1.2: its bootstraps draw their indices from NumPy's *global* generator
 (``np.random.choice``), ignoring ``random_state``; :func:`compare_runs` seeds it for each
@@ -17,6 +27,7 @@ from rliable import library as rly
 from rliable import metrics
 
 from .runs import METRICS, Run
+from .seed_tests import permutation_p, seed_bootstrap_improvement, seed_bootstrap_iqm
 
 log = logging.getLogger("agents.analysis.compare")  # the package logger, as before the split into modules
 
@@ -34,10 +45,11 @@ class Estimate:
 
     :param model: the model label (the candidate for P(improvement)).
     :param baseline: the baseline label for P(improvement), else ``""``.
-    :param condition: a test condition, or :data:`ALL_OOD` for all conditions but ``iid`` together.
+    :param condition: a test condition, or :data:`ALL_OOD` for the pooled OOD conditions together.
     :param metric: a key of :data:`METRICS`.
     :param aggregate: ``"iqm"``, ``"mean"`` or :data:`P_IMPROVEMENT`.
     :param n_seeds: seeds of ``model``; ``baseline_seeds``: seeds of ``baseline`` (0 if none).
+    :param p_value: for :data:`P_IMPROVEMENT`, the two-sided permutation p-value over whole seeds (unadjusted).
     """
 
     model: str
@@ -50,6 +62,7 @@ class Estimate:
     high: float
     n_seeds: int
     baseline_seeds: int = 0
+    p_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class Comparison:
     :param split: the split all runs were trained on.
     :param models: ``{label: runs}``, runs sorted by seed.
     :param conditions: every condition of any model, ``iid`` first, then :data:`ALL_OOD` if computed.
+    :param pooled: the conditions :data:`ALL_OOD` pools (empty when it was not computed).
     :param estimates: IQM and mean per model x condition x metric.
     :param improvements: P(improvement) per candidate x baseline x condition x metric.
     :param curves: learning curves per model x condition.
@@ -90,6 +104,7 @@ class Comparison:
     reps: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    pooled: list[str] = field(default_factory=list)
 
     @property
     def runs(self) -> list[Run]:
@@ -125,10 +140,12 @@ def _model_conditions(runs: Sequence[Run]) -> list[str]:
     return [c for c in runs[0].scores if all(c in run.scores for run in runs[1:])]
 
 
-def _ood_columns(conditions: Sequence[str]) -> list[int]:
-    """Columns of the OOD conditions (all but ``iid``) when there are at least two of them, else none."""
-    columns = [j for j, c in enumerate(conditions) if c != IID]
-    return columns if len(columns) >= 2 else []
+def _ood_columns(conditions: Sequence[str], pooled: Sequence[str] | None = None) -> list[int]:
+    """Columns of the pooled OOD conditions (``pooled``, default all but ``iid``) when there are at least two
+    of them and every one is present, else none."""
+    wanted = [c for c in conditions if c != IID] if pooled is None else list(pooled)
+    columns = [conditions.index(c) for c in wanted if c in conditions]
+    return columns if len(columns) >= 2 and len(columns) == len(wanted) else []
 
 
 def _score_matrix(runs: Sequence[Run], conditions: Sequence[str], metric: str) -> np.ndarray:
@@ -147,32 +164,33 @@ def _iqm_columns(scores: np.ndarray) -> np.ndarray:
     return np.sort(scores, axis=0)[cut : n - cut].mean(axis=0)
 
 
-def _aggregate_fn(ood: list[int]) -> Callable[[np.ndarray], np.ndarray]:
-    """Per-column IQM and mean (then IQM and mean over all OOD cells) of a ``(runs, conditions)`` matrix."""
-
-    def fn(scores: np.ndarray) -> np.ndarray:
-        parts = [_iqm_columns(scores), scores.mean(axis=0)]
-        if ood:
-            cells = scores[:, ood].reshape(-1, 1)
-            parts += [_iqm_columns(cells), cells.mean(axis=0)]
-        return np.concatenate(parts)
-
-    return fn
+def _columns_fn(scores: np.ndarray) -> np.ndarray:
+    """Per-column IQM, then per-column mean, of a ``(runs, conditions)`` matrix."""
+    return np.concatenate([_iqm_columns(scores), scores.mean(axis=0)])
 
 
-def _model_estimates(label: str, runs: Sequence[Run], reps: int, seed: int) -> list[Estimate]:
-    """IQM and mean with CIs of one model for each of its conditions (and all OOD ones) and metric."""
+def _model_estimates(
+    label: str, runs: Sequence[Run], reps: int, seed: int, pooled: Sequence[str] | None = None
+) -> list[Estimate]:
+    """IQM and mean with CIs of one model for each of its conditions (stratified bootstrap, one condition at
+    a time) and for the pooled OOD conditions (whole seeds resampled) and metric."""
     conditions = _model_conditions(runs)
-    ood = _ood_columns(conditions)
+    ood = _ood_columns(conditions, pooled)
     slots = [(c, "iqm") for c in conditions] + [(c, "mean") for c in conditions]
-    slots += [(ALL_OOD, "iqm"), (ALL_OOD, "mean")] if ood else []
     out = []
     for metric in METRICS:
-        points, ci = _bootstrap(_aggregate_fn(ood), _score_matrix(runs, conditions, metric), reps, seed)
+        scores = _score_matrix(runs, conditions, metric)
+        points, ci = _bootstrap(_columns_fn, scores, reps, seed)
         out += [
             Estimate(label, "", condition, metric, aggregate, points[i], ci[0, i], ci[1, i], len(runs))
             for i, (condition, aggregate) in enumerate(slots)
         ]
+        if ood:
+            iqm, mean = seed_bootstrap_iqm(scores[:, ood], reps, seed)
+            out += [
+                Estimate(label, "", ALL_OOD, metric, aggregate, *values, len(runs))
+                for aggregate, values in (("iqm", iqm), ("mean", mean))
+            ]
     return out
 
 
@@ -187,18 +205,8 @@ def _probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))
 
 
-def _improvement_fn(ood: list[int]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """P(improvement) per column, then averaged over the OOD columns (rliable's multi-task average)."""
-
-    def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        per_task = _probability_of_improvement(x, y)
-        return np.concatenate([per_task, [per_task[ood].mean()]]) if ood else per_task
-
-    return fn
-
-
 def _rliable_improvement(x: np.ndarray, y: np.ndarray, ood: list[int]) -> np.ndarray:
-    """The point estimates of :func:`_improvement_fn`, computed by rliable itself."""
+    """P(improvement) per column, then pooled over the OOD columns, computed by rliable itself."""
     points = [metrics.probability_of_improvement(x[:, [j]], y[:, [j]]) for j in range(x.shape[1])]
     if ood:
         points.append(metrics.probability_of_improvement(x[:, ood], y[:, ood]))
@@ -206,23 +214,31 @@ def _rliable_improvement(x: np.ndarray, y: np.ndarray, ood: list[int]) -> np.nda
 
 
 def _pair_improvements(
-    candidate: str, cand_runs: Sequence[Run], baseline: str, base_runs: Sequence[Run], reps: int, seed: int
+    candidate: str,
+    cand_runs: Sequence[Run],
+    baseline: str,
+    base_runs: Sequence[Run],
+    reps: int,
+    seed: int,
+    pooled: Sequence[str] | None = None,
 ) -> list[Estimate]:
-    """P(candidate improves over baseline) with CIs, per shared condition (and all OOD ones) and metric."""
+    """P(candidate improves over baseline) per shared condition (and the pooled OOD ones) and metric, each with
+    a CI from resampling whole seeds and the permutation p-value."""
     shared = set(_model_conditions(base_runs))
     conditions = [c for c in _model_conditions(cand_runs) if c in shared]
-    ood = _ood_columns(conditions)
+    ood = _ood_columns(conditions, pooled)
+    columns = [[j] for j in range(len(conditions))] + ([ood] if ood else [])
     names = [*conditions, *([ALL_OOD] if ood else [])]
     out = []
     for metric in METRICS:
         x, y = _score_matrix(cand_runs, conditions, metric), _score_matrix(base_runs, conditions, metric)
-        _, ci = _bootstrap(_improvement_fn(ood), [x, y], reps, seed)
         points = _rliable_improvement(x, y, ood)
         sizes = (len(cand_runs), len(base_runs))
-        out += [
-            Estimate(candidate, baseline, condition, metric, P_IMPROVEMENT, points[i], ci[0, i], ci[1, i], *sizes)
-            for i, condition in enumerate(names)
-        ]
+        for i, (condition, cols) in enumerate(zip(names, columns, strict=True)):
+            _, low, high = seed_bootstrap_improvement(x[:, cols], y[:, cols], reps, seed)
+            p_value = permutation_p(x[:, cols], y[:, cols], seed=seed)
+            out.append(Estimate(candidate, baseline, condition, metric, P_IMPROVEMENT, points[i], low, high, *sizes,
+                                p_value))  # fmt: skip
     return out
 
 
@@ -283,33 +299,52 @@ def _notes(models: dict[str, list[Run]], conditions: Sequence[str], curves: Sequ
     return notes
 
 
-def compare_runs(models: dict[str, list[Run]], reps: int = 2000, seed: int = 0) -> Comparison:
-    """Aggregate final scores and learning curves over seeds, with stratified-bootstrap CIs.
+def compare_runs(
+    models: dict[str, list[Run]], reps: int = 2000, seed: int = 0, pooled: Sequence[str] | None = None
+) -> Comparison:
+    """Aggregate final scores and learning curves over seeds, with bootstrap CIs and permutation p-values.
 
-    Every estimate is bootstrapped with NumPy seeded to ``seed``, so results are deterministic and
+    Every estimate is bootstrapped with a generator seeded to ``seed``, so results are deterministic and
     one model's CIs do not depend on which other models are compared.
 
     :param models: ``{label: runs}`` from :func:`group_runs`.
     :param reps: bootstrap replications.
     :param seed: seed of the bootstrap.
-    :raises ValueError: if ``models`` is empty or ``reps`` < 1.
+    :param pooled: the conditions :data:`ALL_OOD` pools (default: every condition but ``iid``); a table's
+        primary endpoint names them, leaving out conditions where every model scores 0.
+    :raises ValueError: if ``models`` is empty, ``reps`` < 1 or ``pooled`` names ``iid``.
     """
     if not models:
         raise ValueError("nothing to compare: no models")
     if reps < 1:
         raise ValueError(f"reps must be a positive integer, got {reps}")
+    if pooled is not None and IID in pooled:
+        raise ValueError(f"pooled OOD conditions must not include {IID!r}, got {list(pooled)}")
     estimates, curves, improvements = [], [], []
     for label, runs in models.items():
         log.info("bootstrapping %s (%d seeds, %d reps)", label, len(runs), reps)
-        estimates += _model_estimates(label, runs, reps, seed)
+        estimates += _model_estimates(label, runs, reps, seed, pooled)
         curves += _model_curves(label, runs, reps, seed)
     for candidate, cand_runs in models.items():
         if not cand_runs[0].core.startswith(CANDIDATE_PREFIX):
             continue
         for baseline, base_runs in models.items():
             if base_runs[0].core in BASELINE_CORES:
-                improvements += _pair_improvements(candidate, cand_runs, baseline, base_runs, reps, seed)
+                improvements += _pair_improvements(candidate, cand_runs, baseline, base_runs, reps, seed, pooled)
     split = next(iter(models.values()))[0].split
     conditions = _ordered_conditions(models, estimates)
     notes = _notes(models, conditions, curves)
-    return Comparison(split, models, conditions, estimates, improvements, curves, reps, seed, notes)
+    has_pooled = ALL_OOD in conditions
+    pooled_names = [c for c in conditions if c not in (IID, ALL_OOD)] if pooled is None else list(pooled)
+    return Comparison(
+        split,
+        models,
+        conditions,
+        estimates,
+        improvements,
+        curves,
+        reps,
+        seed,
+        notes,
+        pooled_names if has_pooled else [],
+    )

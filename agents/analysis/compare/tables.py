@@ -41,12 +41,21 @@ def metric_table(comparison: Comparison, metric: str) -> str:
     return _md_table(header, rows)
 
 
+def _p_cell(estimate: Estimate | None) -> str:
+    """``0.62 [0.40, 0.82] p=0.31``, or ``-`` when missing."""
+    if estimate is None:
+        return "-"
+    p_value = "" if estimate.p_value is None else f" p={estimate.p_value:.3g}"
+    return f"{estimate.point:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]{p_value}"
+
+
 def improvement_table(comparison: Comparison, metric: str) -> str:
-    """Markdown table of P(candidate > baseline) for one metric: a row per pair, a column per condition."""
+    """Markdown table of P(candidate > baseline) [95% CI] and its permutation p-value for one metric: a row per
+    pair, a column per condition."""
     index = {(e.model, e.baseline, e.condition): e for e in comparison.improvements if e.metric == metric}
     pairs = list(dict.fromkeys((e.model, e.baseline) for e in comparison.improvements))
     header = ["model", "baseline", *map(_condition_title, comparison.conditions)]
-    rows = [[m, b, *(_cell(index.get((m, b, c))) for c in comparison.conditions)] for m, b in pairs]
+    rows = [[m, b, *(_p_cell(index.get((m, b, c))) for c in comparison.conditions)] for m, b in pairs]
     return _md_table(header, rows)
 
 

@@ -126,6 +126,10 @@ class SplitConfig:
     test_seeds: SeedRangeConfig = field(
         default_factory=lambda: SeedRangeConfig(1000000, 10000), metadata={"help": "level seeds of every test"}
     )
+    validation_seeds: SeedRangeConfig | None = field(
+        default=None,
+        metadata={"help": "level seeds of the 'validation' condition (tuning only); null: none"},
+    )
     perturbations: list[str] = field(
         default_factory=lambda: ["background", "distractors"], metadata={"help": "iid_<p> conditions to add"}
     )
@@ -140,6 +144,9 @@ class SplitConfig:
         positive_int("env.test_seeds.count", self.test_seeds.count)
         positive_int("env.train.seeds.start", self.train.seeds.start, minimum=0)
         positive_int("env.test_seeds.start", self.test_seeds.start, minimum=0)
+        if self.validation_seeds is not None:
+            positive_int("env.validation_seeds.count", self.validation_seeds.count)
+            positive_int("env.validation_seeds.start", self.validation_seeds.start, minimum=0)
         train_seeds, test_seeds = SeedRange(**vars(self.train.seeds)), SeedRange(**vars(self.test_seeds))
         if train_seeds.overlaps(test_seeds):
             raise ConfigError(
@@ -152,7 +159,7 @@ class SplitConfig:
                 f"env.perturbations must be a list of names in {sorted(PERTURBATIONS)}, "
                 f"got unknown perturbations {unknown}"
             )
-        added = ["iid", *(f"iid_{p}" for p in self.perturbations)]
+        added = ["iid", "validation", *(f"iid_{p}" for p in self.perturbations)]
         for name, condition in self.test.items():
             if name in added:
                 raise ConfigError(f"env.test.<name> must not be one of the added conditions {added}, got {name!r}")
@@ -174,6 +181,7 @@ class SplitConfig:
             },
             "test": {n: vars(c) for n, c in self.test.items()},
             "test_seeds": vars(self.test_seeds),
+            "validation_seeds": None if self.validation_seeds is None else vars(self.validation_seeds),
             "perturbations": list(self.perturbations),
         }
         try:

@@ -159,6 +159,7 @@ class TrainConfig:
                     )
         if self.eval.conditions is not None:
             names = ["iid", *env.test, *(f"iid_{p}" for p in env.perturbations)]
+            names += ["validation"] if env.validation_seeds is not None else []
             unknown = [n for n in self.eval.conditions if n not in names]
             if unknown:
                 raise ConfigError(f"eval.conditions must name conditions of split {env.name!r} {names}, got {unknown}")
