@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from agents.analysis.compare import Estimate
 from agents.analysis.reproduce import meta, tables
-from agents.analysis.reproduce.readme import expected_readme, render_block, update_readme
+from agents.analysis.reproduce.readme import expected_readme, render_block, result_files, update_readme
 from agents.analysis.reproduce.runner import sweep_lanes
 from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
 from agents.analysis.reproduce.tables import (
@@ -255,9 +255,20 @@ def test_readme_blocks_are_rewritten_from_the_summaries_and_a_missing_one_is_an_
         update_readme(readme, tmp_path / "results")
 
 
-def test_the_readmes_result_tables_are_the_committed_summaries() -> None:
-    """README.md holds exactly what scripts/reproduce/<table>/summary.json say (rerun `reproduce.py readme`)."""
-    text = (REPO / "README.md").read_text()
+def test_the_summary_block_waits_for_its_summary_and_docs_pages_with_blocks_are_found(tmp_path: Path) -> None:
+    text = "# x\n<!-- results:summary -->\n<!-- /results:summary -->\n"
+    assert expected_readme(text, tmp_path) == text  # no scripts/reproduce/summary/summary.json: left as it is
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(text)
+    (tmp_path / "docs" / "results.md").write_text("<!-- results:doorkey -->\n<!-- /results:doorkey -->\n")
+    (tmp_path / "docs" / "other.md").write_text("no tables\n")
+    assert result_files(tmp_path) == [tmp_path / "README.md", tmp_path / "docs" / "results.md"]
+
+
+@pytest.mark.parametrize("path", [p.relative_to(REPO).as_posix() for p in result_files()])
+def test_the_result_tables_of_readme_and_docs_are_the_committed_summaries(path: str) -> None:
+    """README.md and docs/*.md hold what scripts/reproduce/<table>/summary.json say (`reproduce.py readme`)."""
+    text = (REPO / path).read_text()
     assert expected_readme(text) == text
 
 

@@ -10,7 +10,7 @@ Usage::
     rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
     rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
-    rims-reproduce readme                   # rewrite README.md's result tables from the committed summaries
+    rims-reproduce readme                   # rewrite the result tables of README.md and docs/ from the summaries
 
 A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
 ``multirun/reproduce/<table>/<model>/``, so the same command continues an interrupted reproduction
@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.analysis.modularity import StatsSettings
-from agents.analysis.reproduce.readme import update_readme
+from agents.analysis.reproduce.readme import update_docs
 from agents.analysis.reproduce.runner import reproduce_split, reproduce_tune, with_grid
 from agents.analysis.reproduce.tables import (
     ALL_MODELS,
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "modularity statistics, and the committed summary in scripts/reproduce/<table>/.",
     )
     parser.add_argument(
-        "table", choices=(*TABLES, README), help="the table to reproduce (readme: README.md's result tables)"
+        "table", choices=(*TABLES, README), help="the table to reproduce (readme: the tables in README.md, docs/)"
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the preset's, 5 / 2)")
     parser.add_argument("--frames", type=int, default=None, help="training frames per run (default: the preset's)")
@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.table == COPYING:
             return _copying(args)
         if args.table == README:
-            changed = update_readme(REPO / "README.md")
-            print(f"README.md: {'rewrote the results of ' + ', '.join(changed) if changed else 'up to date'}")
+            for path, changed in update_docs(REPO).items():
+                done = "rewrote the results of " + ", ".join(changed) if changed else "up to date"
+                print(f"{path.relative_to(REPO)}: {done}")
             return 0
         root = _root(args)
         out = _out_dir(args, root)

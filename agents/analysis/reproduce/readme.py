@@ -1,9 +1,9 @@
-"""The README's result tables, generated from the committed summaries so that they cannot drift.
+"""The result tables of the README and the docs, generated from the committed summaries so that they cannot drift.
 
-A table sits in ``README.md`` between ``<!-- results:<table> -->`` and ``<!-- /results:<table> -->``.
-``python scripts/reproduce.py readme`` rewrites every such block from
-``scripts/reproduce/<table>/summary.json``; a test checks that the README holds exactly what the
-committed summaries say. A block shows, per condition, each model's IQM final return with its 95%
+A table sits in ``README.md`` or a page of ``docs/`` between ``<!-- results:<table> -->`` and
+``<!-- /results:<table> -->``. ``python scripts/reproduce.py readme`` rewrites every such block of every
+such file from ``scripts/reproduce/<table>/summary.json``; a test checks that the files hold exactly
+what the committed summaries say. A block shows, per condition, each model's IQM final return with its 95%
 CI, each RIM model's P(RIM > LSTM) with its CI and verdict, how many seeds learned the training
 levels, and whether the RIM models' selection collapsed. A copying table's block shows its test
 metrics per model and blank length and the CE verdicts.
@@ -21,9 +21,10 @@ from agents.experiment.atomic import atomic_write_text
 from .copying_report import render_readme_block
 from .report import md_table
 from .summary import BETTER, WORSE
-from .tables import RESULTS_DIR, ReproduceError
+from .tables import REPO, RESULTS_DIR, ReproduceError
 
 BLOCK = re.compile(r"<!-- results:(?P<table>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=table) -->", re.S)
+SUMMARY = "summary"  # the README's summary of the primary endpoints: left as it is until it has a summary.json
 VERDICTS = {BETTER: "**RIM better**", WORSE: "**LSTM better**"}  # otherwise: no difference at 95%
 
 
@@ -102,6 +103,8 @@ def expected_readme(text: str, results: Path = RESULTS_DIR) -> str:
 
     def fill(match: re.Match[str]) -> str:
         table = match["table"]
+        if table == SUMMARY and not (results / table / "summary.json").is_file():
+            return match[0]
         return f"<!-- results:{table} -->\n{render_block(_summary(table, results))}<!-- /results:{table} -->"
 
     return BLOCK.sub(fill, text)
@@ -117,3 +120,14 @@ def update_readme(readme: Path, results: Path = RESULTS_DIR) -> list[str]:
     if changed:
         atomic_write_text(readme, new)
     return changed
+
+
+def result_files(repo: Path = REPO) -> list[Path]:
+    """``README.md`` and every page of ``docs/`` that holds a results block."""
+    pages = sorted((repo / "docs").rglob("*.md")) if (repo / "docs").is_dir() else []
+    return [repo / "README.md", *(page for page in pages if BLOCK.search(page.read_text()))]
+
+
+def update_docs(repo: Path = REPO, results: Path = RESULTS_DIR) -> dict[Path, list[str]]:
+    """Rewrite the results blocks of every file of :func:`result_files`; returns each file's changed tables."""
+    return {path: update_readme(path, results) for path in result_files(repo)}
