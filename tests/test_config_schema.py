@@ -233,6 +233,13 @@ def test_info_lists_every_key_of_every_schema() -> None:
     assert "agent.fast_slow.outer_horizon" in result.stdout and "model.write_k" in result.stdout
 
 
+def test_info_names_every_model_and_agent_preset_under_its_schema() -> None:
+    titles = " ".join(title for title, _, _ in SECTIONS)
+    for group in ("model", "agent"):
+        for path in (Path(__file__).resolve().parent.parent / "configs" / group).glob("*.yaml"):
+            assert re.search(rf"{group}=[\w|]*\b{path.stem}\b", titles), path
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_generated_listing_not_hydras(flag: str) -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING
 
 from agents.experiment.config.agent import A2CConfig, FastSlowSchema, PPOConfig
@@ -14,14 +16,44 @@ from agents.experiment.config.env import ConditionConfig, LevelsConfig, SeedRang
 from agents.experiment.config.model import ModelConfig, RIMModelConfig
 from agents.experiment.config.run import CheckpointConfig, EvalConfig, NoLoggerConfig, TrainConfig, WandbLoggerConfig
 
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"  # agents/experiment/config/ -> the checkout
+
+
+def _schema_of(group: str, option: str) -> str | None:
+    """The schema (``/schema/<group>@_here_: <name>``) that ``configs/<group>/<option>.yaml`` starts from,
+    following presets that start from another preset of the group (``- rim``, ``- rim@model``)."""
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+        if isinstance(entry, dict):
+            ((key, value),) = entry.items()
+            if key.startswith(f"/schema/{group}@"):
+                return value
+        elif entry != "_self_" and entry.split("@")[0] != option:
+            return _schema_of(group, entry.split("@")[0])
+    return None
+
+
+def presets(group: str, schema: str) -> list[str]:
+    """The options of ``configs/<group>/`` that start from ``schema`` (read from the files, so never stale)."""
+    folder = CONFIG_DIR / group
+    options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return [option for option in options if _schema_of(group, option) == schema]
+
+
+def _title(group: str, schema: str) -> str:
+    return f"{group}={'|'.join(presets(group, schema)) or '<' + schema + ' presets>'}"
+
+
 SECTIONS: tuple[tuple[str, str, type], ...] = (
     ("top level", "", TrainConfig),
     ("eval", "eval.", EvalConfig),
     ("checkpoint", "checkpoint.", CheckpointConfig),
-    ("model=lstm|gru", "model.", ModelConfig),
-    ("model=rim|rim_gru|rim_u6k4|brims|rim_sw|scoff|meta_rim", "model.", RIMModelConfig),
-    ("agent=ppo|ppo_meta", "agent.", PPOConfig),
-    ("agent=a2c|a2c_meta", "agent.", A2CConfig),
+    (_title("model", "plain"), "model.", ModelConfig),
+    (_title("model", "rim"), "model.", RIMModelConfig),
+    (_title("agent", "ppo"), "agent.", PPOConfig),
+    (_title("agent", "a2c"), "agent.", A2CConfig),
     ("agent.fast_slow (agent=*_meta, model=meta_rim)", "agent.fast_slow.", FastSlowSchema),
     ("env=<split> (configs/env/*.yaml)", "env.", SplitConfig),
     ("env.train", "env.train.", LevelsConfig),
