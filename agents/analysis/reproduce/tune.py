@@ -1,7 +1,11 @@
-"""The ``tune`` table: one learning-rate grid for every core on iid validation seeds, and the choice per model.
+"""The ``tune`` table: one learning-rate grid for every core on the split's validation levels, and the choice.
 
-Per model, the rate with the highest mean final iid return over the tuning seeds is chosen (ties:
-the first in grid order). Every other table runs each model with its chosen rate and fresh seeds.
+The rule, stated before the runs (:func:`choose`): per model, the rates whose mean final *validation*
+return over the tuning seeds is within :data:`NEAR_TIE` of the best mean are near-ties; among them the rate
+whose worst seed scores highest wins (stability: a rate that collapses one seed in three loses to one that
+does not), then the first in grid order. The validation levels (``env.validation_seeds``) are levels of the
+training distribution that no table trains on or reports, so the test levels never choose anything. Every
+other table runs each model with its chosen rate and fresh seeds.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from agents.analysis.compare import IID, load_runs
+from agents.analysis.compare import load_runs
 from agents.experiment.atomic import atomic_write_text, write_csv
+from envs.splits import VALIDATION
 
 from .meta import meta_lines, repo_relative, write_meta
 from .tables import LEARNING_RATE, ReproduceError
 
 log = logging.getLogger(__name__)
 
-RUN_FIELDS = ("model", "learning_rate", "seed", "iid_return", "iid_success", "run")
+RUN_FIELDS = ("model", "learning_rate", "seed", "validation_return", "validation_success", "run")
+NEAR_TIE = 0.02  # mean validation returns this close to the best are a tie, broken by the best worst seed
 
 
 def tune_runs(folders: dict[str, Path]) -> list[dict[str, Any]]:
-    """One row per finished tuning run: model, learning rate, seed, final iid return and success, folder.
+    """One row per finished tuning run: model, learning rate, seed, final validation return and success, folder.
 
     :param folders: ``{model: its tune sweep folder}``; a missing folder or one without finished runs
         contributes nothing.
@@ -42,15 +48,17 @@ def tune_runs(folders: dict[str, Path]) -> list[dict[str, Any]]:
             log.warning("no finished tune runs for %s: %s", model, error)
             continue
         for run in runs:
-            if IID not in run.scores:
-                raise ReproduceError(f"{run.path}: no iid result in eval.json")
+            if VALIDATION not in run.scores:
+                raise ReproduceError(
+                    f"{run.path}: no {VALIDATION} result in eval.json (tuning evaluates eval.conditions=[{VALIDATION}])"
+                )
             rows.append(
                 {
                     "model": model,
                     "learning_rate": float(run.config["agent"]["learning_rate"]),
                     "seed": run.seed,
-                    "iid_return": run.scores[IID]["return"],
-                    "iid_success": run.scores[IID]["success"],
+                    "validation_return": run.scores[VALIDATION]["return"],
+                    "validation_success": run.scores[VALIDATION]["success"],
                     "run": repo_relative(run.path),
                 }
             )
@@ -58,10 +66,10 @@ def tune_runs(folders: dict[str, Path]) -> list[dict[str, Any]]:
 
 
 def choose(rows: Sequence[dict[str, Any]], grid: Sequence[float]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Mean final iid return per model and rate, and per model the rate with the highest mean.
+    """Mean final validation return per model and rate, and per model the rate the rule of this module chooses.
 
-    :returns: ``({model: {rate: {"mean_return", "mean_success", "seeds", "returns"}}}, {model: rate})``;
-        a model is chosen for only when every rate of ``grid`` has at least one finished run.
+    :returns: ``({model: {rate: {"mean_return", "worst_return", "mean_success", "seeds", "returns"}}},
+        {model: rate})``; a model is chosen for only when every rate of ``grid`` has at least one finished run.
     """
     means: dict[str, dict[str, Any]] = {}
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -69,17 +77,20 @@ def choose(rows: Sequence[dict[str, Any]], grid: Sequence[float]) -> tuple[dict[
         for rate in grid:
             cell = [r for r in rows if r["model"] == model and np.isclose(r["learning_rate"], rate)]
             if cell:
+                returns = [r["validation_return"] for r in cell]
                 means[model][str(rate)] = {
-                    "mean_return": float(np.mean([r["iid_return"] for r in cell])),
-                    "mean_success": float(np.mean([r["iid_success"] for r in cell])),
+                    "mean_return": float(np.mean(returns)),
+                    "worst_return": float(np.min(returns)),
+                    "mean_success": float(np.mean([r["validation_success"] for r in cell])),
                     "seeds": [r["seed"] for r in cell],
-                    "returns": [r["iid_return"] for r in cell],
+                    "returns": returns,
                 }
     choice = {}
     for model, cells in means.items():
         if len(cells) == len(grid):
-            best = max(grid, key=lambda rate, c=cells: c[str(rate)]["mean_return"])
-            choice[model] = float(best)
+            top = max(cells[str(rate)]["mean_return"] for rate in grid)
+            ties = [rate for rate in grid if cells[str(rate)]["mean_return"] >= top - NEAR_TIE]
+            choice[model] = float(max(ties, key=lambda rate, c=cells: c[str(rate)]["worst_return"]))
         else:
             log.warning("tune: %s lacks finished runs for some rates; no choice made", model)
     return means, choice
@@ -98,22 +109,24 @@ def render_tune_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 "-" if cell is None else f"{cell['mean_return']:.3f} ({', '.join(f'{v:.3f}' for v in cell['returns'])})"
             )
         lines.append("| " + " | ".join([model, *shown, str(summary["choice"].get(model, "-"))]) + " |")
-    runs = ["| model | learning rate | seed | iid return | iid success |", "|---|---|---|---|---|"]
+    runs = ["| model | learning rate | seed | validation return | validation success |", "|---|---|---|---|---|"]
     runs += [
-        f"| {r['model']} | {r['learning_rate']} | {r['seed']} | {r['iid_return']:.3f} | {r['iid_success']:.2f} |"
+        f"| {r['model']} | {r['learning_rate']} | {r['seed']} | {r['validation_return']:.3f} "
+        f"| {r['validation_success']:.2f} |"
         for r in summary["runs"]
     ]
     return (
         "\n\n".join(
             [
-                f"# Table `tune`: learning rate per core (split `{summary['split']}`, iid validation seeds)",
+                f"# Table `tune`: learning rate per core (split `{summary['split']}`, validation levels)",
                 meta_lines(meta),
                 f"Grid: `{LEARNING_RATE}` in {grid[LEARNING_RATE]}, training seeds {grid['seeds']}, "
-                f"{meta['budget']['frames']:,} frames per run; final evaluation on the iid condition only (unseen "
-                f"levels of the training environment), {meta['budget']['final_episodes']} deterministic episodes. "
-                "Chosen per model: the rate with the highest mean final iid return over the seeds (ties: the first "
-                "in grid order).",
-                "## Mean final iid return (per seed in parentheses)",
+                f"{meta['budget']['frames']:,} frames per run; final evaluation on the `{VALIDATION}` condition only "
+                "(levels of the training distribution that no table trains on or reports), "
+                f"{meta['budget']['final_episodes']} deterministic episodes. Chosen per model (rule stated before the "
+                f"runs): among the rates whose mean final validation return is within {NEAR_TIE} of the best mean, "
+                "the one with the best worst seed (stability), then the first in grid order.",
+                "## Mean final validation return (per seed in parentheses)",
                 "\n".join(lines),
                 "## Every run",
                 "\n".join(runs),
