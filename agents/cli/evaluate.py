@@ -22,11 +22,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from agents.experiment.evaluation import MODES, evaluate_split, format_table, write_results
+from agents.experiment.recovery import unreadable
 from agents.experiment.run import ALGORITHMS
 from agents.experiment.run_folder import load_run, load_run_config, run_split
 from envs.splits import Split, load_split
@@ -52,6 +54,19 @@ def _positive(text: str) -> int:
 
 def _zip_name(path: Path) -> str:
     return path.parent.name if path.stem == "model" else path.stem
+
+
+def _load(path: Path, algo: str, device: str) -> Any:
+    """The model of a run folder (falling back to its checkpoint when ``model.zip`` is damaged) or of a ``.zip``.
+
+    :raises ValueError: the run folder or the file cannot be used (the message names the file and why).
+    """
+    if path.is_dir():
+        return load_run(path, device)[0]
+    try:
+        return ALGORITHMS[algo].load(path, device=device)
+    except Exception as error:  # SB3's, zipfile's and torch's many ways to fail on bad bytes
+        raise ValueError(unreadable(path, error, verified=False)) from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tqdm(total=len(args.models) * len(names) * len(args.modes), desc="evaluate", unit="cond") as bar:
         for path in args.models:
-            if path.is_dir():
-                model = load_run(path, args.device)[0]
-            else:
-                model = ALGORITHMS[args.algo].load(path, device=args.device)
+            try:
+                model = _load(path, args.algo, args.device)
+            except ValueError as error:  # a damaged run folder or model file: which file, what happened
+                print(f"error: {error}", file=sys.stderr)
+                return 2
             for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):
                 rows.append({"run": path.name if path.is_dir() else _zip_name(path), **row})
     elapsed = time.perf_counter() - start

@@ -13,8 +13,13 @@ Usage::
                                                       # (--info prints the same; --hydra-help: Hydra's)
 
 Exit status: 0 done; 2 invalid config (one-line reason naming the key, no run folder left behind);
-1 training raised (the run folder holds a ``FAILED`` marker); 130 / 143 stopped by SIGINT / SIGTERM
-after writing a checkpoint.
+3 the run folder cannot be resumed as it is (no checkpoint verifies and loads, or it comes from an
+incompatible version of the suite; the message names each file and why; nothing is changed);
+75 the environment failed (no space left, a read-only or vanished file system, out of memory: one
+line naming the file and the cause; the folder keeps its last good checkpoint, and ``resume=<folder>``
+continues it once the cause is gone); 1 training raised for a reason of the config or code (the run
+folder holds a ``FAILED`` marker and resume refuses it); 130 / 143 stopped by SIGINT / SIGTERM after
+writing a checkpoint.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.cli import sweep_failures
 from agents.experiment.config.describe import describe
 from agents.experiment.config.schema import composition_error
+from agents.experiment.faults import EnvironmentFailureError, RunFolderError
 from agents.experiment.run import ConfigError, TrainingInterruptedError, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 HYDRA_FILES = (".hydra", "train.log")
+EXIT_ENVIRONMENT = 75  # sysexits.h EX_TEMPFAIL: a temporary failure; resuming later succeeds
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +128,18 @@ def _main(cfg: DictConfig) -> float:
             sweep_failures.record(f"invalid config: {error}")
             raise
         sys.exit(2)
+    except RunFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if multirun:
+            sweep_failures.record(f"{error} (run folder {run_dir})")
+            raise
+        sys.exit(3)
+    except EnvironmentFailureError as failure:
+        print(f"error: {failure}\nresume with: rims-train resume={run_dir}", file=sys.stderr)
+        if multirun:  # listed as resumable: the sweep rerun with resume=true continues it
+            sweep_failures.record(f"{failure.cause} (run folder {run_dir})", resumable=True)
+            raise
+        sys.exit(EXIT_ENVIRONMENT)
     except TrainingInterruptedError as stop:
         print(f"{stop}\nresume with: rims-train resume={run_dir}", file=sys.stderr)
         if stop.signum == getattr(signal, "SIGUSR2", None) and callable(stop.previous_handler):

@@ -9,12 +9,15 @@ not yet dumped, and whatever the caller adds (evaluation history, metrics rows, 
 Restoring all of it and calling ``learn`` with ``reset_num_timesteps=False`` continues
 exactly as an uninterrupted run on CPU.
 
-The file is written to a temporary name, flushed to disk and renamed over the previous
-checkpoint, so a kill during a write leaves the previous checkpoint intact.
+:func:`save` writes the file verified, with its checksum in the run folder's manifest, and keeps the
+``keep - 1`` checkpoints before it (:func:`agents.experiment.manifest.write_verified`): a kill or a
+full disk during a write leaves every earlier checkpoint intact. :mod:`agents.experiment.recovery`
+finds the newest one that verifies and loads.
 """
 
 from __future__ import annotations
 
+import io
 import random
 from collections import deque
 from pathlib import Path
@@ -28,21 +31,22 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.experiment.atomic import atomic_path
+from agents.experiment import manifest
+from agents.experiment.faults import RunFolderError
 from agents.experiment.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a uniquely named temporary file, fsync and rename.
+def save(state: dict[str, Any], run_dir: Path, keep: int) -> None:
+    """Write ``state`` (from :func:`capture`) as ``run_dir/checkpoint.pt``, verified, keeping ``keep`` checkpoints.
 
-    A failed or killed write leaves the previous file as it was (and removes its temporary
-    file when the process survives).
+    :raises DiskFullError: no space for it (every earlier checkpoint is unchanged).
     """
-    with atomic_path(path, durable=True) as tmp, tmp.open("wb") as handle:
-        torch.save(obj, handle)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: a full disk then fails a plain write, which names its cause
+    manifest.write_verified(run_dir, CHECKPOINT, buffer.getbuffer(), frames=int(state["num_timesteps"]), keep=keep)
 
 
 def capture(model: BaseAlgorithm, env: VecEnv, extra: dict[str, Any]) -> dict[str, Any]:
@@ -71,14 +75,21 @@ def capture(model: BaseAlgorithm, env: VecEnv, extra: dict[str, Any]) -> dict[st
     }
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`capture` + :func:`atomic_torch_save`.
+def load(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save` (its bytes ``data`` when already read).
 
     Uses full unpickling (``weights_only=False``): load only checkpoints you wrote.
+
+    :raises RunFolderError: it was written by an incompatible version of the suite.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {state.get('version')!r}, expected {FORMAT_VERSION}")
+    raw = path.read_bytes() if data is None else data
+    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION:
+        found = state.get("version") if isinstance(state, dict) else type(state).__name__
+        raise RunFolderError(
+            f"{path} comes from an incompatible version of the suite "
+            f"(checkpoint format {found!r}, this suite reads {FORMAT_VERSION})"
+        )
     return state
 
 
@@ -148,6 +159,7 @@ class CheckpointCallback(BaseCallback):
             raise ValueError(f"every_frames must be >= 1, got {every_frames}")
         self.save, self.every_frames, self.interrupt = save, every_frames, interrupt
         self.stopping = False
+        self.saved_frames: int | None = None  # frames of the last checkpoint this callback wrote
         self._last_frames: int | None = None
 
     def _on_rollout_start(self) -> None:
@@ -157,7 +169,7 @@ class CheckpointCallback(BaseCallback):
                 return
         if self.interrupt.requested or self.num_timesteps - self._last_frames >= self.every_frames:
             self.save()
-            self._last_frames = self.num_timesteps
+            self._last_frames = self.saved_frames = self.num_timesteps
         self.stopping = self.interrupt.requested
 
     def _on_step(self) -> bool:

@@ -3,20 +3,22 @@
 ``train(cfg, run_dir) -> metrics`` is a plain function (``scripts/train.py`` wraps it with
 ``@hydra.main``), so tests call it directly.
 
-Run folder: ``config.yaml`` (resolved), ``checkpoint.pt`` (see :mod:`agents.experiment.checkpoint`),
-``metrics.csv`` (training scalars per update), ``ood_curves.{json,csv}`` (periodic OOD
-evaluation), ``model.zip``, ``eval.{json,csv}`` and ``metrics.json`` (final evaluation),
-``media/<condition>.gif`` (one evaluation episode per condition) and ``wandb/``.
+Run folder: ``config.yaml`` (resolved), ``checkpoint.pt`` and the ``checkpoint.keep - 1`` before it
+(``checkpoint.1.pt``, ...; see :mod:`agents.experiment.checkpoint`), ``manifest.json`` (their checksums
+and ``model.zip``'s, :mod:`agents.experiment.manifest`), ``metrics.csv`` (training scalars per update),
+``ood_curves.{json,csv}`` (periodic OOD evaluation), ``model.zip``, ``eval.{json,csv}`` and
+``metrics.json`` (final evaluation), ``media/<condition>.gif`` (one evaluation episode per condition)
+and ``wandb/``; ``FAILED`` when training raised (:mod:`agents.experiment.faults`: a failure of the
+environment resumes, one of the config or code does not).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import io
 import json
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,15 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from agents.a2c import RecurrentA2C
-from agents.experiment import checkpoint
-from agents.experiment.atomic import atomic_path, atomic_write_text
+from agents.experiment import checkpoint, faults, manifest, recovery
+from agents.experiment.atomic import atomic_write_text
 from agents.experiment.config import ConfigError, typed_config
 from agents.experiment.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
+from agents.experiment.faults import EnvironmentFailureError, RunFolderError
 from agents.experiment.interrupt import GracefulInterrupt
 from agents.experiment.metrics_log import MetricsLog
 from agents.experiment.recording import record_episode, save_gif
+from agents.experiment.resume import exclusive, holds_run_error, previous_run
 from agents.experiment.wandb_logger import WandbRun
 from agents.ppo import RecurrentPPO
 from envs.levels import make_condition_vec_env
@@ -50,7 +54,7 @@ _RIM_KEYS = (
 )  # fmt: skip
 
 
-RESUME_MAY_CHANGE = ("resume", "progress_bar", "logger")  # keys a resumed run may set differently
+MODEL_FILE = "model.zip"
 
 
 class TrainingInterruptedError(RuntimeError):
@@ -127,116 +131,90 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
 
     The config is validated and the environments and agent are built before anything is
     written. With ``cfg.resume`` true and a checkpoint in ``run_dir``, training continues from
-    it (on CPU the result equals an uninterrupted run's); a finished run returns its metrics.
+    the newest checkpoint that verifies and loads (:func:`agents.experiment.recovery.newest_checkpoint`;
+    on CPU the result equals an uninterrupted run's); a finished run returns its metrics.
     SIGINT/SIGTERM (and SLURM's SIGUSR2) stop training at the next rollout boundary with a
     checkpoint. One process at a time may hold a run folder (an exclusive lock on ``.lock``).
 
     :param callbacks: extra SB3 callbacks for ``learn``.
     :returns: ``{condition: mean deterministic return}`` of the final evaluation.
     :raises ConfigError: before anything is written, if the config cannot run, if ``run_dir``
-        already holds a run and ``cfg.resume`` is false, holds a run of another config, or is
-        in use by another process.
+        already holds a run and ``cfg.resume`` is false, holds a run of another config, failed
+        for a reason of the config or code (``FAILED``), or is in use by another process.
+    :raises RunFolderError: before anything is written, if resuming finds checkpoint files but
+        none that verifies and loads, or files of an incompatible version of the suite.
     :raises TrainingInterruptedError: after writing a checkpoint, when a signal stopped training.
+    :raises EnvironmentFailureError: the environment failed (no space, a vanished file system, out
+        of memory, ...: :func:`agents.experiment.faults.is_environmental`); the folder keeps its
+        last good checkpoint and ``resume=true`` continues from it once the cause is gone.
     """
     cfg = typed_config(cfg)
     split = validate(cfg)
     resume = bool(OmegaConf.select(cfg, "resume", default=False))
-    state = _previous_run(cfg, run_dir, resume)
+    try:
+        found = previous_run(cfg, run_dir, resume)
+    except RunFolderError as error:
+        if not (run_dir / "metrics.json").is_file():
+            raise
+        log.warning("%s; the run is finished: its final evaluation is in eval.json", error)
+        return json.loads((run_dir / "metrics.json").read_text())
+    state = found.state if found else None
     if state is not None and state["num_timesteps"] >= cfg.total_frames and (run_dir / "metrics.json").is_file():
         log.info("%s is finished; its final evaluation is in eval.json", run_dir)
         return json.loads((run_dir / "metrics.json").read_text())
-    env, model = _build(cfg, split, state)
+    env, model = _build(cfg, split, found)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(run_dir):
+    with exclusive(run_dir):
         if state is None and (run_dir / "config.yaml").is_file() and not resume:  # written since the check above
             env.close()
-            raise _holds_run_error(run_dir)
+            raise holds_run_error(run_dir)
         if state is None:
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        else:
+            recovery.set_aside([path for path, _ in found.skipped])
+        recovery.remove_stale_temporaries(run_dir)
+        faults.clear_marker(run_dir)  # only an environmental failure's marker gets here
         extra = state["extra"] if state else {}
         wandb_run = _start_wandb(cfg, run_dir, extra.get("wandb_id"))
         exit_code = 1
         try:
-            metrics = _train(cfg, split, run_dir, env, model, state, wandb_run, callbacks)
+            metrics = _train(cfg, split, run_dir, env, model, found, wandb_run, callbacks)
             exit_code = 0
             return metrics
         except TrainingInterruptedError:
             exit_code = 0
             raise
-        except Exception as error:  # the folder says so; resume refuses it
-            _mark_failed(run_dir, error)
+        except RunFolderError:  # the checkpoint did not restore: nothing was trained or changed
+            raise
+        except Exception as error:  # the folder says which kind of failure; resume continues or refuses it
+            marker = faults.mark_failed(run_dir, error)
+            if marker.resumable:
+                raise EnvironmentFailureError(run_dir, marker.cause, recovery.last_good(run_dir)) from error
             raise
         finally:
             wandb_run.finish(exit_code=exit_code)
 
 
-FAILED = "FAILED"  # marker of a run folder whose training raised; holds the exception's last line
-
-
-def _mark_failed(run_dir: Path, error: BaseException) -> None:
-    """Write ``run_dir/FAILED`` with the exception's one-line summary."""
-    line = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
-    atomic_write_text(run_dir / FAILED, line + "\n")
-    log.error("training failed; %s marks %s", FAILED, run_dir)
-
-
-def _previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or ``None`` for a fresh run.
-
-    :raises ConfigError: the folder holds a run and ``resume`` is false, or a run of another config.
-    """
-    if (run_dir / FAILED).is_file():
-        reason = (run_dir / FAILED).read_text().strip()
-        raise ConfigError(f"cannot resume {run_dir}: its training failed ({reason}); start a new run folder")
-    holds_run = (run_dir / "config.yaml").is_file()
-    if not holds_run:
-        return None
-    if not resume:
-        raise _holds_run_error(run_dir)
-    _check_same_config(cfg, run_dir)
-    ckpt_path = run_dir / checkpoint.CHECKPOINT
-    if not ckpt_path.is_file():
-        log.info("%s has no checkpoint yet; starting it again from the beginning", run_dir)
-        return None
-    state = checkpoint.load(ckpt_path)
-    log.info("resuming %s from %d frames", run_dir, state["num_timesteps"])
-    return state
-
-
-def _holds_run_error(run_dir: Path) -> ConfigError:
-    return ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, or use another folder")
-
-
-def _build(cfg: DictConfig, split: Split, state: dict[str, Any] | None) -> tuple[VecEnv, RecurrentPPO]:
+def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple[VecEnv, RecurrentPPO]:
     """Environments (fresh, or as checkpointed) and the agent on them.
 
     :raises ConfigError: the agent cannot be built from ``cfg`` (e.g. an unknown or invalid
         ``agent.*`` option).
+    :raises RunFolderError: the checkpoint's environments cannot be unpickled by this version.
     """
     torch.manual_seed(cfg.seed)
-    env = checkpoint.restore_env(state) if state else make_condition_vec_env(split.train, cfg.n_envs, seed=cfg.seed)
+    if found is None:
+        env = make_condition_vec_env(split.train, cfg.n_envs, seed=cfg.seed)
+    else:
+        try:
+            env = checkpoint.restore_env(found.state)
+        except Exception as error:  # unpickling classes this version lacks or changed
+            raise RunFolderError(recovery.unreadable(found.path, error, verified=True)) from error
     try:
         return env, build_model(cfg, env)
     except (ValueError, TypeError, AssertionError, RuntimeError) as error:
         env.close()
         raise ConfigError(f"cannot build the agent from this config: {type(error).__name__}: {error}") from error
-
-
-@contextlib.contextmanager
-def _exclusive(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``run_dir/.lock`` (released on exit, also if the process dies).
-
-    :raises ConfigError: another process holds it.
-    """
-    with (run_dir / ".lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise ConfigError(f"{run_dir} is in use by another process (lock on {run_dir / '.lock'})") from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train(
@@ -245,22 +223,26 @@ def _train(
     run_dir: Path,
     env: VecEnv,
     model: RecurrentPPO,
-    state: dict[str, Any] | None,
+    found: recovery.Found | None,
     wandb_run: WandbRun,
     callbacks: Sequence[BaseCallback],
 ) -> dict[str, float]:
+    state = found.state if found else None
     extra = state["extra"] if state else {}
     metrics_log = MetricsLog(run_dir / "metrics.csv", wandb_run, rows=extra.get("metrics_rows"))
     model.set_logger(Logger(folder=None, output_formats=[metrics_log]))
     conditions = eval_conditions(cfg, split)
     ood = OODEvalCallback(split, cfg.eval.every_frames, cfg.eval.episodes, conditions=conditions)
-    if state:
-        checkpoint.restore(model, state)
-        ood.load_state(extra["ood"])
+    if found is not None:
+        try:
+            checkpoint.restore(model, found.state)
+            ood.load_state(extra["ood"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:  # state dicts of another version
+            raise RunFolderError(recovery.unreadable(found.path, error, verified=True)) from error
 
     def save() -> None:
         extras = {"ood": ood.state(), "metrics_rows": list(metrics_log.rows), "wandb_id": wandb_run.run_id}
-        checkpoint.atomic_torch_save(checkpoint.capture(model, env, extras), run_dir / checkpoint.CHECKPOINT)
+        checkpoint.save(checkpoint.capture(model, env, extras), run_dir, cfg.checkpoint.keep)
 
     show_progress = bool(OmegaConf.select(cfg, "progress_bar", default=False))
     with GracefulInterrupt() as interrupt:
@@ -277,9 +259,10 @@ def _train(
                 save()
         env.close()
         if interrupt.requested:
-            frames = int(checkpoint.load(run_dir / checkpoint.CHECKPOINT)["num_timesteps"])
-            raise TrainingInterruptedError(run_dir, frames, interrupt.signum, interrupt.previous.get(interrupt.signum))
-        _atomic_save_model(model, run_dir / "model.zip")
+            handler = interrupt.previous.get(interrupt.signum)
+            frames = saver.saved_frames if saver.stopping and saver.saved_frames is not None else model.num_timesteps
+            raise TrainingInterruptedError(run_dir, frames, interrupt.signum, handler)
+        _save_model(model, run_dir)
         if ood.history:
             write_results(ood.history, run_dir, stem="ood_curves")
             wandb_run.log_table("ood/curves", ood.history, step=model.num_timesteps)
@@ -320,9 +303,12 @@ def _final_evaluation(
     return rows
 
 
-def _atomic_save_model(model: RecurrentPPO, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+def _save_model(model: RecurrentPPO, run_dir: Path) -> None:
+    """``model.zip``, verified on disk with its checksum in the manifest (written in memory first, so
+    that a full disk fails a plain write that names its cause)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    manifest.write_verified(run_dir, MODEL_FILE, buffer.getbuffer(), frames=model.num_timesteps)
 
 
 def _record_gifs(
@@ -368,29 +354,3 @@ def _start_wandb(cfg: DictConfig, run_dir: Path, run_id: str | None) -> WandbRun
         run_id=run_id,
         init_timeout=float(logger_cfg.get("init_timeout", 60)),
     )
-
-
-def _check_same_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse to resume a run folder with a config other than the one it was started with."""
-    saved_cfg = OmegaConf.load(run_dir / "config.yaml")
-    with contextlib.suppress(ConfigError):  # compare with the defaults filled in, as `given` has them
-        saved_cfg = typed_config(saved_cfg)
-    saved = OmegaConf.to_container(saved_cfg, resolve=True)
-    given = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUME_MAY_CHANGE:
-        saved.pop(key, None)
-        given.pop(key, None)
-    difference = _first_difference(saved, given)
-    if difference is not None:
-        key, old, new = difference
-        raise ConfigError(f"cannot resume {run_dir}: {key} was {old!r} in that run, got {new!r}")
-
-
-def _first_difference(saved: Any, given: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    if isinstance(saved, dict) and isinstance(given, dict):
-        for key in sorted(set(saved) | set(given)):
-            found = _first_difference(saved.get(key), given.get(key), f"{prefix}{key}.")
-            if found is not None:
-                return found
-        return None
-    return None if saved == given else (prefix.rstrip("."), saved, given)

@@ -45,9 +45,13 @@ class CheckpointConfig:
     """``checkpoint.*``: periodic checkpoints (also written on SIGINT/SIGTERM and at the end)."""
 
     every_frames: int = field(default=25000, metadata={"help": "frames between periodic checkpoints"})
+    keep: int = field(
+        default=2, metadata={"help": "checkpoints kept: the newest and the keep-1 before it (resume falls back)"}
+    )
 
     def __post_init__(self) -> None:
         positive_int("checkpoint.every_frames", self.every_frames)
+        positive_int("checkpoint.keep", self.keep)
 
 
 @dataclass
