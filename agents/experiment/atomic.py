@@ -111,7 +111,9 @@ def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        if error.errno in _NO_SPACE and not isinstance(error, DiskFullError):
+        if isinstance(error, DiskFullError):  # name the file being written, not its temporary name
+            raise DiskFullError(path, error.needed, error.free) from error.__cause__
+        if error.errno in _NO_SPACE:
             raise DiskFullError(path, None, free_bytes(path)) from error
         raise
     except BaseException:

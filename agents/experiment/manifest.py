@@ -115,12 +115,6 @@ def damage(path: Path, data: bytes, entries: list[Entry] | None, name: str) -> s
     )
 
 
-def frames_of(data: bytes, entries: list[Entry] | None) -> int | None:
-    """The frames the manifest records for these bytes (``None``: not recorded)."""
-    digest = sha256(data)
-    return next((entry.frames for entry in entries or [] if entry.sha256 == digest), None)
-
-
 def write_verified(run_dir: Path, name: str, data: bytes | memoryview, frames: int, keep: int = 1) -> None:
     """Write ``data`` as ``run_dir/name``, verified on disk and recorded in the manifest, keeping ``keep`` files.
 
