@@ -112,7 +112,7 @@ def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
     except OSError as error:
         tmp.unlink(missing_ok=True)
         if isinstance(error, DiskFullError):  # name the file being written, not its temporary name
-            raise DiskFullError(path, error.needed, error.free) from error.__cause__
+            raise DiskFullError(path, error.needed, free_bytes(path)) from error.__cause__
         if error.errno in _NO_SPACE:
             raise DiskFullError(path, None, free_bytes(path)) from error
         raise
