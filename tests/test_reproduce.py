@@ -11,11 +11,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from agents.analysis.compare import Estimate
 from agents.analysis.reproduce import meta, tables
 from agents.analysis.reproduce.readme import expected_readme, render_block, result_files, update_readme
 from agents.analysis.reproduce.runner import sweep_lanes
-from agents.analysis.reproduce.summary import BETTER, SAME, WORSE, verdict
+from agents.analysis.reproduce.summary import BETTER, SAME, WORSE
 from agents.analysis.reproduce.tables import (
     KNOB_MODELS,
     MODELS,
@@ -131,16 +130,6 @@ def test_a_job_folder_of_other_settings_is_refused_before_launching(tmp_path: Pa
         check_sweep_dir(Plan(**{**plan.__dict__, "seeds": [1000, 1001]}), "lstm")
 
 
-def _p(low: float, high: float) -> Estimate:
-    return Estimate("rim", "lstm", "iid", "return", "p_improvement", (low + high) / 2, low, high, 5, 5)
-
-
-def test_verdict_follows_the_ci_of_p_improvement() -> None:
-    assert verdict(_p(0.55, 0.9)) == BETTER
-    assert verdict(_p(0.1, 0.45)) == WORSE
-    assert verdict(_p(0.3, 0.8)) == SAME and verdict(_p(0.5, 0.5)) == SAME
-
-
 def _tune_rows(model: str, cells: list[tuple[float, int, float]]) -> list[dict[str, object]]:
     return [
         {"model": model, "learning_rate": lr, "seed": s, "validation_return": ret, "validation_success": 1.0}
@@ -198,23 +187,37 @@ def test_smoke_run_writes_every_summary_file(tmp_path: Path, capsys: pytest.Capt
     with (out / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {r["aggregate"] for r in rows} == {"iqm", "mean", "p_improvement"}
+    assert {r["endpoint"] for r in summary["improvements"] if r["condition"] == "all_ood"} == {"primary", "secondary"}
+    assert [r["condition"] for r in summary["primary"]] == ["all_ood"] and 0 <= summary["primary"][0]["p_holm"] <= 1
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["budget"]["frames"] == 2048 and meta["budget"]["seeds"] == [0]
+    assert meta["budget"]["frames"] == 2048 and meta["budget"]["seeds"] == {"lstm": [0], "rim": [0]}
     assert meta["command"].startswith("python scripts/reproduce.py doorkey --smoke")
     assert set(meta["machine"]) >= {"cpu", "cores", "torch"} and len(meta["commit"]) in (0, 40)
-    assert "model=rim seed=0 total_frames=2048" in meta["sweeps"]["rim"]
-    cost = meta["cost"]  # the runs' training minutes: the table's price on this machine
+    [batch] = meta["batches"]  # the runs trained by this call
+    assert "model=rim seed=0 total_frames=2048" in batch["sweeps"]["rim"]
+    cost = batch["cost"]  # the runs' training minutes: the table's price on this machine
     assert set(cost["training_minutes"]) == {"lstm", "rim"} and cost["jobs"] == 1
     assert cost["total_minutes"] == pytest.approx(sum(cost["training_minutes"].values()), abs=0.11)
     report = (out / "report.md").read_text()
     assert "training minutes" in report
-    for heading in ("## Verdicts", "## Return", "## Success rate", "## Is the modularity used?", "## Figures"):
+    for heading in (
+        "## Primary endpoint",
+        "## Verdicts per condition",
+        "## Return",
+        "## Success rate",
+        "## Is the modularity used?",
+        "## Figures",
+    ):
         assert heading in report
     assert "| iid | rim | 1 |" in report and "![learning curves](learning_curves.png)" in report
     first = (out / "summary.json").read_text()
     capsys.readouterr()
     assert cli.main(["doorkey", "--smoke", "--root", str(root), "--only-compare"]) == 0  # no training
     assert json.loads((out / "summary.json").read_text())["models"] == json.loads(first)["models"]
+    assert len(json.loads((out / "meta.json").read_text())["batches"]) == 1  # the same runs: no new batch
+    with (out / "seeds.csv").open() as handle:  # the seed record: every condition of both seeds
+        recorded = list(csv.DictReader(handle))
+    assert {(r["model"], r["seed"]) for r in recorded} == {("lstm", "0"), ("rim", "0")} and len(recorded) == 8
 
 
 def _summary(rim_verdict: str) -> dict:
@@ -233,7 +236,7 @@ def _summary(rim_verdict: str) -> dict:
                    "rim": {"conditions": {"iid": cell(0.95), "all_ood": cell(0.35)}}},
         "improvements": [
             {"model": "rim", "baseline": "lstm", "condition": c, "metric": "return", "point": 0.7, "ci": [0.55, 0.9],
-             "verdict": rim_verdict} for c in ("iid", "all_ood")
+             "p_value": 0.01, "p_holm": 0.02, "verdict": rim_verdict} for c in ("iid", "all_ood")
         ],
         "iid_learned": {"lstm": {"learned": 4, "seeds": 5}, "rim": {"learned": 5, "seeds": 5}},
         "modularity": {"rim": {"seeds": [0, 1, 2, 3, 4], "aggregate": modularity}},
@@ -243,7 +246,7 @@ def _summary(rim_verdict: str) -> dict:
 def test_readme_block_shows_the_summarys_numbers_and_verdicts() -> None:
     block = render_block(_summary(BETTER))
     assert "| condition | lstm | rim | P(rim > lstm) |" in block
-    assert "| iid | 0.96 [0.86, 1.01] | 0.95 [0.85, 1.00] | 0.70 [0.55, 0.90] **RIM better** |" in block
+    assert "| iid | 0.96 [0.86, 1.01] | 0.95 [0.85, 1.00] | 0.70 [0.55, 0.90] p=0.02 **RIM better** |" in block
     assert "| all OOD |" in block and "`lstm` 4/5, `rim` 5/5" in block
     assert "`rim` collapsed in 5/5 seeds on every condition, switch rate on iid 0.004 ± 0.002" in block
     assert "no difference" in render_block(_summary(SAME)) and "**LSTM better**" in render_block(_summary(WORSE))
@@ -263,9 +266,16 @@ def test_readme_blocks_are_rewritten_from_the_summaries_and_a_missing_one_is_an_
         update_readme(readme, tmp_path / "results")
 
 
-def test_the_summary_block_waits_for_its_summary_and_docs_pages_with_blocks_are_found(tmp_path: Path) -> None:
-    text = "# x\n<!-- results:summary -->\n<!-- /results:summary -->\n"
-    assert expected_readme(text, tmp_path) == text  # no scripts/reproduce/summary/summary.json: left as it is
+def test_the_summary_block_lists_every_tables_primary_endpoint_and_docs_pages_with_blocks_are_found(
+    tmp_path: Path,
+) -> None:
+    summary = {**_summary(WORSE), "table": "doorkey"}
+    summary["primary"] = [{**summary["improvements"][1], "n_seeds": 10, "baseline_seeds": 10}]
+    (tmp_path / "doorkey").mkdir()
+    (tmp_path / "doorkey" / "summary.json").write_text(json.dumps(summary))
+    text = expected_readme("# x\n<!-- results:summary -->\n<!-- /results:summary -->\n", tmp_path)
+    row = "| [doorkey](docs/results.md) | `rim` | 10 vs 10 | 0.35 vs 0.30 | 0.70 [0.55, 0.90] p=0.02 **LSTM better** |"
+    assert row in text and "protocol.yaml" in text
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text(text)
     (tmp_path / "docs" / "results.md").write_text("<!-- results:doorkey -->\n<!-- /results:doorkey -->\n")

@@ -209,19 +209,25 @@ def sweep_stats(
 
 
 def format_summary_table(models: dict[str, ModelStats]) -> str:
-    """Markdown table of the aggregates: a row per model x condition."""
+    """Markdown table of the aggregates: a row per model x condition (``-`` where no seed recorded a value; unit
+    frequencies recorded by only some seeds say how many)."""
     header = ["model", "condition", "seeds", "mean active", "switch rate (mean ± sd)", "unit frequency, busiest first",
               "collapsed seeds"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, model in models.items():
         for agg in model.aggregate:
+            frequency = " ".join(f"{f:.2f}" for f in agg["sorted_frequency"]) or "-"
+            partial = agg.get("n_frequency", agg["n_runs"])
+            if agg["sorted_frequency"] and partial < agg["n_runs"]:
+                frequency += f" ({partial} seeds)"
+            active = agg["mean_active"]
             cells = [
                 label,
                 agg["condition"],
                 str(agg["n_runs"]),
-                f"{agg['mean_active']:.2f}",
+                "-" if active is None else f"{active:.2f}",
                 f"{agg['switch_rate']:.3f} ± {agg['switch_rate_std']:.3f}",
-                " ".join(f"{f:.2f}" for f in agg["sorted_frequency"]),
+                frequency,
                 f"{agg['collapsed_runs']}/{agg['n_runs']}",
             ]
             lines.append("| " + " | ".join(cells) + " |")

@@ -2,8 +2,9 @@
 
 Usage::
 
-    rims-reproduce tune                     # learning rate per core on doorkey iid validation seeds
+    rims-reproduce tune                     # learning rate per core on doorkey's validation levels
     rims-reproduce doorkey                  # lstm, gru, rim, rim_u6k4 x 5 seeds, then compare + modularity
+    rims-reproduce doorkey --first-seed 5 --seeds 5   # seeds 5-9 added to the table's record of 0-4
     rims-reproduce empty --seeds 10 --jobs 2
     rims-reproduce multiroom --launcher slurm -o hydra.launcher.partition=cpu
     rims-reproduce doorkey --only-compare   # rebuild the report from the runs that finished
@@ -14,9 +15,11 @@ Usage::
 
 A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
 ``multirun/reproduce/<table>/<model>/``, so the same command continues an interrupted reproduction
-and returns finished jobs at once; then it compares all models' runs and writes ``report.md``,
-``summary.{json,csv}``, ``learning_curves.png``, ``ood_bars.png`` and ``meta.json`` to
-``scripts/reproduce/<table>/`` (``--smoke``: ``multirun/reproduce_smoke/<table>/``).
+and returns finished jobs at once; then it adds the finished runs to the table's seed record
+(``seeds.csv``, ``curves.csv``, ``selection.csv``), compares every recorded seed of every model under the
+table's declared ``protocol.yaml`` and writes ``report.md``, ``summary.{json,csv}``,
+``learning_curves.png``, ``ood_bars.png`` and ``meta.json`` to ``scripts/reproduce/<table>/``
+(``--smoke``: ``multirun/reproduce_smoke/<table>/``).
 Exit status: 0 done; 1 the report was written but a sweep reported failed jobs; 2 cannot run.
 """
 
@@ -69,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         "table", choices=(*TABLES, README), help="the table to reproduce (readme: the tables in README.md, docs/)"
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the preset's, 5 / 2)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=None,
+        help="first training seed (default: the preset's); e.g. --first-seed 5 --seeds 5 adds seeds 5-9 to a table "
+        "whose record holds 0-4",
+    )
     parser.add_argument("--frames", type=int, default=None, help="training frames per run (default: the preset's)")
     parser.add_argument("--smoke", action="store_true", help="tiny budget, 1 seed, lstm and rim; never committed")
     parser.add_argument(
@@ -107,7 +117,7 @@ def _out_dir(args: argparse.Namespace, root: Path) -> Path:
 
 def _plan(args: argparse.Namespace, preset: Preset, root: Path) -> Plan:
     """The plan of a MiniGrid table from the arguments and the preset."""
-    first_seed = (preset.param("seed") or [0])[0]
+    first_seed = (preset.param("seed") or [0])[0] if args.first_seed is None else args.first_seed
     default_seeds = 1 if args.smoke else len(preset.param("seed") or [0])
     seeds = list(range(first_seed, first_seed + (args.seeds or default_seeds)))
     smoke_frames = SMOKE_SETTINGS["total_frames"]

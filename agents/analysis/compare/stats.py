@@ -243,17 +243,19 @@ def _pair_improvements(
 
 
 def _common_frames(runs: Sequence[Run], condition: str) -> list[int]:
-    """Evaluation frames of ``condition`` present in every run (none if a run has no curve for it)."""
-    sets = [set(run.curves.get(condition, {})) for run in runs]
+    """Evaluation frames of ``condition`` present in every run that has a curve for it."""
+    sets = [set(run.curves[condition]) for run in runs if run.curves.get(condition)]
     return sorted(set.intersection(*sets)) if sets else []
 
 
 def _model_curves(label: str, runs: Sequence[Run], reps: int, seed: int) -> list[Curve]:
-    """Learning curves of one model: mean over seeds with a 95% band, per condition with common frames."""
+    """Learning curves of one model: mean over the seeds that have a curve, with a 95% band, per condition with
+    common frames (a seed recorded without its curve, e.g. from an older summary, is left out of the curves)."""
+    runs = [run for run in runs if run.curves]
     by_frames: dict[tuple[int, ...], list[str]] = {}
-    for condition in _model_conditions(runs):
+    for condition in _model_conditions(runs) if runs else []:
         frames = tuple(_common_frames(runs, condition))
-        if frames:
+        if frames and all(condition in run.curves for run in runs):
             by_frames.setdefault(frames, []).append(condition)
     curves = []
     for frames, conditions in by_frames.items():

@@ -103,10 +103,26 @@ def meta_lines(data: dict[str, Any]) -> str:
     )
     cost = data.get("cost")
     if cost:
-        models = ", ".join(f"{model} {minutes:g}" for model, minutes in cost["training_minutes"].items())
-        text += (
-            f"\n\nCost: {cost['total_minutes']:g} training minutes ({models}), about {cost['wall_minutes']:g} minutes "
-            f"of wall time at {cost['jobs']} runs at once (SB3's time_elapsed of each run, one torch thread per run; "
-            "final evaluations not included)."
+        text += f"\n\nCost: {_cost_text(cost)}."
+    for number, batch in enumerate(data.get("batches") or [], start=1):
+        machine_ = batch.get("machine", {})
+        seeds = batch.get("budget", {}).get("seeds")
+        seeds_text = (
+            "; ".join(f"{m} {v}" for m, v in seeds.items()) if isinstance(seeds, dict) else f"every model {seeds}"
         )
+        text += (
+            f"\n\nTraining batch {number}: commit `{str(batch.get('commit', ''))[:12] or 'unknown'}`, "
+            f"{batch.get('date', '?')}, {machine_.get('cpu', '?')}; seeds {seeds_text}"
+        )
+        text += f"; cost {_cost_text(batch['cost'])}." if batch.get("cost") else "."
     return text
+
+
+def _cost_text(cost: dict[str, Any]) -> str:
+    """``12.5 training minutes (lstm 3, rim 9.5), about 6.3 minutes of wall time at 2 runs at once (...)``."""
+    models = ", ".join(f"{model} {minutes:g}" for model, minutes in cost["training_minutes"].items())
+    return (
+        f"{cost['total_minutes']:g} training minutes ({models}), about {cost['wall_minutes']:g} minutes of wall time "
+        f"at {cost['jobs']} runs at once (SB3's time_elapsed of each run, one torch thread per run; final "
+        "evaluations not included)"
+    )

@@ -24,7 +24,7 @@ from .summary import BETTER, WORSE
 from .tables import REPO, RESULTS_DIR, ReproduceError
 
 BLOCK = re.compile(r"<!-- results:(?P<table>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=table) -->", re.S)
-SUMMARY = "summary"  # the README's summary of the primary endpoints: left as it is until it has a summary.json
+SUMMARY = "summary"  # the README's summary: every split table's primary endpoint, from the tables' summaries
 VERDICTS = {BETTER: "**RIM better**", WORSE: "**LSTM better**"}  # otherwise: no difference at 95%
 
 
@@ -46,8 +46,45 @@ def _row(summary: dict[str, Any], condition: str, pairs: list[tuple[str, str]]) 
              if r["metric"] == "return" and r["condition"] == condition}  # fmt: skip
     for pair in pairs:
         row = index.get(pair)
-        cells.append("-" if row is None else f"{_interval(row)} {VERDICTS.get(row['verdict'], 'no difference')}")
+        cells.append("-" if row is None else _p_cell(row))
     return cells
+
+
+def _p_cell(row: dict[str, Any]) -> str:
+    """``0.38 [0.15, 0.65] p=0.46 no difference``: P(model > baseline), its CI, the Holm-adjusted p and the verdict."""
+    return f"{_interval(row)} p={row['p_holm']:.2g} {VERDICTS.get(row['verdict'], 'no difference')}"
+
+
+def render_summary(results: Path = RESULTS_DIR) -> str:
+    """The README's summary block: every split table's primary endpoint, one row per RIM model against the LSTM.
+
+    Tables are those under ``results`` whose ``summary.json`` has a declared primary endpoint, in name order.
+    """
+    rows = []
+    for path in sorted(results.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        for row in summary.get("primary", []):
+            model = summary["models"][row["model"]]
+            iqm = model["conditions"].get("all_ood", {}).get("return", {}).get("iqm")
+            base = summary["models"][row["baseline"]]["conditions"].get("all_ood", {}).get("return", {}).get("iqm")
+            rows.append(
+                [
+                    f"[{summary['table']}](docs/results.md)",
+                    f"`{row['model']}`",
+                    f"{row['n_seeds']} vs {row['baseline_seeds']}",
+                    "-" if iqm is None or base is None else f"{iqm['point']:.2f} vs {base['point']:.2f}",
+                    _p_cell(row),
+                ]
+            )
+    header = ["table", "RIM model", "seeds (RIM vs LSTM)", "IQM return, pooled OOD (RIM vs LSTM)",
+              "P(RIM > LSTM) [95% CI], Holm p, verdict"]  # fmt: skip
+    return (
+        "Primary endpoint of each table, declared before its runs: the final return pooled over its OOD conditions "
+        "(`scripts/reproduce/<table>/protocol.yaml`); P(RIM > LSTM) with a 95% CI from resampling whole seeds, "
+        "a permutation test over whole seeds, Holm-adjusted across the table's RIM models.\n\n"
+        + md_table(header, rows)
+        + "\n"
+    )
 
 
 def _collapse_line(summary: dict[str, Any]) -> str:
@@ -80,7 +117,9 @@ def render_block(summary: dict[str, Any]) -> str:
     rows = [_row(summary, condition, pairs) for condition in summary["conditions"]]
     learned = ", ".join(f"`{m}` {c['learned']}/{c['seeds']}" for m, c in summary["iid_learned"].items())
     text = [
-        f"IQM of the final deterministic return over seeds [95% CI]; P(model > baseline) [95% CI]. "
+        f"IQM of the final deterministic return over seeds [95% CI]; P(model > baseline) [95% CI from resampling "
+        f"whole seeds], the permutation test's Holm-adjusted p (across conditions; `all OOD`, the primary endpoint: "
+        f"across models) and the verdict. "
         f"Seeds that learned the training levels (iid success >= 0.9): {learned}.",
         "",
         md_table(header, rows),
@@ -103,9 +142,8 @@ def expected_readme(text: str, results: Path = RESULTS_DIR) -> str:
 
     def fill(match: re.Match[str]) -> str:
         table = match["table"]
-        if table == SUMMARY and not (results / table / "summary.json").is_file():
-            return match[0]
-        return f"<!-- results:{table} -->\n{render_block(_summary(table, results))}<!-- /results:{table} -->"
+        body = render_summary(results) if table == SUMMARY else render_block(_summary(table, results))
+        return f"<!-- results:{table} -->\n{body}<!-- /results:{table} -->"
 
     return BLOCK.sub(fill, text)
 

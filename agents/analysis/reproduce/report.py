@@ -12,6 +12,7 @@ from agents.analysis.modularity import ModelStats, format_summary_table
 from agents.experiment.atomic import atomic_path, atomic_write_text, write_csv
 
 from .meta import meta_lines, write_meta
+from .protocol import Protocol
 from .summary import CSV_FIELDS, FLOOR, LEARNED, csv_rows, table_summary
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,32 @@ def _title(condition: str) -> str:
 
 
 def _verdict_text(row: dict[str, Any]) -> str:
-    """``better (P 0.84 [0.62, 1.00])``, with the collapse note if any."""
-    text = f"{row['verdict']} (P {row['point']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}])"
+    """``better (P 0.84 [0.62, 1.00], p 0.004, Holm 0.03)``, with the collapse note if any."""
+    text = (
+        f"{row['verdict']} (P {row['point']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}], "
+        f"p {row['p_value']:.3g}, Holm {row['p_holm']:.3g})"
+    )
     return f"{text}; {row['modularity']}" if row["modularity"] else text
 
 
+def _primary_section(summary: dict[str, Any]) -> str:
+    """The declared primary endpoint and each RIM model's verdict on it."""
+    protocol = summary["protocol"]
+    rows = [
+        [f"`{r['model']}` vs `{r['baseline']}`", f"{r['n_seeds']} vs {r['baseline_seeds']}", _verdict_text(r)]
+        for r in summary["primary"]
+    ]
+    text = (
+        f"Declared in `protocol.yaml`: final deterministic {protocol['metric']} pooled over "
+        f"{', '.join(f'`{c}`' for c in protocol['pooled'])}. {protocol['declared']} P = P(model > baseline) "
+        "averaged over those conditions, its 95% CI from resampling whole seeds; p: two-sided permutation test over "
+        f"whole seeds; Holm: adjusted across the table's RIM models. Level {protocol['alpha']}."
+    )
+    return text + "\n\n" + md_table(["comparison", "seeds", "verdict"], rows) if rows else text
+
+
 def _verdict_section(summary: dict[str, Any]) -> str:
-    """Verdict per condition (return) for each RIM model against the LSTM."""
+    """Verdict per condition (return) for each RIM model against the LSTM (secondary, Holm across conditions)."""
     rows = [r for r in summary["improvements"] if r["metric"] == "return"]
     pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in rows))
     if not pairs:
@@ -54,9 +74,11 @@ def _verdict_section(summary: dict[str, Any]) -> str:
     header = ["condition", *(f"{m} vs {b}" for m, b in pairs)]
     return (
         "Final deterministic return; P = P(model > baseline), the probability that a random seed of the model "
-        "scores higher than a random seed of the baseline (ties count half), with its 95% stratified-bootstrap "
-        "CI. *better* / *worse*: the CI lies above / below 0.5; otherwise *no difference at 95%*.\n\n"
-        + md_table(header, body)
+        "scores higher than a random seed of the baseline (ties count half), with its 95% CI from resampling whole "
+        "seeds; p: two-sided permutation test over whole seeds. Single conditions are secondary: Holm-adjusted "
+        "across the table's conditions per model; `all OOD` is the primary endpoint (Holm across models). *better* "
+        "/ *worse*: the adjusted p-value is at most the level and P is above / below 0.5; otherwise *no difference "
+        "at 95%*.\n\n" + md_table(header, body)
     )
 
 
@@ -83,7 +105,7 @@ def _metric_section(summary: dict[str, Any], metric: str) -> str:
             if cell is None:
                 continue
             imp = index.get((label, condition))
-            p = _ci(imp) if imp else "-"
+            p = f"{_ci(imp)}, p {imp['p_value']:.3g} (Holm {imp['p_holm']:.3g})" if imp else "-"
             seeds = str(cell["n_seeds"])
             body.append(
                 [
@@ -96,7 +118,7 @@ def _metric_section(summary: dict[str, Any], metric: str) -> str:
                     imp["verdict"] if imp else "-",
                 ]
             )
-    header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]", "P(model > lstm) [95% CI]", "verdict"]
+    header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]", "P(model > lstm) [95% CI], p", "verdict"]
     return md_table(header, body)
 
 
@@ -128,7 +150,9 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dic
         f"{budget['final_episodes']} final deterministic episodes per condition, periodic evaluation every "
         f"{budget['eval_every_frames']:,} frames with {budget['eval_episodes']} episode(s). PPO; learning rates "
         f"({source}): {rates}.",
-        "## Verdicts",
+        "## Primary endpoint",
+        _primary_section(summary),
+        "## Verdicts per condition (secondary)",
         _verdict_section(summary),
     ]
     if floor:
@@ -159,13 +183,14 @@ def write_table(
     model_info: dict[str, dict[str, Any]],
     notes: list[str],
     out_dir: Path,
+    protocol: Protocol,
 ) -> list[Path]:
     """Write the committed folder of a split table (every file atomically).
 
     :returns: the paths written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = table_summary(meta["table"], comparison, modularity, model_info, notes)
+    summary = table_summary(meta["table"], comparison, modularity, model_info, notes, protocol)
     files = [out_dir / name for name in ("summary.json", "summary.csv", "learning_curves.png", "ood_bars.png")]
     atomic_write_text(files[0], json.dumps(summary, indent=2) + "\n")
     write_csv(files[1], csv_rows(summary), CSV_FIELDS)

@@ -1,8 +1,15 @@
-"""Run a table end to end: one sweep per model, then compare, modularity statistics and the committed folder."""
+"""Run a table end to end: one sweep per model, then the seed record, compare, selection statistics and the
+committed folder.
+
+A split table's statistics come from its committed seed record (:mod:`agents.analysis.reproduce.seed_store`):
+the finished run folders of this call are added to it first, so seeds trained earlier (whose folders are gone)
+and seeds trained now are compared together.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +21,12 @@ from agents.analysis.compare import Run, compare_runs, load_runs
 from agents.analysis.modularity import StatsSettings, sweep_stats
 
 from .meta import meta, repo_relative
+from .protocol import load_protocol
 from .report import write_table
+from .seed_store import SeedStore
 from .tables import (
     LEARNING_RATE,
+    RESULTS_DIR,
     SHARED_SWEEPS,
     Plan,
     ReproduceError,
@@ -87,17 +97,14 @@ def _budget(plan: Plan, stats: StatsSettings | None) -> dict[str, Any]:
     return budget
 
 
-def _finished_runs(plan: Plan, notes: list[str]) -> dict[str, list[Run]]:
-    """``{model: finished runs sorted by seed}``, noting models and seeds that have not finished."""
+def _finished_runs(plan: Plan) -> dict[str, list[Run]]:
+    """``{model: finished runs in its sweep folder, sorted by seed}`` (models without any are left out)."""
     models: dict[str, list[Run]] = {}
     for model, folder in sweep_folders(plan).items():
         try:
             runs = sorted(load_runs([folder]), key=lambda run: run.seed) if folder.is_dir() else []
         except ValueError:
             runs = []
-        missing = sorted(set(plan.seeds) - {run.seed for run in runs})
-        if missing:
-            notes.append(f"`{model}`: seeds {missing} have not finished (no eval.json in {repo_relative(folder)}).")
         seeds = [run.seed for run in runs]
         if len(set(seeds)) != len(seeds):
             raise ReproduceError(f"{folder} holds two runs of one seed ({seeds}); remove the extra job folders")
@@ -135,19 +142,69 @@ def run_cost(runs: dict[str, list[Run]], jobs: int) -> dict[str, Any]:
     }
 
 
-def _model_info(plan: Plan, runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
-    """Per model: its preset, core, width, units and k, learning rate and sweep folder."""
+def _model_info(plan: Plan, runs: dict[str, list[Run]], earlier: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model: its preset, core, width, units and k, learning rate and sweep folder.
+
+    :param earlier: the table's previous ``summary.json`` models, for models without a run folder this time.
+    """
     info = {}
+    keys = ("core", "hidden_size", "num_units", "k")
     for model, members in runs.items():
         config = members[0].config
-        keys = ("core", "hidden_size", "num_units", "k")
+        known = {key: earlier.get(model, {}).get(key) for key in keys if key in earlier.get(model, {})}
         info[model] = {
             "preset": f"configs/model/{model}.yaml",
+            **known,
             **{key: config["model"][key] for key in keys if key in config["model"]},
             "learning_rate": config["agent"]["learning_rate"],
             "sweep_dir": str(plan.sweep_dir(model)),
         }
     return info
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore, SeedStore, dict[str, list[Run]]]:
+    """The table's seed record with this call's finished runs (and their selection statistics) added.
+
+    :returns: ``(own record, to save; the record with the shared models' rows of their own tables, to compare;
+        the runs read from folders that the record did not hold yet)``.
+    """
+    store = SeedStore.load(out_dir, plan.preset.env)
+    shared = SHARED_SWEEPS.get(plan.preset.table, {})
+    harvested = {}
+    for model, runs in _finished_runs(plan).items():
+        new = [run for run in runs if model not in shared and not store.holds(model, run)]
+        if new:
+            harvested[model] = new
+            store.add_runs(model, new)
+    rims = [m for m, runs in harvested.items() if runs[0].core.startswith("rim")]
+    if rims:
+        labels = {run.path: m for m in rims for run in harvested[m]}
+        for model, model_stats in sweep_stats([plan.sweep_path(m) for m in rims], stats, labels).items():
+            store.add_selection(model, model_stats.seeds, model_stats.per_run)
+    view = SeedStore(plan.preset.env, list(store.scores), list(store.curves), list(store.selection))
+    for model, table in shared.items():
+        other = SeedStore.load(RESULTS_DIR / table, plan.preset.env)
+        view.scores += [r for r in other.scores if r["model"] == model]
+        view.curves += [r for r in other.curves if r["model"] == model]
+        view.selection += [r for r in other.selection if r["model"] == model]
+    return store, view, harvested
+
+
+def _batches(previous: dict[str, Any], batch: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training batches of a table: the previous ``meta.json``'s (itself, for one written before batches were
+    recorded) and this call's, if it trained or harvested runs."""
+    if previous.get("batches") is not None:
+        batches = list(previous["batches"])
+    elif previous:
+        keys = ("commit", "date", "machine", "budget", "command", "sweeps", "cost")
+        batches = [{key: previous[key] for key in keys if key in previous}]
+    else:
+        batches = []
+    return [*batches, batch] if batch is not None else batches
 
 
 def reproduce_split(
@@ -166,30 +223,43 @@ def reproduce_split(
     :returns: ``(models whose sweep failed, files written)``.
     :raises ReproduceError: no finished run at all, or a sweep folder that cannot be resumed.
     """
+    protocol = load_protocol(plan.preset.table, plan.preset.env)
     failed = [] if only_compare else run_sweeps(plan)
     notes = [f"The sweep of `{m}` reported failed jobs; every finished run is included." for m in failed]
-    runs = _finished_runs(plan, notes)
+    evaluated = plan.settings.get("eval.conditions")
+    if evaluated is not None and not set(protocol.pooled) <= set(evaluated):  # a smoke run's few conditions
+        protocol = replace(protocol, pooled=tuple(c for c in protocol.pooled if c in evaluated))
+        notes.append(f"Only {list(evaluated)} were evaluated: the primary endpoint pools {list(protocol.pooled)}.")
+    store, view, harvested = _record(plan, out_dir, stats)
+    runs = view.runs(plan.models)
     if not runs:
-        raise ReproduceError(f"no finished runs of table {plan.preset.table!r} under {plan.sweep_root}")
-    comparison = compare_runs(runs, reps=reps)
+        raise ReproduceError(f"no recorded or finished runs of table {plan.preset.table!r} (under {plan.sweep_root})")
+    for model in plan.models:
+        missing = sorted(set(plan.seeds) - set(view.seeds(model)))
+        if missing:
+            folder = repo_relative(plan.sweep_path(model))
+            notes.append(f"`{model}`: seeds {missing} have not finished (no eval.json in {folder}).")
+    comparison = compare_runs(runs, reps=reps, pooled=protocol.pooled)
     shared = SHARED_SWEEPS.get(plan.preset.table, {})
     for model in (m for m in runs if m in shared):
-        notes.append(
-            f"`{model}`: the runs of table `{shared[model]}` ({repo_relative(plan.sweep_path(model))}), shared, "
-            "not rerun; their cost is that table's."
-        )
+        notes.append(f"`{model}`: the runs of table `{shared[model]}` (its seed record), shared, not rerun.")
     rim_models = [m for m, members in runs.items() if members[0].core.startswith("rim")]
-    labels = {run.path: m for m in rim_models for run in runs[m]}
-    modularity = sweep_stats([plan.sweep_path(m) for m in rim_models], stats, labels) if rim_models else {}
-    data = meta(
-        _budget(plan, stats),
-        argv,
-        table=plan.preset.table,
-        split=comparison.split,
-        sweeps=sweep_commands(plan),
-        cost=run_cost({m: r for m, r in runs.items() if m not in shared}, plan.jobs),
-    )
-    files = write_table(comparison, modularity, data, _model_info(plan, runs), notes, out_dir)
+    modularity = view.selection_stats(rim_models)
+    previous = _read_json(out_dir / "meta.json")
+    budget = {**_budget(plan, stats), "seeds": {m: [run.seed for run in members] for m, members in runs.items()}}
+    batch = None
+    if harvested:
+        batch = meta(
+            {**_budget(plan, stats), "seeds": {m: [run.seed for run in r] for m, r in harvested.items()}},
+            argv,
+            sweeps={m: c for m, c in sweep_commands(plan).items() if m in harvested},
+            cost=run_cost(harvested, plan.jobs),
+        )
+    data = meta(budget, argv, table=plan.preset.table, split=comparison.split, batches=_batches(previous, batch))
+    earlier = _read_json(out_dir / "summary.json").get("models", {})
+    info = _model_info(plan, runs, earlier)
+    files = write_table(comparison, modularity, data, info, notes, out_dir, protocol)
+    files += store.save(out_dir)
     return failed, files
 
 

@@ -1,10 +1,14 @@
 """The committed result of a split table: per model x condition numbers, verdicts and modularity, as data.
 
-Built from a :class:`agents.analysis.compare.Comparison` (IQM and mean with 95% stratified-bootstrap CIs,
-P(improvement) of each RIM model over the LSTM) and the activation statistics of
-:mod:`agents.analysis.modularity`. A verdict compares a RIM model with the LSTM on one condition from the
-95% CI of P(improvement): ``better`` when it lies above 0.5, ``worse`` when below, else
-``no difference at 95%``. A condition where every model's mean success rate is at most
+Built from a :class:`agents.analysis.compare.Comparison` (IQM and mean with 95% bootstrap CIs, P(improvement)
+of each RIM model over the LSTM with a CI from resampling whole seeds and a permutation p-value), the table's
+declared :class:`~agents.analysis.reproduce.protocol.Protocol` and the selection statistics of its seeds.
+
+Verdicts (:func:`improvement_rows`): the primary endpoint (the protocol's metric on the pooled OOD
+conditions) is adjusted with Holm across the table's RIM models; every other row (one condition, or the other
+metric pooled) is secondary and adjusted with Holm across the table's conditions per model and metric (the
+pooled row of the other metric across models). ``better`` / ``worse`` when the adjusted p-value is at most the
+protocol's alpha, else ``no difference at 95%``. A condition where every model's mean success rate is at most
 :data:`FLOOR` is flagged as unable to separate the models.
 """
 
@@ -13,26 +17,23 @@ from __future__ import annotations
 from typing import Any
 
 from agents.analysis.compare import ALL_OOD, IID, METRICS, P_IMPROVEMENT, Comparison, Estimate
+from agents.analysis.compare.seed_tests import BETTER as BETTER
+from agents.analysis.compare.seed_tests import SAME as SAME
+from agents.analysis.compare.seed_tests import WORSE as WORSE
+from agents.analysis.compare.seed_tests import holm
+from agents.analysis.compare.seed_tests import verdict as seed_verdict
 from agents.analysis.modularity import ModelStats
 
 from .meta import repo_relative
+from .protocol import Protocol
 
 FLOOR = 0.02  # every model's mean success rate at most this: the condition cannot separate the models
 LEARNED = 0.9  # iid success a seed must reach to count as having learned its training levels
-BETTER, SAME, WORSE = "better", "no difference at 95%", "worse"
+PRIMARY, SECONDARY = "primary", "secondary"
 CSV_FIELDS = (
     "model", "baseline", "condition", "metric", "aggregate", "point", "low", "high", "n_seeds", "baseline_seeds",
-    "seeds", "values", "verdict",
+    "seeds", "values", "p_value", "p_holm", "endpoint", "verdict",
 )  # fmt: skip
-
-
-def verdict(estimate: Estimate) -> str:
-    """:data:`BETTER`, :data:`WORSE` or :data:`SAME` from the 95% CI of a P(improvement) estimate."""
-    if estimate.low > 0.5:
-        return BETTER
-    if estimate.high < 0.5:
-        return WORSE
-    return SAME
 
 
 def _interval(estimate: Estimate) -> dict[str, Any]:
@@ -80,12 +81,32 @@ def _collapse_note(modularity: dict[str, ModelStats], model: str, condition: str
     return f"selection collapsed in {agg['collapsed_runs']}/{agg['n_runs']} seeds"
 
 
-def improvement_rows(comparison: Comparison, modularity: dict[str, ModelStats]) -> list[dict[str, Any]]:
-    """P(improvement) of every RIM model over the LSTM per condition and metric, with its verdict.
+def _family(estimate: Estimate, protocol: Protocol) -> tuple[Any, ...]:
+    """The Holm family of an estimate: the primary endpoint's rows together, a pooled row of the other metric
+    with its metric's, a single condition's with the same model, baseline and metric."""
+    if estimate.condition == ALL_OOD:
+        return (ALL_OOD, estimate.baseline, estimate.metric)
+    return (estimate.model, estimate.baseline, estimate.metric)
 
-    :returns: dicts with ``model``, ``baseline``, ``condition``, ``metric``, ``point``, ``ci``,
-        ``n_seeds``, ``baseline_seeds``, ``verdict`` and ``modularity`` (a collapse note or ``""``).
+
+def improvement_rows(
+    comparison: Comparison, modularity: dict[str, ModelStats], protocol: Protocol
+) -> list[dict[str, Any]]:
+    """P(improvement) of every RIM model over the protocol's baseline per condition and metric, with its p-value,
+    its Holm-adjusted p-value and its verdict (see the module docstring).
+
+    :returns: dicts with ``model``, ``baseline``, ``condition``, ``metric``, ``point``, ``ci``, ``n_seeds``,
+        ``baseline_seeds``, ``p_value``, ``p_holm``, ``endpoint`` (:data:`PRIMARY` or :data:`SECONDARY`),
+        ``verdict`` and ``modularity`` (a collapse note or ``""``).
     """
+    estimates = [e for e in comparison.improvements if e.aggregate == P_IMPROVEMENT and e.baseline == protocol.baseline]
+    families: dict[tuple[Any, ...], list[int]] = {}
+    for i, e in enumerate(estimates):
+        families.setdefault(_family(e, protocol), []).append(i)
+    adjusted = [1.0] * len(estimates)
+    for members in families.values():
+        for i, p_value in zip(members, holm([estimates[i].p_value or 1.0 for i in members]), strict=True):
+            adjusted[i] = p_value
     return [
         {
             "model": e.model,
@@ -95,11 +116,13 @@ def improvement_rows(comparison: Comparison, modularity: dict[str, ModelStats]) 
             **_interval(e),
             "n_seeds": e.n_seeds,
             "baseline_seeds": e.baseline_seeds,
-            "verdict": verdict(e),
+            "p_value": e.p_value,
+            "p_holm": adjusted[i],
+            "endpoint": PRIMARY if e.condition == ALL_OOD and e.metric == protocol.metric else SECONDARY,
+            "verdict": seed_verdict(e.point, adjusted[i], protocol.alpha),
             "modularity": _collapse_note(modularity, e.model, e.condition),
         }
-        for e in comparison.improvements
-        if e.aggregate == P_IMPROVEMENT
+        for i, e in enumerate(estimates)
     ]
 
 
@@ -122,7 +145,7 @@ def learned_counts(comparison: Comparison) -> dict[str, dict[str, int]]:
 
 
 def modularity_data(modularity: dict[str, ModelStats]) -> dict[str, Any]:
-    """Per RIM model: seeds, run folders and the per-condition aggregates (without the per-run detail)."""
+    """Per RIM model: seeds and the per-condition aggregates (the per-seed rows are in ``selection.csv``)."""
     return {
         label: {"seeds": stats.seeds, "aggregate": {agg["condition"]: agg for agg in stats.aggregate}}
         for label, stats in modularity.items()
@@ -135,18 +158,36 @@ def table_summary(
     modularity: dict[str, ModelStats],
     model_info: dict[str, dict[str, Any]],
     notes: list[str],
+    protocol: Protocol,
 ) -> dict[str, Any]:
     """Everything ``summary.json`` holds for a split table.
 
     :param model_info: per model extra facts (preset, core, learning rate, sweep folder).
     :param notes: caveats beside the comparison's own notes.
+    :param protocol: the table's declared primary endpoint and level.
     """
     cells = model_cells(comparison)
+    improvements = improvement_rows(comparison, modularity, protocol)
     return {
         "table": table,
         "split": comparison.split,
         "conditions": comparison.conditions,
-        "bootstrap": {"reps": comparison.reps, "seed": comparison.seed, "confidence": 0.95},
+        "protocol": {
+            "metric": protocol.metric,
+            "baseline": protocol.baseline,
+            "pooled": list(protocol.pooled),
+            "alpha": protocol.alpha,
+            "declared": protocol.declared,
+            "test": "two-sided permutation test of P(model > baseline) over whole seeds; Holm-adjusted",
+        },
+        "primary": [row for row in improvements if row["endpoint"] == PRIMARY],
+        "bootstrap": {
+            "reps": comparison.reps,
+            "seed": comparison.seed,
+            "confidence": 0.95,
+            "resampling": "one condition: rliable's stratified bootstrap over seeds; all_ood and P(improvement): "
+            "whole seeds",
+        },
         "models": {
             label: {
                 **model_info.get(label, {}),
@@ -156,7 +197,7 @@ def table_summary(
             }
             for label, runs in comparison.models.items()
         },
-        "improvements": improvement_rows(comparison, modularity),
+        "improvements": improvements,
         "cannot_separate": floor_conditions(comparison),
         "iid_learned": learned_counts(comparison),
         "modularity": modularity_data(modularity),
@@ -188,12 +229,25 @@ def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for row in summary["improvements"]:
         rows.append(
             {
-                **{k: row[k] for k in ("model", "baseline", "condition", "metric", "n_seeds", "baseline_seeds")},
+                **{
+                    k: row[k]
+                    for k in (
+                        "model",
+                        "baseline",
+                        "condition",
+                        "metric",
+                        "n_seeds",
+                        "baseline_seeds",
+                        "p_value",
+                        "p_holm",
+                        "endpoint",
+                        "verdict",
+                    )
+                },
                 "aggregate": P_IMPROVEMENT,
                 "point": row["point"],
                 "low": row["ci"][0],
                 "high": row["ci"][1],
-                "verdict": row["verdict"],
             }
         )
     return rows
