@@ -5,7 +5,7 @@ no run machinery; ``agents/experiment/`` (a training run) imports the algorithms
 ``agents/analysis/`` (compare, modularity, visualize, reproduce) imports experiment and the
 algorithms; ``agents/cli/`` may import anything. Every module is parsed, not imported, and every
 import statement counts (function-level and ``TYPE_CHECKING`` ones too). ``envs/`` imports no
-``agents`` module at all (DESIGN.md: dependencies point one way).
+``agents`` module at all (docs/design.md: dependencies point one way).
 """
 
 from __future__ import annotations
