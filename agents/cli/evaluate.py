@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from agents.experiment.evaluation import MODES, evaluate_split, format_table, write_results
 from agents.experiment.recovery import unreadable
@@ -94,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = []
     start = time.perf_counter()
-    with tqdm(total=len(args.models) * len(names) * len(args.modes), desc="evaluate", unit="cond") as bar:
+    with (
+        logging_redirect_tqdm(),
+        tqdm(total=len(args.models) * len(names) * len(args.modes), desc="evaluate", unit="cond") as bar,
+    ):
         for path in args.models:
             try:
                 model = _load(path, args.algo, args.device)
             except ValueError as error:  # a damaged run folder or model file: which file, what happened
+                bar.close()
                 print(f"error: {error}", file=sys.stderr)
                 return 2
             for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):

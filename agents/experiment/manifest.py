@@ -107,11 +107,12 @@ def damage(path: Path, data: bytes, entries: list[Entry] | None, name: str) -> s
     if any(entry.sha256 == digest and entry.bytes == len(data) for entry in known):
         return None
     sizes = sorted({entry.bytes for entry in known})
-    truncated = " (truncated)" if all(len(data) < size for size in sizes) else ""
-    written = " or ".join(format_bytes(size) for size in sizes)
+    written = " or ".join(dict.fromkeys(format_bytes(size) for size in sizes))
+    if all(len(data) < size for size in sizes):
+        return f"{path} is damaged: truncated to {format_bytes(len(data))} ({written} written)"
     return (
-        f"{path} is damaged: its checksum matches nothing written to {MANIFEST}{truncated}; "
-        f"{format_bytes(len(data))} on disk, {written} written"
+        f"{path} is damaged: its checksum matches none recorded in {MANIFEST} "
+        f"({format_bytes(len(data))} on disk, {written} written)"
     )
 
 
