@@ -8,8 +8,10 @@ The checks live in ``scripts/docs.py`` (``python scripts/docs.py`` rewrites the 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -102,6 +104,20 @@ def test_readme_is_short_and_every_workflow_is_near_the_top() -> None:
     for job, heading in WORKFLOWS.items():
         at = [i + 1 for i, line in enumerate(lines) if re.match(heading, line)]
         assert at and at[0] <= 120, f"README: the heading for {job!r} ({heading}) is not within the first 120 lines"
+
+
+def test_the_site_builds_without_a_warning(tmp_path: Path) -> None:
+    """`mkdocs build --strict`, as .ci/run does: a broken link or anchor, a page left out of the nav, or an
+    API entry whose object is gone fails it."""
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    if not mkdocs.is_file():
+        pytest.skip("mkdocs is not installed (the docs extra: scripts/setup.sh installs it)")
+    result = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "rims" / "index.html").read_text().count("RIMLSTM") > 3
 
 
 # ---- the checks fail when the documentation and the repository part ways
