@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from agents.analysis.compare.seed_tests import (
 from agents.analysis.reproduce.protocol import load_protocol
 from agents.analysis.reproduce.seed_store import SeedStore
 from agents.analysis.reproduce.tables import RESULTS_DIR, ReproduceError
+from agents.analysis.reproduce.verdict_check import write_verdicts
 
 DOORKEY_POOLED = ["doorkey_6x6", "doorkey_7x7", "doorkey_8x8", "iid_background", "iid_distractors"]
 
@@ -168,3 +170,13 @@ def test_every_split_table_declares_a_valid_primary_endpoint(tmp_path: Path) -> 
         load_protocol("bad", "doorkey", tmp_path)
     with pytest.raises(ReproduceError, match="no declared primary endpoint"):
         load_protocol("none", "doorkey", tmp_path)
+
+
+def test_the_verdicts_table_is_written_from_the_committed_seeds(tmp_path: Path) -> None:
+    files = write_verdicts(tmp_path, {"machine": {"cpu": "x", "cores": 2, "torch": "t", "python": "p"}, "commit": "",
+                                      "dirty": False, "date": "d", "command": "c"},
+                           tables=("doorkey",), trials={5: 40, 10: 8}, old_trials=20, power_trials=8)  # fmt: skip
+    assert [f.name for f in files] == ["summary.json", "report.md", "meta.json"]
+    [table] = json.loads(files[0].read_text())["tables"]
+    assert table["conditions"] == DOORKEY_POOLED and set(table["false_verdicts"]) == {"5", "10"}
+    assert set(table["power"]) == {"rim", "rim_u6k4"} and "seeds for 80%" in files[1].read_text()

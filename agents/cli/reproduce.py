@@ -11,6 +11,7 @@ Usage::
     rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
     rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
+    rims-reproduce verdicts                 # the verdict rule's false-verdict rate and power on the tables' seeds
     rims-reproduce readme                   # rewrite the result tables of README.md and docs/ from the summaries
 
 A split table runs one Hydra sweep per model (``scripts/train.py -m``, ``resume=true``) into
@@ -32,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.analysis.modularity import StatsSettings
+from agents.analysis.reproduce.meta import meta
 from agents.analysis.reproduce.readme import update_docs
 from agents.analysis.reproduce.runner import reproduce_split, reproduce_tune, with_grid
 from agents.analysis.reproduce.tables import (
@@ -55,8 +57,10 @@ from agents.analysis.reproduce.tables import (
     table_models,
 )
 from agents.analysis.reproduce.tune import load_choice
+from agents.analysis.reproduce.verdict_check import write_verdicts
 
 README = "readme"  # not a table: the README's result tables from the committed summaries
+VERDICTS = "verdicts"  # the verdict rule's error rate and power on the split tables' committed seeds
 SMOKE_STATS = StatsSettings(episodes=2, max_steps=64, n_envs=2)
 SMOKE_REPS = 200
 
@@ -69,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         "modularity statistics, and the committed summary in scripts/reproduce/<table>/.",
     )
     parser.add_argument(
-        "table", choices=(*TABLES, README), help="the table to reproduce (readme: the tables in README.md, docs/)"
+        "table",
+        choices=(*TABLES, VERDICTS, README),
+        help="the table to reproduce (verdicts: the verdict rule's measured error rate and power on the committed "
+        "seeds; readme: the tables in README.md, docs/)",
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the preset's, 5 / 2)")
     parser.add_argument(
@@ -159,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             for path, changed in update_docs(REPO).items():
                 done = "rewrote the results of " + ", ".join(changed) if changed else "up to date"
                 print(f"{path.relative_to(REPO)}: {done}")
+            return 0
+        if args.table == VERDICTS:
+            out = args.out or RESULTS_DIR / VERDICTS
+            command = None if argv is None else ["scripts/reproduce.py", *argv]
+            files = write_verdicts(out, meta({}, command, table=VERDICTS))
+            print(f"table {VERDICTS}: wrote {', '.join(p.name for p in files)}")
             return 0
         root = _root(args)
         out = _out_dir(args, root)
