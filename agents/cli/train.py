@@ -34,6 +34,7 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -47,6 +48,10 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 HYDRA_FILES = (".hydra", "train.log")
 EXIT_ENVIRONMENT = 75  # sysexits.h EX_TEMPFAIL: a temporary failure; resuming later succeeds
 log = logging.getLogger(__name__)
+
+
+class JobFailedError(CompactHydraException):
+    """A sweep job stopped by a fault its message explains: Hydra prints the message, no traceback."""
 
 
 def _resume_value(argv: list[str]) -> str | None:
@@ -132,13 +137,13 @@ def _main(cfg: DictConfig) -> float:
         print(f"error: {error}", file=sys.stderr)
         if multirun:
             sweep_failures.record(f"{error} (run folder {run_dir})")
-            raise
+            raise JobFailedError(f"{error} (run folder {run_dir})") from None
         sys.exit(3)
     except EnvironmentFailureError as failure:
         print(f"error: {failure}\nresume with: rims-train resume={run_dir}", file=sys.stderr)
         if multirun:  # listed as resumable: the sweep rerun with resume=true continues it
             sweep_failures.record(f"{failure.cause} (run folder {run_dir})", resumable=True)
-            raise
+            raise JobFailedError(f"{failure} (run folder {run_dir})") from None
         sys.exit(EXIT_ENVIRONMENT)
     except TrainingInterruptedError as stop:
         print(f"{stop}\nresume with: rims-train resume={run_dir}", file=sys.stderr)
