@@ -61,22 +61,17 @@ def _header(path: Path) -> str:
         if not line.startswith("#"):
             break
         text = line.lstrip("#").strip()
-        if text.startswith("@package") or text.startswith(("python ", "rims-")):
+        if text.startswith(("@package", "python ", "rims-")):
             continue
         lines.append(text)
     text = re.sub(r"\s*\(issues? \d+[^)]*\)", "", " ".join(lines))  # the tracker is not public
     depth = 0
-    for i, char in enumerate(text):
+    for i, char in enumerate(text):  # the first sentence: up to a . or ? (or a : before a capital) outside brackets
         depth += (char == "(") - (char == ")")
         after = text[i + 1 : i + 3]
-        if (
-            depth == 0
-            and char in ".:?"
-            and (not after or after[0] == " ")
-            and not re.search(r"(\bal|e\.g|i\.e)$", text[:i])
-        ):
-            if char in ".?" or not after.strip() or after[1:].isupper():
-                return text[:i].rstrip() + ("?" if char == "?" else ".")
+        ends = char in ".?" or (char == ":" and (not after.strip() or after[1:].isupper()))
+        if depth == 0 and ends and (not after or after[0] == " ") and not re.search(r"(\bal|e\.g|i\.e)$", text[:i]):
+            return text[:i].rstrip() + ("?" if char == "?" else ".")
     return text.rstrip(":.") + "."
 
 
