@@ -15,6 +15,7 @@ from agents.analysis.reproduce import copying_report
 from agents.analysis.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
 from agents.analysis.reproduce.copying_report import TOO_FEW, verdicts
 from agents.analysis.reproduce.readme import render_block
+from agents.analysis.reproduce.summary import SAME
 from agents.cli import copying as cli
 from agents.cli import reproduce
 from envs.copying import BLANK, COPY_LENGTH, DELIMITER, VOCAB, copying_batch, copying_dataset
@@ -107,12 +108,16 @@ def test_an_interrupted_run_continues_to_the_same_result(tmp_path: Path, monkeyp
         train_run("rim", 0, CopySettings(**{**TINY.__dict__, "steps": 6}), tmp_path / "split", progress=False)
 
 
-def test_verdict_needs_two_seeds_per_model() -> None:
+def test_verdict_is_the_exact_test_and_needs_enough_seeds() -> None:
     def model(values: list[float]) -> dict:
-        return {"final": {"200": {"ce": {"values": values, "mean": sum(values) / len(values)}}}}
+        cell = {"values": values, "mean": sum(values) / len(values)}
+        return {"seeds": list(range(len(values))), "final": {"200": {"ce": cell}}}
 
-    lower = verdicts({"lstm": model([4.0, 4.2, 4.1]), "rim": model([0.1, 0.2, 0.0])})
+    lower = verdicts({"lstm": model([4.0, 4.2, 4.1, 4.3, 4.4]), "rim": model([0.1, 0.2, 0.0, 0.3, 0.4])})
     assert [(v["model"], v["blank"], v["verdict"]) for v in lower] == [("rim", "200", "better")]
+    assert lower[0]["p_value"] == pytest.approx(2 / 252) and lower[0]["p_lower_ce"] == 1.0
+    three = verdicts({"lstm": model([4.0, 4.2, 4.1]), "rim": model([0.1, 0.2, 0.0])})[0]
+    assert three["verdict"] == SAME and three["p_value"] == pytest.approx(0.1) == three["min_p"]  # 3 vs 3: never 95%
     assert verdicts({"lstm": model([4.0]), "rim": model([0.1])})[0]["verdict"] == TOO_FEW
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from agents.analysis.reproduce.copying import MODELS, CopySettings, train_run
-from agents.analysis.reproduce.copying_report import write_copying
+from agents.analysis.reproduce.copying_report import rewrite_verdicts, write_copying
 from agents.analysis.reproduce.meta import meta
 from agents.analysis.reproduce.tables import REPO, RESULTS_DIR
 
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="summary folder (default: scripts/reproduce/copying)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--only-verdicts",
+        action="store_true",
+        help="no training: recompute the verdicts of the committed folder (--out) from its per-seed values",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default: 1, the suite's; more only on a quiet machine)"
     )
     return parser
@@ -78,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    if args.only_verdicts:
+        out = args.out or RESULTS_DIR / "copying"
+        if not (out / "summary.json").is_file():
+            print(f"error: --only-verdicts needs a copying folder with summary.json, got {out}", file=sys.stderr)
+            return 2
+        print(f"wrote {', '.join(p.name for p in rewrite_verdicts(out))} to {out}")
+        return 0
     settings = settings_from(args)
     root = args.root or (SMOKE_ROOT if args.smoke else ROOT)
     out = args.out or (SMOKE_ROOT if args.smoke else RESULTS_DIR / "copying")

@@ -1,8 +1,10 @@
 """The committed folder of the copying table: seeds aggregated with 95% bootstrap CIs, verdicts, learning curves.
 
-A verdict compares a RIM model with the LSTM on one test blank length from the 95% stratified
-bootstrap CI (seeds of each model resampled independently) of the difference of mean test CE:
-``better`` when the whole CI is below 0 (lower CE), ``worse`` when above, else ``no difference at 95%``.
+A verdict compares a RIM model with the LSTM on the test CE of one blank length with the split tables' rule: a
+two-sided permutation test over seeds (:func:`agents.analysis.compare.seed_tests.permutation_p`, exact), Holm-
+adjusted across the blank lengths; ``better`` (lower CE) / ``worse`` when the adjusted p-value is at most 0.05,
+else ``no difference at 95%``. The difference of mean CE is shown with its 95% bootstrap CI (each model's seeds
+resampled). With 3 seeds per model the exact test cannot go below p = 0.10, so no verdict can reach 95%.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from agents.analysis.compare.seed_tests import holm, min_p, permutation_p, pooled_improvement
+from agents.analysis.compare.seed_tests import verdict as seed_verdict
 from agents.experiment.atomic import atomic_path, atomic_write_text, write_csv
 from agents.experiment.evaluation import bootstrap_ci
 
 from .copying import chance_ce
 from .meta import meta_lines, write_meta
 from .report import md_table
-from .summary import BETTER, SAME, WORSE
 
 METRICS = ("ce", "copy_ce", "accuracy", "sequence_accuracy")
 TITLES = {
@@ -66,24 +69,30 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdicts(models: dict[str, Any], baseline: str = "lstm") -> list[dict[str, Any]]:
-    """Every RIM model against ``baseline`` on the test CE of each blank length."""
+    """Every RIM model against ``baseline`` on the test CE of each blank length (see the module docstring)."""
     if baseline not in models:
         return []
     out = []
     for name, model in models.items():
         if not name.startswith("rim"):
             continue
+        rows = []
         for blank, cell in model["final"].items():
             base = models[baseline]["final"].get(blank)
             if base is None:
                 continue
-            low, high = _difference_ci(cell["ce"]["values"], base["ce"]["values"])
-            word = BETTER if high < 0 else WORSE if low > 0 else SAME
-            if min(len(cell["ce"]["values"]), len(base["ce"]["values"])) < 2:
-                word = TOO_FEW
-            diff = cell["ce"]["mean"] - base["ce"]["mean"]
-            out.append({"model": name, "baseline": baseline, "blank": blank, "ce_difference": diff,
-                        "ci": [low, high], "verdict": word})  # fmt: skip
+            x, y = cell["ce"]["values"], base["ce"]["values"]
+            low, high = _difference_ci(x, y)
+            lower = pooled_improvement(-np.asarray(x), -np.asarray(y))  # P(RIM's CE < LSTM's CE)
+            rows.append({"model": name, "baseline": baseline, "blank": blank, "ce_difference": cell["ce"]["mean"]
+                         - base["ce"]["mean"], "ci": [low, high], "p_lower_ce": lower,
+                         "p_value": permutation_p(x, y), "min_p": min_p(len(x), len(y))})  # fmt: skip
+        for row, adjusted in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
+            row["p_holm"] = adjusted
+            row["verdict"] = seed_verdict(row["p_lower_ce"], adjusted)
+            if min(len(models[name]["seeds"]), len(models[baseline]["seeds"])) < 2:
+                row["verdict"] = TOO_FEW
+        out += rows
     return out
 
 
@@ -132,7 +141,9 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
     """One markdown bullet per verdict: RIM model against the LSTM on the test CE of one blank length."""
     return [
         f"- blank {v['blank']}: `{v['model']}` vs `{v['baseline']}`: **{v['verdict']}** (difference of mean CE "
-        f"{v['ce_difference']:+.3f}, 95% CI [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}])"
+        f"{v['ce_difference']:+.3f}, 95% CI [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]; P(lower CE) "
+        f"{v['p_lower_ce']:.2f}, permutation p {v['p_value']:.2f}, Holm {v['p_holm']:.2f}; the smallest p "
+        f"{v['min_p']:.2f} this many seeds allow)"
         for v in summary["verdicts"]
     ]
 
@@ -148,7 +159,8 @@ def render_readme_block(summary: dict[str, Any]) -> str:
         "",
         results_table(summary),
         "",
-        "Test CE, RIM model against the LSTM (difference of means, 95% CI):",
+        "Test CE, RIM model against the LSTM (difference of means with its 95% CI; permutation test over seeds, "
+        "Holm across blank lengths):",
         "",
         *(verdict_lines(summary) or [NO_VERDICTS]),
     ]
@@ -226,3 +238,14 @@ def write_copying(
     report = out_dir / "report.md"
     atomic_write_text(report, render_report(summary, meta))
     return [report, *files]
+
+
+def rewrite_verdicts(out_dir: Path) -> list[Path]:
+    """Recompute the verdicts of a committed copying folder from its per-seed values and rewrite ``summary.json``
+    and ``report.md`` (the runs and the figure are not touched)."""
+    summary = json.loads((out_dir / "summary.json").read_text())
+    meta = json.loads((out_dir / "meta.json").read_text())
+    summary["verdicts"] = verdicts(summary["models"])
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.md", render_report(summary, meta))
+    return [out_dir / "summary.json", out_dir / "report.md"]
