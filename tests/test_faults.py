@@ -54,12 +54,12 @@ def _same_as_reference(run: Path, metrics: dict[str, float], reference: tuple[Pa
     assert _rows(run) == _rows(reference_run)
 
 
-@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.9, 0.99])
+@pytest.mark.parametrize("fraction", [0.0001, 0.05, 0.3, 0.6, 0.9, 0.99])
 def test_a_disk_that_fills_up_anywhere_loses_nothing_and_resume_equals_the_uninterrupted_run(
     fraction: float, reference: tuple[Path, dict[str, float], int], tmp_path: Path
 ) -> None:
-    """The disk fills up at a fraction of the bytes a whole run writes: in config.yaml, a checkpoint,
-    the manifest, metrics.csv, model.zip or the final evaluation, wherever that byte falls."""
+    """The disk fills up at a fraction of the bytes a whole run writes: in config.yaml (0.0001), a
+    checkpoint, the manifest, metrics.csv, model.zip or the final evaluation, wherever that byte falls."""
     run = tmp_path / "run"
     disk = FullDisk(run, budget=int(fraction * reference[2])).install()
     try:
@@ -106,6 +106,19 @@ def test_an_environmental_failure_is_marked_resumable_and_a_code_failure_is_refu
     assert "stopped because of its environment (the file system is read-only: /data/x); resuming it" in caplog.text
     assert not (run / faults.FAILED).exists()
     _same_as_reference(run, metrics, reference)
+
+
+def test_a_run_folder_that_cannot_be_made_is_an_environmental_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(
+        EnvironmentFailureError, match=r"the file system is read-only: .*run; .* holds no good checkpoint"
+    ):
+        train(_compose(RUN), tmp_path / "run")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "truncate_without_manifest"])

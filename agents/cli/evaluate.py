@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from agents.experiment.evaluation import MODES, evaluate_split, format_table, write_results
+from agents.experiment.faults import describe
 from agents.experiment.recovery import unreadable
 from agents.experiment.run import ALGORITHMS
 from agents.experiment.run_folder import load_run, load_run_config, run_split
@@ -102,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.models:
             try:
                 model = _load(path, args.algo, args.device)
-            except ValueError as error:  # a damaged run folder or model file: which file, what happened
+            except (ValueError, OSError) as error:  # a damaged run folder or model file, an unreadable disk
                 bar.close()
-                print(f"error: {error}", file=sys.stderr)
+                print(f"error: {describe(error) if isinstance(error, OSError) else error}", file=sys.stderr)
                 return 2
             for row in evaluate_split(model, split, names, args.episodes, args.modes, args.n_envs, progress=bar):
                 rows.append({"run": path.name if path.is_dir() else _zip_name(path), **row})

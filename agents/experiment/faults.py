@@ -57,7 +57,7 @@ class EnvironmentFailureError(RuntimeError):
     """
 
     def __init__(self, run_dir: Path, cause: str, last_good: str | None) -> None:
-        kept = f"the last good checkpoint ({last_good}) is kept" if last_good else "no checkpoint was written yet"
+        kept = f"the last good checkpoint ({last_good}) is kept" if last_good else f"{run_dir} holds no good checkpoint"
         super().__init__(f"training stopped: {cause}; {kept}; resume=true continues once the cause is gone")
         self.run_dir, self.cause, self.last_good = run_dir, cause, last_good
 

@@ -125,11 +125,11 @@ def last_good(run_dir: Path) -> str | None:
     """The newest checkpoint file the manifest verifies, in words (``<run>/checkpoint.pt, 64 frames``)."""
     try:
         entries = manifest.read(run_dir) or []
-    except RunFolderError:
+        frames = {entry.sha256: entry.frames for entry in entries if entry.name == checkpoint.CHECKPOINT}
+        for path in manifest.family(run_dir, checkpoint.CHECKPOINT):
+            digest = manifest.sha256(path.read_bytes())
+            if digest in frames:
+                return f"{path}, {frames[digest]} frames"
+    except (RunFolderError, OSError):  # an unreadable folder: nothing to say
         return None
-    frames = {entry.sha256: entry.frames for entry in entries if entry.name == checkpoint.CHECKPOINT}
-    for path in manifest.family(run_dir, checkpoint.CHECKPOINT):
-        digest = manifest.sha256(path.read_bytes())
-        if digest in frames:
-            return f"{path}, {frames[digest]} frames"
     return None

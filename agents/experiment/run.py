@@ -150,6 +150,16 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
     """
     cfg = typed_config(cfg)
     split = validate(cfg)
+    try:
+        return _train_in_folder(cfg, split, run_dir, callbacks)
+    except OSError as error:  # before training: the folder could not be read, made or locked
+        raise EnvironmentFailureError(run_dir, faults.describe(error, run_dir), recovery.last_good(run_dir)) from error
+
+
+def _train_in_folder(
+    cfg: DictConfig, split: Split, run_dir: Path, callbacks: Sequence[BaseCallback]
+) -> dict[str, float]:
+    """:func:`train` once the config is valid: find the state to continue from, hold the folder, train."""
     resume = bool(OmegaConf.select(cfg, "resume", default=False))
     try:
         found = previous_run(cfg, run_dir, resume)
@@ -168,16 +178,15 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
         if state is None and (run_dir / "config.yaml").is_file() and not resume:  # written since the check above
             env.close()
             raise holds_run_error(run_dir)
-        if state is None:
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        else:
-            recovery.set_aside([path for path, _ in found.skipped])
-        recovery.remove_stale_temporaries(run_dir)
-        faults.clear_marker(run_dir)  # only an environmental failure's marker gets here
-        extra = state["extra"] if state else {}
-        wandb_run = _start_wandb(cfg, run_dir, extra.get("wandb_id"))
-        exit_code = 1
+        wandb_run, exit_code = WandbRun(), 1
         try:
+            if found is None:
+                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            else:
+                recovery.set_aside([path for path, _ in found.skipped])
+            recovery.remove_stale_temporaries(run_dir)
+            faults.clear_marker(run_dir)  # only an environmental failure's marker gets here
+            wandb_run = _start_wandb(cfg, run_dir, state["extra"].get("wandb_id") if state else None)
             metrics = _train(cfg, split, run_dir, env, model, found, wandb_run, callbacks)
             exit_code = 0
             return metrics
