@@ -134,10 +134,13 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(
     newest.write_bytes(damaged)
     if damage == "truncate_without_manifest":  # a run folder from before manifests: damage found by loading
         (run / manifest.MANIFEST).unlink()
+    stale = run / f".{checkpoint.CHECKPOINT}.x1y2.tmp.pt"  # what a kill -9 mid-write leaves
+    stale.write_bytes(original[:1000])
     with caplog.at_level(logging.WARNING):
         metrics = train(_compose([*RUN, "resume=true"]), run)
     assert f"{newest} is damaged" in caplog.text and "using checkpoint.1.pt (64 frames) instead" in caplog.text
     assert (run / "checkpoint.pt.damaged").read_bytes() == damaged  # kept, set aside
+    assert not stale.exists()
     _same_as_reference(run, metrics, reference)
 
 
