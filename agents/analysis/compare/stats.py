@@ -296,6 +296,8 @@ def _notes(models: dict[str, list[Run]], conditions: Sequence[str], curves: Sequ
             notes.append(f"`{label}` lacks conditions {', '.join(missing)} in some or all of its runs.")
         if len(runs) < 3:
             notes.append(f"`{label}` has only {len(runs)} seed(s): its confidence intervals are not meaningful.")
+        elif len(runs) < 4:
+            notes.append(f"`{label}` has {len(runs)} seeds: its IQM is its mean (a 25% trim removes no seed).")
         if not any(curve.model == label for curve in curves):
             notes.append(f"`{label}` has no learning curve (no ood_curves.json, or no frames common to its seeds).")
     return notes

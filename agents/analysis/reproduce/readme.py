@@ -87,6 +87,34 @@ def render_summary(results: Path = RESULTS_DIR) -> str:
     )
 
 
+def render_verdicts_block(summary: dict[str, Any]) -> str:
+    """The block of the ``verdicts`` table: per split table the rule's false-verdict rate and the seeds for 80%."""
+    rows = []
+    for t in summary["tables"]:
+        rates = t["false_verdicts"]
+
+        def pct(n: str, rule: str, rates: dict[str, Any] = rates) -> str:
+            return f"{100 * rates[n][rule]['rate']:.1f}% ± {100 * rates[n][rule]['mcse']:.1f}"
+
+        power = "; ".join(
+            f"`{m}` {'> 60' if p['seeds_for_80'] is None else p['seeds_for_80']} (P {p['observed_p']:.2f})"
+            for m, p in t["power"].items()
+        )
+        rates_shown = [pct(n, rule) for rule in ("suite_rule", "stratified_bootstrap_rule") for n in ("5", "10")]
+        rows.append([t["table"], str(t["pool"]["seeds"]), *rates_shown, power or "-"])
+    header = ["table", "seeds in the null pool", "false verdicts, 5 seeds", "10 seeds", "stratified bootstrap, 5 seeds",
+              "10 seeds", "seeds per model for 80% power (observed pooled P)"]  # fmt: skip
+    trials = ", ".join(f"{n} seeds: {t} trials" for n, t in summary["trials"].items())
+    return (
+        f"Rate of 'better' or 'worse' verdicts when both models' seeds are drawn from one pool (the table's own "
+        f"seeds, whole rows), on the primary endpoint, ± its Monte Carlo standard error ({trials}); the "
+        "stratified-bootstrap rule the tables used before, on the same null; and the seed count at which a "
+        "difference of the observed size is detected 80% of the time (`scripts/reproduce/verdicts/report.md`).\n\n"
+        + md_table(header, rows)
+        + "\n"
+    )
+
+
 def _collapse_line(summary: dict[str, Any]) -> str:
     """``rim: collapsed in 5/5 seeds on every condition, switch rate on iid 0.004 ± 0.003; ...``."""
     parts = []
@@ -112,6 +140,8 @@ def render_block(summary: dict[str, Any]) -> str:
     """The markdown of one table's block (without the markers), from its ``summary.json`` data."""
     if summary.get("table") == "copying":
         return render_readme_block(summary)
+    if summary.get("table") == "verdicts":
+        return render_verdicts_block(summary)
     pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in summary["improvements"]))
     header = ["condition", *summary["models"], *(f"P({m} > {b})" for m, b in pairs)]
     rows = [_row(summary, condition, pairs) for condition in summary["conditions"]]
