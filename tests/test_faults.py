@@ -268,6 +268,7 @@ def test_a_sweep_lists_a_job_stopped_by_a_full_disk_as_resumable_and_resume_cont
         (MemoryError(), True),
         (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
         (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2807360 vs 2807248"), True),
+        (type("CommError", (Exception,), {"__module__": "wandb.errors"})("lost the W&B connection"), True),
         (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
         (ValueError("bad value"), False),
         (KeyError("policy"), False),

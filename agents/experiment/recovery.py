@@ -45,10 +45,6 @@ class Found:
         """Training frames it holds."""
         return int(self.state["num_timesteps"])
 
-    def describe(self) -> str:
-        """``checkpoint.1.pt (64 frames)``."""
-        return f"{self.path.name}, {self.frames} frames"
-
 
 def newest_checkpoint(run_dir: Path) -> Found | None:
     """The newest checkpoint of ``run_dir`` that verifies against the manifest and loads.
