@@ -284,7 +284,7 @@ def test_failures_are_told_apart(error: BaseException, environmental: bool) -> N
 
 def test_markers_of_both_kinds_and_from_before_kinds(tmp_path: Path) -> None:
     assert faults.mark_failed(tmp_path, MemoryError()).resumable
-    assert faults.read_marker(tmp_path) == faults.Marker("environment", "out of memory ()")
+    assert faults.read_marker(tmp_path) == faults.Marker("environment", "out of memory")
     (tmp_path / faults.FAILED).write_text("RuntimeError: in the middle of training\n")  # written before kinds
     assert faults.read_marker(tmp_path) == faults.Marker("code", "RuntimeError: in the middle of training")
 

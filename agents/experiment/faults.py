@@ -103,24 +103,24 @@ def describe(error: BaseException, where: Path | None = None) -> str:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             place = Path(filename) if filename else where
             if place is not None:
-                free = free_bytes(place)
-                room = "unknown" if free is None else format_bytes(free)
                 target = f" writing {filename}" if filename else f" under {place}"
-                return f"{cause}{target} ({room} free on {mount_point(place)})"
+                return f"{cause}{target} ({_free_on(place)})"
         return f"{cause}: {filename}" if filename else f"{cause} ({type(error).__name__}: {error})"
     if isinstance(error, MemoryError) or any(marker in str(error) for marker in _OUT_OF_MEMORY):
-        return f"out of memory ({_last_line(error)})"
+        return f"out of memory ({_last_line(error)})" if _last_line(error) else "out of memory"
     if any(marker in str(error) for marker in _TORCH_WRITE_FAILED):
         place = where or Path.cwd()
-        free = free_bytes(place)
-        room = "unknown" if free is None else format_bytes(free)
-        return (
-            f"torch could not finish writing a file under {place} ({_last_line(error)}); "
-            f"is the disk full? {room} free on {mount_point(place)}"
-        )
+        written = f"torch could not finish writing a file under {place} ({_last_line(error)})"
+        return f"{written}; is the disk full? {_free_on(place)}"
     if error.__cause__ is not None and is_environmental(error.__cause__):
         return describe(error.__cause__, where)
     return f"{type(error).__name__}: {_last_line(error)}"
+
+
+def _free_on(place: Path) -> str:
+    """``1.8 MB free on /mnt/runs``: the space left on ``place``'s file system."""
+    free = free_bytes(place)
+    return f"{'unknown' if free is None else format_bytes(free)} free on {mount_point(place)}"
 
 
 def _last_line(error: BaseException) -> str:
