@@ -81,7 +81,10 @@ def newest_checkpoint(run_dir: Path) -> Found | None:
                 return found
         skipped.append((path, damage))
     reasons = "; ".join(reason for _, reason in skipped)
-    raise RunFolderError(f"no checkpoint of {run_dir} can be used: {reasons}")
+    raise RunFolderError(
+        f"no checkpoint of {run_dir} can be used: {reasons}; nothing was changed: "
+        "put back a good copy of one of them, or start a new run folder"
+    )
 
 
 def unreadable(path: Path, error: BaseException, verified: bool) -> str:
