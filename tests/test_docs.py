@@ -78,6 +78,29 @@ def test_python_block_runs(
     exec(compile(code, block.where, "exec"), {"__name__": "__docs__"})
 
 
+def _file_names(text: str) -> set[str]:
+    """The top-level names of the files and folders a text names in code spans (``eval.{json,csv}`` is two)."""
+    names = set()
+    for token in re.findall(r"`([^`<>\s]+(?:<[^`]*)?)`", text):
+        first = token.split("/")[0] + ("/" if "/" in token else "")
+        match = re.fullmatch(r"([\w.]*)\{([\w,]+)\}", first)
+        for name in [match[1] + alt for alt in match[2].split(",")] if match else [first]:
+            if name.endswith("/") or re.search(r"\.(yaml|pt|zip|json|csv|log|gif)$", name):
+                names.add(name.rstrip("/"))
+    return names
+
+
+def test_the_documented_run_folder_is_what_a_run_writes(fixture_run: Path) -> None:
+    text = (REPO / "docs" / "suite.md").read_text()
+    section = text.split("## The run folder", 1)[1].split("\n## ", 1)[0].split("```", 1)[0]
+    documented = _file_names(section) - {"runs", "<sweep dir>"}
+    written = {p.name for p in fixture_run.iterdir() if p.name != ".lock"}
+    assert written <= documented, f"a run writes what docs/suite.md does not name: {written - documented}"
+    # Not in the tiny run: W&B's folder (logger=none), GIFs (eval.gifs=false), a second checkpoint, and what the
+    # command line adds around train(): Hydra's record and its log.
+    assert documented - written == {"wandb", "media", "checkpoint.1.pt", ".hydra", "train.log"}
+
+
 def _committed_numbers() -> set[str]:
     """Every number of the committed results, at each precision from 0 to 3 decimals."""
     found: set[str] = set()
