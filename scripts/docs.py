@@ -311,9 +311,11 @@ def _script_source(script: str) -> str | None:
 
 def _compose(overrides: list[str]) -> str | None:
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from agents.experiment.config.schema import composition_error
 
+    GlobalHydra.instance().clear()  # a Hydra left initialized by the caller would refuse the next one
     try:
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             compose(config_name="train", overrides=overrides)
