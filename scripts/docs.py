@@ -139,6 +139,26 @@ def splits() -> str:
     return _table(["split", "trained on", "test conditions (besides `iid` and the perturbed `iid_*`)"], rows)
 
 
+def rim_options() -> str:
+    """The keyword-only options of ``rims.RIMLSTM`` / ``RIMGRU`` with their defaults (read from the signature)
+    and meanings (the help of the suite's typed model schema, which exposes the same options)."""
+    import inspect
+
+    from agents.experiment.config.model import RIMModelConfig
+    from rims import RIMLSTM
+
+    helps = {item.name: item.metadata.get("help", "") for item in dataclasses.fields(RIMModelConfig)}
+    helps |= {"device": "as in nn.LSTM", "dtype": "as in nn.LSTM"}
+    rows = []
+    for name, param in inspect.signature(RIMLSTM.__init__).parameters.items():
+        if param.kind is not param.KEYWORD_ONLY:
+            continue
+        meaning = helps.get(name, "")
+        meaning = meaning.replace("; null: ", "; None: ") if param.default is None else meaning.split("; null:")[0]
+        rows.append([f"`{name}`", f"`{param.default!r}`", meaning.replace("|", "\\|")])
+    return _table(["option", "default", "meaning"], rows)
+
+
 def _docstring_line(path: Path) -> str:
     if path.suffix == ".py":
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -162,6 +182,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "config-keys": config_keys,
     "splits": splits,
     "scripts": scripts,
+    "rim-options": rim_options,
 }
 
 
