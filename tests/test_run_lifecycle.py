@@ -146,7 +146,6 @@ def test_resume_before_the_first_checkpoint_starts_over_with_the_same_config(tmp
     assert "iid" in metrics and (run / "model.zip").is_file()
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
 class _RaiseAt(BaseCallback):
     """Raise a ``RuntimeError`` once ``frames`` frames have been collected."""
 
@@ -170,6 +169,7 @@ def test_a_run_that_raises_is_marked_failed_and_resume_refuses_it(tmp_path: Path
         train(_compose([*TINY, "logger=none", "resume=true"]), run)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
 def test_graceful_interrupt_signals() -> None:
     with GracefulInterrupt() as interrupt:
         os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's time-limit warning under submitit

@@ -48,8 +48,6 @@ def previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> recovery.Found
         log.warning("%s stopped because of its environment (%s); resuming it", run_dir, marker.cause)
     if found is None:
         log.info("%s has no checkpoint yet; starting it again from the beginning", run_dir)
-        return None
-    log.info("resuming %s from %s (%d frames)", run_dir, found.path.name, found.frames)
     return found
 
 

@@ -172,6 +172,8 @@ def _train_in_folder(
     if state is not None and state["num_timesteps"] >= cfg.total_frames and (run_dir / "metrics.json").is_file():
         log.info("%s is finished; its final evaluation is in eval.json", run_dir)
         return json.loads((run_dir / "metrics.json").read_text())
+    if found is not None:
+        log.info("resuming %s from %s (%d frames)", run_dir, found.path.name, found.frames)
     env, model = _build(cfg, split, found)
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(run_dir):
