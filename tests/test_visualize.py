@@ -185,7 +185,7 @@ def test_visualize_run_writes_every_output(
 
 
 def test_visualize_run_errors(rim_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no test condition\(s\) \['nope'\]; valid: \['iid', 'empty_6x6'"):
+    with pytest.raises(ValueError, match=r"no condition\(s\) \['nope'\]; valid: \['iid', 'empty_6x6'"):
         visualize_run(rim_run, tmp_path / "x", conditions=["nope"])
     with pytest.raises(ValueError, match=r"lacks model\.zip"):
         (tmp_path / "half").mkdir()
