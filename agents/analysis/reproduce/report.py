@@ -137,6 +137,16 @@ def _modularity_section(modularity: dict[str, ModelStats], episodes: int) -> str
     )
 
 
+def _seeds_text(seeds: list[int] | dict[str, list[int]]) -> str:
+    """``[0, 1, 2]`` for a list; ``lstm [0, 1], rim [0]`` per model, or one list when every model has the same."""
+    if not isinstance(seeds, dict):
+        return str(seeds)
+    distinct = {tuple(v) for v in seeds.values()}
+    if len(distinct) == 1:
+        return f"{list(next(iter(distinct)))} for every model"
+    return "; ".join(f"{model} {values}" for model, values in seeds.items())
+
+
 def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dict[str, ModelStats]) -> str:
     """The full ``report.md`` of a split table."""
     budget = meta["budget"]
@@ -146,7 +156,7 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dic
     parts = [
         f"# Table `{summary['table']}`: RIM vs LSTM out of distribution (split `{summary['split']}`)",
         meta_lines(meta),
-        f"Budget: {budget['frames']:,} training frames per run, seeds {budget['seeds']}, "
+        f"Budget: {budget['frames']:,} training frames per run, seeds {_seeds_text(budget['seeds'])}, "
         f"{budget['final_episodes']} final deterministic episodes per condition, periodic evaluation every "
         f"{budget['eval_every_frames']:,} frames with {budget['eval_episodes']} episode(s). PPO; learning rates "
         f"({source}): {rates}.",
