@@ -55,6 +55,18 @@ def _primary_section(summary: dict[str, Any]) -> str:
         "averaged over those conditions, its 95% CI from resampling whole seeds; p: two-sided permutation test over "
         f"whole seeds; Holm: adjusted across the table's RIM models. Level {protocol['alpha']}."
     )
+    family = len(summary["primary"])
+    unreachable = [r for r in summary["primary"] if r["min_p"] * family > protocol["alpha"]]
+    if unreachable:
+        text += (
+            " "
+            + "; ".join(
+                f"`{r['model']}` ({r['n_seeds']} vs {r['baseline_seeds']} seeds) cannot reach 95% with this test: its "
+                f"smallest possible p is {r['min_p']:.3g}, {r['min_p'] * family:.3g} after Holm"
+                for r in unreachable
+            )
+            + "."
+        )
     return text + "\n\n" + md_table(["comparison", "seeds", "verdict"], rows) if rows else text
 
 

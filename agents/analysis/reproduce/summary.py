@@ -20,7 +20,7 @@ from agents.analysis.compare import ALL_OOD, IID, METRICS, P_IMPROVEMENT, Compar
 from agents.analysis.compare.seed_tests import BETTER as BETTER
 from agents.analysis.compare.seed_tests import SAME as SAME
 from agents.analysis.compare.seed_tests import WORSE as WORSE
-from agents.analysis.compare.seed_tests import holm
+from agents.analysis.compare.seed_tests import holm, min_p
 from agents.analysis.compare.seed_tests import verdict as seed_verdict
 from agents.analysis.modularity import ModelStats
 
@@ -118,6 +118,7 @@ def improvement_rows(
             "baseline_seeds": e.baseline_seeds,
             "p_value": e.p_value,
             "p_holm": adjusted[i],
+            "min_p": min_p(e.n_seeds, e.baseline_seeds),
             "endpoint": PRIMARY if e.condition == ALL_OOD and e.metric == protocol.metric else SECONDARY,
             "verdict": seed_verdict(e.point, adjusted[i], protocol.alpha),
             "modularity": _collapse_note(modularity, e.model, e.condition),
