@@ -63,6 +63,8 @@ def render_summary(results: Path = RESULTS_DIR) -> str:
     rows = []
     for path in sorted(results.glob("*/summary.json")):
         summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):  # a folder of rims-compare rows, not a reproduce table
+            continue
         for row in summary.get("primary", []):
             model = summary["models"][row["model"]]
             iqm = model["conditions"].get("all_ood", {}).get("return", {}).get("iqm")

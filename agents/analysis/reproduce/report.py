@@ -102,7 +102,7 @@ def _learned_section(summary: dict[str, Any]) -> str:
     if lstm is not None and lstm["learned"] * 2 <= lstm["seeds"]:
         lines.append(
             f"\n**The LSTM reaches iid success >= {LEARNED} in only {lstm['learned']}/{lstm['seeds']} seeds: the "
-            "budget is too small for the OOD numbers to mean much (DESIGN.md, results protocol).**"
+            "budget is too small for the OOD numbers to mean much (docs/design.md, results protocol).**"
         )
     return f"Seeds whose final iid success rate is >= {LEARNED}:\n\n" + "\n".join(lines)
 
