@@ -36,7 +36,7 @@ from agents.experiment.atomic import atomic_write_text
 from .meta import meta_lines, write_meta
 from .protocol import Protocol, load_protocol
 from .report import md_table
-from .seed_store import SeedStore
+from .seed_store import SeedStore, with_shared
 from .tables import RESULTS_DIR
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def write_verdicts(
     checked = []
     for table in tables:
         split = SPLITS.get(table, table)
-        store = SeedStore.load(results / table, split)
+        store = with_shared(SeedStore.load(results / table, split), table, results)
         if not store.scores:
             log.warning("verdicts: table %s has no seed record; skipped", table)
             continue
