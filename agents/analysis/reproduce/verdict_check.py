@@ -163,11 +163,11 @@ def write_verdicts(
     tables: Sequence[str] = CHECKED_TABLES,
     results: Path = RESULTS_DIR,
     trials: dict[int, int] | None = None,
-    old_trials: int = 500,
-    power_trials: int = 200,
+    old_trials: int = 300,
+    power_trials: int = 150,
 ) -> list[Path]:
     """Check every table of ``tables`` that has a seed record; write ``summary.json``, ``report.md``, ``meta.json``."""
-    trials = trials or {5: 2000, 10: 1000}
+    trials = trials or {5: 1000, 10: 600}
     checked = []
     for table in tables:
         split = SPLITS.get(table, table)
