@@ -33,6 +33,7 @@ from agents.a2c import RecurrentA2C
 from agents.experiment import checkpoint, faults, manifest, recovery
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.config import ConfigError, typed_config
+from agents.experiment.config.model import RIM_CORES, RIM_KEYS
 from agents.experiment.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
 from agents.experiment.faults import EnvironmentFailureError, RunFolderError
 from agents.experiment.interrupt import GracefulInterrupt
@@ -47,11 +48,6 @@ from envs.splits import Split, split_from_dict
 log = logging.getLogger(__name__)
 # *_meta: the same algorithms with fast/slow learning (agent.fast_slow, agents/fast_slow.py)
 ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C, "ppo_meta": RecurrentPPO, "a2c_meta": RecurrentA2C}
-_RIM_KEYS = (
-    "num_units", "k", "num_input_heads", "input_key_size", "input_value_size",
-    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update", "selection",
-    "num_layers", "top_down", "communication", "num_slots", "slot_size", "write_k", "num_schemata", "schema_key_size",
-)  # fmt: skip
 
 
 MODEL_FILE = "model.zip"
@@ -108,9 +104,7 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
     cfg = typed_config(cfg)
     model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None}
     core = model_cfg.pop("core")
-    core_kwargs = {
-        k: v for k, v in model_cfg.items() if k == "hidden_size" or (core.startswith("rim") and k in _RIM_KEYS)
-    }
+    core_kwargs = {k: v for k, v in model_cfg.items() if k == "hidden_size" or (core in RIM_CORES and k in RIM_KEYS)}
     agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
     if agent_cfg.get("fast_slow") is None:
         agent_cfg.pop("fast_slow", None)
