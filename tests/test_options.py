@@ -94,8 +94,8 @@ def test_agents_model_config_is_derived_from_the_contract() -> None:
     stack = list(STACK_OPTIONS)
     layer = [n for n in OPTION_NAMES if n != "dynamics"]
     cut = layer.index("selection") + 1
-    assert list(fields) == ["core", "hidden_size", "num_units", "k", *layer[:cut], *stack, *layer[cut:]]
-    assert tuple(fields)[2:] == model_config.RIM_KEYS
+    assert list(fields) == ["core", "name", "hidden_size", "num_units", "k", *layer[:cut], *stack, *layer[cut:]]
+    assert tuple(fields)[3:] == model_config.RIM_KEYS
     assert fields["hidden_size"] == DEFAULT_HIDDEN_SIZE
     for name in model_config.RIM_KEYS:
         if name in model_config._NULL_IS_LAYER_DEFAULT:

@@ -115,7 +115,6 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
         policy_kwargs=dict(core=core, core_kwargs=core_kwargs),
         seed=cfg.seed,
         device=cfg.device,
-        torch_threads=cfg.torch_threads,
         **agent_cfg,
     )
 
@@ -203,8 +202,9 @@ def _train_in_folder(
 def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple[VecEnv, RecurrentPPO]:
     """Environments (fresh, or as checkpointed) and the agent on them.
 
-    :raises ConfigError: the agent cannot be built from ``cfg`` (e.g. an unknown or invalid
-        ``agent.*`` option).
+    :raises ConfigError: the agent cannot be built from ``cfg``: a ``ValueError`` of an argument check
+        (the constructors of ``agents``, ``rims``, SB3 and torch say expected vs got with one). Any other
+        exception (``AssertionError``, ``RuntimeError``, ...) is a bug and propagates unchanged.
     :raises RunFolderError: the checkpoint's environments cannot be unpickled by this version.
     """
     torch.manual_seed(cfg.seed)
@@ -217,9 +217,12 @@ def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple
             raise RunFolderError(recovery.unreadable(found.path, error, verified=True)) from error
     try:
         return env, build_model(cfg, env)
-    except (ValueError, TypeError, AssertionError, RuntimeError) as error:
+    except ValueError as error:  # an argument check: expected vs got
         env.close()
         raise ConfigError(f"cannot build the agent from this config: {type(error).__name__}: {error}") from error
+    except BaseException:  # anything else is a bug of the code, not of the config: it propagates as itself
+        env.close()
+        raise
 
 
 def _train(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,15 +18,29 @@ PLAIN_CORES = ("lstm", "gru")
 RIM_CORES = ("rim", "rim_gru")
 
 
+def check_name(name: object) -> None:
+    """``model.name`` is a non-empty word that can be part of a folder name.
+
+    :raises ConfigError: naming the key, expected and given.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        raise ConfigError(f"model.name must be a word of letters, digits, _ . + - (a folder name part), got {name!r}")
+
+
 @dataclass
 class ModelConfig:
     """``model=lstm|gru``: a plain recurrent core."""
 
     core: str = field(default=MISSING, metadata={"help": "recurrent core: lstm, gru, rim or rim_gru"})
+    name: str = field(
+        default="${.core}",
+        metadata={"help": "name in run folders, compare labels, plots and W&B: the preset (rim_sw, brims, ...)"},
+    )
     hidden_size: int = field(default=DEFAULT_HIDDEN_SIZE, metadata={"help": "total width of the recurrent state"})
 
     def __post_init__(self) -> None:
         one_of("model.core", self.core, PLAIN_CORES + RIM_CORES)
+        check_name(self.name)
         positive_int("model.hidden_size", self.hidden_size)
 
 
@@ -80,6 +95,7 @@ def _check_rim(self: ModelConfig) -> None:
     :raises ConfigError: naming the first wrong key (``model.<key>``), expected and given.
     """
     one_of("model.core", self.core, RIM_CORES)
+    check_name(self.name)
     positive_int("model.hidden_size", self.hidden_size)
     for key in RIM_KEYS:
         value, name = getattr(self, key), f"model.{key}"
