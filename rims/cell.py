@@ -49,7 +49,16 @@ from torch import Tensor, nn
 from rims._checks import check_positive_int
 from rims._native import loops_for
 from rims._zero_grad import attach_zero_grad
-from rims.fast_paths import fused_call, has_fast_path, native_step, unsupported
+from rims.fast_paths import (
+    FUSED_NATIVE,
+    FUSED_PYTHON,
+    NATIVE_STEP,
+    STEPWISE,
+    fused_call,
+    has_fast_path,
+    native_step,
+    unsupported,
+)
 from rims.info import RIMInfo
 from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
 from rims.stepwise import StepRunner
@@ -296,18 +305,39 @@ class RIMCell(nn.Module):
         if self.top_down_size is not None:
             raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
-        if self._fast_paths and self.plain and not record:
-            if self._unsupported is not None:  # no silent fallback onto another rule
-                raise NotImplementedError(self._unsupported)
-            if torch.is_grad_enabled():
-                return fused_call(self, x, states, self._weights(fold=not dropping), dropping)
-            loops = loops_for(x) if seq_len == 1 and not dropping else None
-            if loops is not None:  # acting: one C++ call for the step
-                return native_step(self, loops, x[0], states, self._weights(fold=True))
+        path = self.path(x, record)
+        if path in (FUSED_NATIVE, FUSED_PYTHON):
+            return fused_call(self, x, states, self._weights(fold=not dropping), dropping)
+        if path == NATIVE_STEP:  # acting: one C++ call for the step
+            loops = loops_for(x)
+            assert loops is not None  # path() saw them
+            return native_step(self, loops, x[0], states, self._weights(fold=True))
         runner = StepRunner(self, states, x, record)
         for t in range(seq_len):
             runner.step(t)
         return runner.finish()
+
+    def path(self, x: Tensor, record: bool = False) -> str:
+        """Which path :meth:`sequence` takes for ``x`` in the current mode (training or eval, gradients
+        recorded or not): :data:`rims.fast_paths.FUSED_NATIVE` / :data:`~rims.fast_paths.FUSED_PYTHON`
+        (gradients recorded: one autograd node, its loops in C++ or Python), :data:`~rims.fast_paths.NATIVE_STEP`
+        (one step without gradients or attention dropout: one C++ call) or :data:`~rims.fast_paths.STEPWISE`.
+
+        :param x: ``(L, N, input_size)``; only its length, device, dtype matter.
+        :param record: whether :class:`RIMInfo` is recorded (only the step-by-step path records).
+        :raises NotImplementedError: the layer has the plain RIM's structure but an option value that
+            the fast paths do not implement (named; no silent fallback onto another rule).
+        """
+        if not (self._fast_paths and self.plain and not record):
+            return STEPWISE
+        if self._unsupported is not None:
+            raise NotImplementedError(self._unsupported)
+        if torch.is_grad_enabled():
+            return FUSED_PYTHON if loops_for(x) is None else FUSED_NATIVE
+        dropping = self.training and self.attention_dropout > 0.0
+        if x.shape[0] == 1 and not dropping and loops_for(x) is not None:
+            return NATIVE_STEP
+        return STEPWISE
 
     def _top_key_weight(self) -> Tensor:
         """Top-down key weight divided by ``sqrt(K)``, ``(H*K, top_down_size)``."""

@@ -25,6 +25,15 @@ from rims.weights import Weights, input_projection
 if TYPE_CHECKING:
     from rims.cell import RIMCell
 
+FUSED_NATIVE = "fused C++"
+"""Training path: the sequence as one autograd node, its time loops in C++ (:mod:`rims._native`)."""
+FUSED_PYTHON = "fused Python"
+"""Training path without the C++ loops (``RIMS_NATIVE=0``, no compiler, not CPU): :mod:`rims.fused_python`."""
+NATIVE_STEP = "C++ step"
+"""Acting path: one step without gradients or attention dropout, one C++ call."""
+STEPWISE = "step by step"
+"""Every other case (the models after RIMs, recorded runs, ...): :mod:`rims.stepwise`, with autograd."""
+
 ANY = None
 """In :data:`SUPPORTED`: every valid value of the option."""
 

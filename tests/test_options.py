@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from rims import RIMGRU, RIMLSTM, RIMCell, fast_paths, input_attention, options
+from rims import _native as rims_native
 from rims.options import DEFAULTS, OPTION_NAMES, STACK_OPTIONS, RIMOptions
 
 NON_DEFAULT: dict[str, Any] = {
@@ -169,3 +170,18 @@ def test_jax_refuses_a_rule_it_does_not_implement(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(options, "SELECTION_RULES", (*options.SELECTION_RULES, "least_input"))
     with pytest.raises(NotImplementedError, match=r"rims.jax does not implement selection='least_input'"):
         RIMConfig(5, 12, 4, 2, selection="least_input")
+
+
+def test_the_layer_says_which_path_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = RIMCell(5, 12, 4, 2, attention_dropout=0.0)
+    x = torch.randn(3, 2, 5)
+    native = fast_paths.FUSED_NATIVE if rims_native.loops_for(x) is not None else fast_paths.FUSED_PYTHON
+    assert cell.path(x) == native
+    assert cell.path(x, record=True) == fast_paths.STEPWISE
+    with torch.no_grad():
+        assert cell.path(x) == fast_paths.STEPWISE  # acting runs one step at a time in C++
+        expected = fast_paths.NATIVE_STEP if native == fast_paths.FUSED_NATIVE else fast_paths.STEPWISE
+        assert cell.path(x[:1]) == expected
+    monkeypatch.setenv("RIMS_NATIVE", "0")
+    assert cell.path(x) == fast_paths.FUSED_PYTHON
+    assert RIMCell(5, 12, 4, 2, num_schemata=2).path(x) == fast_paths.STEPWISE
