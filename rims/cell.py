@@ -182,6 +182,16 @@ class RIMCell(nn.Module):
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
         self.reset_parameters()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a layer pickled before the options contract: its options are rebuilt from
+        its attributes (an option it predates takes its default)."""
+        super().__setstate__(state)
+        if "options" not in state:
+            self.options = RIMOptions(**{n: state.get(n, getattr(DEFAULTS, n)) for n in OPTION_NAMES})
+            self.write_k = self.options.writers(self.k)
+        if "_unsupported" not in state:
+            self._unsupported = unsupported(self.options)
+
     def _optional(self, name: str, shape: tuple[int, ...], present: bool, kw: dict) -> None:
         """Register parameter ``name`` (uninitialised) if ``present``, else ``None``."""
         self.register_parameter(name, nn.Parameter(torch.empty(shape, **kw)) if present else None)

@@ -104,7 +104,11 @@ class _RIMBase(nn.Module):
         self.hidden_size = first.hidden_size
         self.num_units = first.num_units
         self.k = first.k
-        self.options = options
+
+    @property
+    def options(self) -> RIMOptions:
+        """The options of every layer (:class:`rims.options.RIMOptions`), built once from the keywords."""
+        return self.layers[0].options
 
     def _refuse_unsupported(self, bidirectional: object, proj_size: object) -> None:
         """Refuse the ``nn.LSTM``/``nn.GRU`` arguments that RIMs do not implement, by name.

@@ -185,3 +185,14 @@ def test_the_layer_says_which_path_it_runs(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("RIMS_NATIVE", "0")
     assert cell.path(x) == fast_paths.FUSED_PYTHON
     assert RIMCell(5, 12, 4, 2, num_schemata=2).path(x) == fast_paths.STEPWISE
+
+
+def test_a_layer_pickled_before_the_contract_loads_with_its_options() -> None:
+    cell = RIMCell(5, 12, 4, 2, selection="input_score", attention_dropout=0.0)
+    state = {k: v for k, v in cell.__dict__.items() if k not in ("options", "_unsupported", "communication")}
+    old = RIMCell.__new__(RIMCell)
+    old.__setstate__(state)  # as unpickling a layer saved by a version without these attributes
+    # communication predates it: its default; write_k: the resolved value the layer stored
+    assert old.options == cell.options.replace(write_k=cell.write_k) and old.write_k == cell.write_k
+    x = torch.randn(2, 3, 5)
+    assert torch.equal(old.sequence(x, (torch.zeros(3, 12),) * 2)[0], cell.sequence(x, (torch.zeros(3, 12),) * 2)[0])
