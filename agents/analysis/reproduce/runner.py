@@ -23,10 +23,9 @@ from agents.analysis.modularity import StatsSettings, sweep_stats
 from .meta import meta, repo_relative
 from .protocol import load_protocol
 from .report import write_table
-from .seed_store import SeedStore
+from .seed_store import SeedStore, with_shared
 from .tables import (
     LEARNING_RATE,
-    RESULTS_DIR,
     SHARED_SWEEPS,
     Plan,
     ReproduceError,
@@ -185,13 +184,7 @@ def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore,
         labels = {run.path: m for m in rims for run in harvested[m]}
         for model, model_stats in sweep_stats([plan.sweep_path(m) for m in rims], stats, labels).items():
             store.add_selection(model, model_stats.seeds, model_stats.per_run)
-    view = SeedStore(plan.preset.env, list(store.scores), list(store.curves), list(store.selection))
-    for model, table in shared.items():
-        other = SeedStore.load(RESULTS_DIR / table, plan.preset.env)
-        view.scores += [r for r in other.scores if r["model"] == model]
-        view.curves += [r for r in other.curves if r["model"] == model]
-        view.selection += [r for r in other.selection if r["model"] == model]
-    return store, view, harvested
+    return store, with_shared(store, plan.preset.table), harvested
 
 
 def _batches(previous: dict[str, Any], batch: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from agents.analysis.modularity import ModelStats
 from agents.experiment.atomic import write_csv
 
 from .meta import repo_relative
+from .tables import RESULTS_DIR, SHARED_SWEEPS
 
 SCORES, CURVES, SELECTION = "seeds.csv", "curves.csv", "selection.csv"
 SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "learning_rate", "source")
@@ -184,6 +185,18 @@ class SeedStore:
                          for c in dict.fromkeys(r["condition"] for r in rows)]  # fmt: skip
             out[model] = ModelStats(model, [], seeds, [], aggregate)
         return out
+
+
+def with_shared(store: SeedStore, table: str, results: Path = RESULTS_DIR) -> SeedStore:
+    """``store`` (the record of ``table``) plus the rows of the models it shares with other tables
+    (:data:`~agents.analysis.reproduce.tables.SHARED_SWEEPS`), read from their own tables' records."""
+    view = SeedStore(store.split, list(store.scores), list(store.curves), list(store.selection))
+    for model, other_table in SHARED_SWEEPS.get(table, {}).items():
+        other = SeedStore.load(results / other_table, store.split)
+        view.scores += [r for r in other.scores if r["model"] == model]
+        view.curves += [r for r in other.curves if r["model"] == model]
+        view.selection += [r for r in other.selection if r["model"] == model]
+    return view
 
 
 def _aggregate(condition: str, rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:

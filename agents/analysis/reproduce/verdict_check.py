@@ -36,7 +36,7 @@ from agents.experiment.atomic import atomic_write_text
 from .meta import meta_lines, write_meta
 from .protocol import Protocol, load_protocol
 from .report import md_table
-from .seed_store import SeedStore
+from .seed_store import SeedStore, with_shared
 from .tables import RESULTS_DIR
 
 log = logging.getLogger(__name__)
@@ -163,15 +163,15 @@ def write_verdicts(
     tables: Sequence[str] = CHECKED_TABLES,
     results: Path = RESULTS_DIR,
     trials: dict[int, int] | None = None,
-    old_trials: int = 500,
-    power_trials: int = 200,
+    old_trials: int = 300,
+    power_trials: int = 150,
 ) -> list[Path]:
     """Check every table of ``tables`` that has a seed record; write ``summary.json``, ``report.md``, ``meta.json``."""
-    trials = trials or {5: 2000, 10: 1000}
+    trials = trials or {5: 1000, 10: 600}
     checked = []
     for table in tables:
         split = SPLITS.get(table, table)
-        store = SeedStore.load(results / table, split)
+        store = with_shared(SeedStore.load(results / table, split), table, results)
         if not store.scores:
             log.warning("verdicts: table %s has no seed record; skipped", table)
             continue
