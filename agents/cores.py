@@ -11,6 +11,11 @@ from rims import RIMGRU, RIMLSTM
 
 CORES: tuple[str, ...] = ("lstm", "gru", "rim", "rim_gru")
 DEFAULT_HIDDEN_SIZE = 128
+RIM_DEFAULTS: dict[str, Any] = {"num_units": 4, "k": 3, "attention_dropout": 0.0}
+"""The agents' defaults for a RIM core where they differ from the layer's (:mod:`rims.options`, which has
+no ``num_units``/``k`` defaults): 4 units, 3 active; no attention dropout, because rollouts run in eval
+mode and training in train mode, so dropout would make the PPO ratio differ from 1. The one home of
+these values: the typed model config (``agents/experiment/config/model.py``) reads them from here."""
 
 
 def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
@@ -18,10 +23,8 @@ def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
 
     :param name: one of :data:`CORES`.
     :param core_kwargs: ``hidden_size`` (default :data:`DEFAULT_HIDDEN_SIZE`) for every core; for ``rim``/``rim_gru``
-        also ``num_units`` (default 4), ``k`` (default 3) and any keyword of
-        :class:`rims.RIMLSTM` (attention sizes, ``selection``, ...). ``attention_dropout``
-        defaults to 0: rollouts run in eval mode and training in train mode, so dropout
-        would make the PPO ratio differ from 1.
+        also ``num_units``, ``k`` and any keyword of :class:`rims.RIMLSTM` (attention sizes,
+        ``selection``, ...), defaults from :data:`RIM_DEFAULTS` and then the layer's.
     :raises ValueError: unknown name (listing the valid ones) or RIM options for a plain core.
     """
     if name not in CORES:
@@ -33,9 +36,8 @@ def make_core(name: str, input_size: int, **core_kwargs: Any) -> RecurrentCore:
             raise ValueError(f"core {name!r} takes only hidden_size, got extra options {sorted(kwargs)}")
         module: nn.Module = (nn.LSTM if name == "lstm" else nn.GRU)(input_size, hidden_size)
     else:
-        num_units = kwargs.pop("num_units", 4)
-        k = kwargs.pop("k", 3)
-        kwargs.setdefault("attention_dropout", 0.0)
+        kwargs = {**RIM_DEFAULTS, **kwargs}
+        num_units, k = kwargs.pop("num_units"), kwargs.pop("k")
         module = (RIMLSTM if name == "rim" else RIMGRU)(input_size, hidden_size, num_units, k, **kwargs)
     return RecurrentCore(module, has_cell=name in ("lstm", "rim"))
 

@@ -31,14 +31,14 @@ class RecurrentPPO(_ContribRecurrentPPO):
     :param max_seq_len: longest training sequence (truncated BPTT from the stored rollout
         states, see :class:`agents.buffers.ChunkedRecurrentRolloutBuffer`); ``None`` keeps
         sb3-contrib's sequences (cut only at episode starts). Image/box observations only.
-    :param torch_threads: torch intra-op threads for this process (default 1: small recurrent
-        nets on few cores run many times faster single-threaded); ``None`` leaves torch as is.
     :param fast_slow: fast and slow learning (Meta-RIMs, :mod:`agents.fast_slow`): a
         :class:`agents.fast_slow.FastSlowConfig`, a mapping of its fields or ``True`` for its
         defaults; ``None`` (default) trains all parameters together. Needs a RIM-family core
         (``ValueError`` naming the core otherwise) and packed updates (``max_seq_len`` set).
         Its two optimizers are in ``save``/``load`` and in :mod:`agents.experiment.checkpoint`.
-    Other arguments are sb3-contrib's ``RecurrentPPO`` ones.
+    Other arguments are sb3-contrib's ``RecurrentPPO`` ones. The algorithm makes no process-wide
+    setting: torch's thread count is the caller's (``rims-train`` sets ``torch_threads``, default 1:
+    small recurrent nets on few cores run many times faster single-threaded).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"RecurrentPolicy": RecurrentPolicy}
@@ -49,18 +49,12 @@ class RecurrentPPO(_ContribRecurrentPPO):
         env: Any,
         *args: Any,
         max_seq_len: int | None = 32,
-        torch_threads: int | None = 1,
         fast_slow: FastSlowConfig | Mapping[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> None:
         if max_seq_len is not None and max_seq_len < 1:
             raise ValueError(f"max_seq_len must be >= 1 or None, got {max_seq_len}")
         self.max_seq_len = max_seq_len
-        if torch_threads is not None:
-            if torch_threads < 1:
-                raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads}")
-            torch.set_num_threads(torch_threads)
-        self.torch_threads = torch_threads
         self.fast_slow = FastSlowConfig.from_value(fast_slow)
         self.slow_learner: SlowLearner | None = None
         super().__init__(policy, env, *args, **kwargs)

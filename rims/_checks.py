@@ -1,34 +1,10 @@
-"""Argument validation shared by the RIM modules.
+"""Argument checks shared by the RIM modules (the options themselves: :mod:`rims.options`).
 
 Every check raises at construction time with a message naming the argument, what was
 expected and what was given, so a bad configuration fails before any tensor is built.
 """
 
 from __future__ import annotations
-
-SELECTION_RULES: tuple[str, ...] = ("null_attention", "input_score")
-"""Names of the top-k selection rules.
-
-``null_attention`` (default, the paper's rule): the ``k`` units that put the least attention
-on the null input are active. ``input_score``: the ``k`` units with the highest raw
-attention score on the real input are active.
-"""
-
-COMMUNICATION_UPDATES: tuple[str, ...] = ("bounded", "residual")
-"""How an active unit adds what it read from the other units to its state.
-
-``bounded`` (default): ``h = tanh(h_tilde + message)``, so ``|h| < 1`` for every step, as in
-``nn.LSTM``/``nn.GRU``, and a state carried across windows cannot grow. ``residual`` (the
-paper's update, Goyal et al. 2019, eq. in section 2.4): ``h = h_tilde + message``, which adds
-to the state without bound.
-"""
-
-COMMUNICATIONS: tuple[str, ...] = ("pairwise", "workspace")
-"""How the units of a layer exchange information: ``pairwise`` attention among units (RIMs) or
-write/broadcast through a shared ``workspace`` (Goyal et al. 2022)."""
-
-DYNAMICS: tuple[str, ...] = ("lstm", "gru")
-"""Names of the per-unit recurrent dynamics."""
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -66,59 +42,6 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return str(value)
-
-
-def check_rim_sizes(hidden_size: object, num_units: object, k: object) -> tuple[int, int, int]:
-    """Validate the RIM width arguments and return them.
-
-    :param hidden_size: total hidden width (``num_units`` x unit size), as in ``nn.LSTM``.
-    :param num_units: number of recurrent units.
-    :param k: number of units active per step.
-    :raises ValueError: if a size is not positive, ``k`` is outside ``[1, num_units]`` or
-        ``hidden_size`` is not divisible by ``num_units``.
-    """
-    hidden_size = check_positive_int("hidden_size", hidden_size)
-    num_units = check_positive_int("num_units", num_units)
-    k = check_positive_int("k", k)
-    if k > num_units:
-        raise ValueError(f"k must be in [1, num_units] = [1, {num_units}], got k={k}")
-    if hidden_size % num_units != 0:
-        raise ValueError(
-            f"hidden_size must be divisible by num_units={num_units} (hidden_size is the total width "
-            f"of all units), got hidden_size={hidden_size}"
-        )
-    return hidden_size, num_units, k
-
-
-def check_write_k(write_k: object, k: int) -> int:
-    """Return the number of writers per workspace slot: ``write_k``, or ``max(1, k // 2)`` for ``None``.
-
-    :raises TypeError: not an int or ``None``.
-    :raises ValueError: outside ``[1, k]`` (only active units write).
-    """
-    if write_k is None:
-        return max(1, k // 2)
-    write_k = check_positive_int("write_k", write_k)
-    if write_k > k:
-        raise ValueError(f"write_k must be in [1, k] = [1, {k}] (only active units write), got write_k={write_k}")
-    return write_k
-
-
-def check_schemata(num_schemata: object, num_units: int) -> int | None:
-    """Return ``num_schemata`` (``None``: per-unit weights) if it is an int in ``[1, num_units]``.
-
-    :raises TypeError: not an int or ``None``.
-    :raises ValueError: outside ``[1, num_units]`` (schemata are shared by the units).
-    """
-    if num_schemata is None:
-        return None
-    num_schemata = check_positive_int("num_schemata", num_schemata)
-    if num_schemata > num_units:
-        raise ValueError(
-            f"num_schemata must be in [1, num_units] = [1, {num_units}] (units share the schemata), "
-            f"got num_schemata={num_schemata}"
-        )
-    return num_schemata
 
 
 def check_input_shape(name: str, shape: tuple[int, ...], input_size: int) -> bool:

@@ -14,6 +14,7 @@ agree to 1e-10), so a near-tie between two units' selection scores may be broken
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ import platform
 import shutil
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -82,17 +84,35 @@ def _build() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        scripts = sysconfig.get_path("scripts")  # ninja from PyPI lands next to this Python
-        if shutil.which("ninja") is None and shutil.which("ninja", path=scripts) is not None:
-            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
-
         log.info("rims: loading the C++ time loops (the first time on a machine builds them, ~40 s)")
         tuning, cpu = cpu_tuning()
         # one build per installed copy and CPU: checkouts at other paths would otherwise rebuild in
         # turn, and a cache shared between machines must not hand one CPU's code to another
         name = "rims_fused_loop_" + hashlib.sha1(f"{SOURCE.resolve()}|{cpu}".encode()).hexdigest()[:10]
         flags = ["-O3", "-fno-trapping-math", *tuning]
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+        with _ninja_on_path():
+            return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...: fall back, say why
         log.warning("rims: C++ time loops unavailable, using the Python loops (%s: %s)", type(exc).__name__, exc)
         return None
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """While building: if ``ninja`` is not on ``PATH`` but next to this Python (``pip install ninja``
+    puts it there), put that folder on ``PATH`` (``torch.utils.cpp_extension`` runs ``ninja`` by
+    name) and restore ``PATH`` afterwards; the process's environment is left as it was."""
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja") is not None or shutil.which("ninja", path=scripts) is None:
+        yield
+        return
+    before = os.environ.get("PATH")
+    log.info("rims: building with ninja from %s (PATH is restored after the build)", scripts)
+    os.environ["PATH"] = scripts + os.pathsep + (before or "")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before

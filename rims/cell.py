@@ -41,26 +41,26 @@ compare them.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rims._checks import (
-    COMMUNICATION_UPDATES,
-    COMMUNICATIONS,
-    DYNAMICS,
-    SELECTION_RULES,
-    check_choice,
-    check_positive_int,
-    check_probability,
-    check_rim_sizes,
-    check_schemata,
-    check_write_k,
-)
+from rims._checks import check_positive_int
 from rims._native import loops_for
 from rims._zero_grad import attach_zero_grad
-from rims.fast_paths import fused_call, native_step
+from rims.fast_paths import (
+    FUSED_NATIVE,
+    FUSED_PYTHON,
+    NATIVE_STEP,
+    STEPWISE,
+    fused_call,
+    has_fast_path,
+    native_step,
+    unsupported,
+)
 from rims.info import RIMInfo
+from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
 from rims.stepwise import StepRunner
 from rims.weights import Weights, build_weights, combined_if_cheaper
 
@@ -86,30 +86,13 @@ class RIMCell(nn.Module):
     :param num_units: number of units (mechanisms; object files with schemata).
     :param k: number of units active per step, ``1 <= k <= num_units``.
     :param bias: if ``False``, no projection of the layer has a bias.
-    :param dynamics: ``"lstm"`` or ``"gru"``.
-    :param selection: top-k rule, one of :data:`rims.SELECTION_RULES`.
-    :param num_input_heads: heads of the input attention (paper: 1).
-    :param input_key_size: key/query size of the input attention (paper: 64).
-    :param input_value_size: value size per input head (paper: 400).
-    :param num_comm_heads: heads of the communication attention (paper: 4).
-    :param comm_key_size: key/query size per communication head (paper: 32).
-    :param comm_value_size: value size per communication head (paper: 32).
-    :param attention_dropout: dropout on both attention distributions, training only (paper: 0.1).
-    :param communication_update: how units add the message, one of
-        :data:`rims.COMMUNICATION_UPDATES`: ``"bounded"`` (default) ``h = tanh(h_tilde + m)``
-        or ``"residual"`` (the paper's) ``h = h_tilde + m``.
-    :param communication: ``"pairwise"`` (RIMs) or ``"workspace"`` (shared workspace, Goyal et
-        al. 2022: :mod:`rims.workspace_comm`).
-    :param num_slots: workspace slots (``communication="workspace"``).
-    :param slot_size: width of a workspace slot.
-    :param write_k: units that may write into each slot per step, ``1 <= write_k <= k``
-        (default ``None``: ``max(1, k // 2)``).
-    :param num_schemata: ``None`` (default): every unit has its own recurrent weights (RIMs); an
-        int ``1 <= S <= num_units``: the units share ``S`` weight sets and each active unit
-        picks one per step (SCOFF, Goyal et al. 2021: :mod:`rims.schemata`).
-    :param schema_key_size: key size of the schema choice.
+    :param options: the layer's options (:class:`rims.options.RIMOptions`; ``None``: the defaults).
+    :param option_values: options by name (``selection="input_score"``, ``num_schemata=2``, ...),
+        replacing those of ``options``; every field of :class:`~rims.options.RIMOptions` is one.
     :param top_down_size: width of a top-down input (BRIMs); set by the stacked modules for
         every layer but the top one when ``top_down=True``. ``None``: no top-down input.
+    :raises TypeError: an unknown option name or a value of the wrong type.
+    :raises ValueError: an option or size outside its allowed values.
 
     Parameters (``U`` units, ``W`` weight sets (``U``, or ``S`` with schemata), ``d`` unit size,
     ``G = 4d`` for LSTM or ``3d`` for GRU, gate order ``i, f, o, g`` and ``r, z, n``):
@@ -139,46 +122,20 @@ class RIMCell(nn.Module):
         k: int,
         bias: bool = True,
         *,
-        dynamics: str = "lstm",
-        selection: str = "null_attention",
-        num_input_heads: int = 1,
-        input_key_size: int = 64,
-        input_value_size: int = 400,
-        num_comm_heads: int = 4,
-        comm_key_size: int = 32,
-        comm_value_size: int = 32,
-        attention_dropout: float = 0.1,
-        communication_update: str = "bounded",
-        communication: str = "pairwise",
-        num_slots: int = 4,
-        slot_size: int = 32,
-        write_k: int | None = None,
-        num_schemata: int | None = None,
-        schema_key_size: int = 32,
+        options: RIMOptions | None = None,
         top_down_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **option_values: Any,
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size, self.num_units, self.k = check_rim_sizes(hidden_size, num_units, k)
+        self.options = (options or DEFAULTS).replace(**option_values)
+        self.hidden_size, self.num_units, self.k = self.options.check_sizes(hidden_size, num_units, k)
         self.bias = bool(bias)
-        self.dynamics = check_choice("dynamics", dynamics, DYNAMICS)
-        self.selection = check_choice("selection", selection, SELECTION_RULES)
-        self.num_input_heads = check_positive_int("num_input_heads", num_input_heads)
-        self.input_key_size = check_positive_int("input_key_size", input_key_size)
-        self.input_value_size = check_positive_int("input_value_size", input_value_size)
-        self.num_comm_heads = check_positive_int("num_comm_heads", num_comm_heads)
-        self.comm_key_size = check_positive_int("comm_key_size", comm_key_size)
-        self.comm_value_size = check_positive_int("comm_value_size", comm_value_size)
-        self.attention_dropout = check_probability("attention_dropout", attention_dropout)
-        self.communication_update = check_choice("communication_update", communication_update, COMMUNICATION_UPDATES)
-        self.communication = check_choice("communication", communication, COMMUNICATIONS)
-        self.num_slots = check_positive_int("num_slots", num_slots)
-        self.slot_size = check_positive_int("slot_size", slot_size)
-        self.write_k = check_write_k(write_k, self.k)
-        self.num_schemata = check_schemata(num_schemata, self.num_units)
-        self.schema_key_size = check_positive_int("schema_key_size", schema_key_size)
+        for name in OPTION_NAMES:  # the options as attributes: cell.selection, cell.num_schemata, ...
+            setattr(self, name, getattr(self.options, name))
+        self.write_k = self.options.writers(self.k)
         self.top_down_size = None if top_down_size is None else check_positive_int("top_down_size", top_down_size)
         self.unit_size = self.hidden_size // self.num_units
 
@@ -222,7 +179,18 @@ class RIMCell(nn.Module):
         self._optional("weight_read_out", (u, vc, d), workspace, kw)
         self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
+        self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
         self.reset_parameters()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a layer pickled before the options contract: its options are rebuilt from
+        its attributes (an option it predates takes its default)."""
+        super().__setstate__(state)
+        if "options" not in state:
+            self.options = RIMOptions(**{n: state.get(n, getattr(DEFAULTS, n)) for n in OPTION_NAMES})
+            self.write_k = self.options.writers(self.k)
+        if "_unsupported" not in state:
+            self._unsupported = unsupported(self.options)
 
     def _optional(self, name: str, shape: tuple[int, ...], present: bool, kw: dict) -> None:
         """Register parameter ``name`` (uninitialised) if ``present``, else ``None``."""
@@ -231,13 +199,8 @@ class RIMCell(nn.Module):
     @property
     def plain(self) -> bool:
         """Whether the layer is the plain RIM (pairwise communication, per-unit weights, no top-down
-        input, one input head): the configuration with fast paths."""
-        return (
-            self.communication == "pairwise"
-            and self.num_schemata is None
-            and self.top_down_size is None
-            and self.num_input_heads == 1
-        )
+        input, one input head): the structure with fast paths (:func:`rims.fast_paths.has_fast_path`)."""
+        return has_fast_path(self.options, self.top_down_size)
 
     def attention_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """The attention mechanisms' parameters: input attention (query, key, value projections,
@@ -352,16 +315,39 @@ class RIMCell(nn.Module):
         if self.top_down_size is not None:
             raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
-        if self._fast_paths and self.plain and not record:
-            if torch.is_grad_enabled():
-                return fused_call(self, x, states, self._weights(fold=not dropping), dropping)
-            loops = loops_for(x) if seq_len == 1 and not dropping else None
-            if loops is not None:  # acting: one C++ call for the step
-                return native_step(self, loops, x[0], states, self._weights(fold=True))
+        path = self.path(x, record)
+        if path in (FUSED_NATIVE, FUSED_PYTHON):
+            return fused_call(self, x, states, self._weights(fold=not dropping), dropping)
+        if path == NATIVE_STEP:  # acting: one C++ call for the step
+            loops = loops_for(x)
+            assert loops is not None  # path() saw them
+            return native_step(self, loops, x[0], states, self._weights(fold=True))
         runner = StepRunner(self, states, x, record)
         for t in range(seq_len):
             runner.step(t)
         return runner.finish()
+
+    def path(self, x: Tensor, record: bool = False) -> str:
+        """Which path :meth:`sequence` takes for ``x`` in the current mode (training or eval, gradients
+        recorded or not): :data:`rims.fast_paths.FUSED_NATIVE` / :data:`~rims.fast_paths.FUSED_PYTHON`
+        (gradients recorded: one autograd node, its loops in C++ or Python), :data:`~rims.fast_paths.NATIVE_STEP`
+        (one step without gradients or attention dropout: one C++ call) or :data:`~rims.fast_paths.STEPWISE`.
+
+        :param x: ``(L, N, input_size)``; only its length, device, dtype matter.
+        :param record: whether :class:`RIMInfo` is recorded (only the step-by-step path records).
+        :raises NotImplementedError: the layer has the plain RIM's structure but an option value that
+            the fast paths do not implement (named; no silent fallback onto another rule).
+        """
+        if not (self._fast_paths and self.plain and not record):
+            return STEPWISE
+        if self._unsupported is not None:
+            raise NotImplementedError(self._unsupported)
+        if torch.is_grad_enabled():
+            return FUSED_PYTHON if loops_for(x) is None else FUSED_NATIVE
+        dropping = self.training and self.attention_dropout > 0.0
+        if x.shape[0] == 1 and not dropping and loops_for(x) is not None:
+            return NATIVE_STEP
+        return STEPWISE
 
     def _top_key_weight(self) -> Tensor:
         """Top-down key weight divided by ``sqrt(K)``, ``(H*K, top_down_size)``."""

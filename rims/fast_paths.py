@@ -11,6 +11,7 @@ Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width, 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,74 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rims.fused import SequenceSpec, fused_sequence
+from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
 from rims.weights import Weights, input_projection
 
 if TYPE_CHECKING:
     from rims.cell import RIMCell
+
+FUSED_NATIVE = "fused C++"
+"""Training path: the sequence as one autograd node, its time loops in C++ (:mod:`rims._native`)."""
+FUSED_PYTHON = "fused Python"
+"""Training path without the C++ loops (``RIMS_NATIVE=0``, no compiler, not CPU): :mod:`rims.fused_python`."""
+NATIVE_STEP = "C++ step"
+"""Acting path: one step without gradients or attention dropout, one C++ call."""
+STEPWISE = "step by step"
+"""Every other case (the models after RIMs, recorded runs, ...): :mod:`rims.stepwise`, with autograd."""
+
+ANY = None
+"""In :data:`SUPPORTED`: every valid value of the option."""
+
+STRUCTURE: Mapping[str, tuple[object, ...]] = {
+    "communication": ("pairwise",),
+    "num_schemata": (None,),
+    "num_input_heads": (1,),
+}
+"""The layer structure the fast paths compute (the plain RIM, and no top-down input); a layer of
+another structure runs step by step, which implements every option."""
+
+SUPPORTED: Mapping[str, tuple[object, ...] | None] = {
+    "dynamics": ("lstm", "gru"),
+    "selection": ("null_attention", "input_score"),
+    "communication_update": ("bounded", "residual"),
+    "input_key_size": ANY,
+    "input_value_size": ANY,
+    "num_comm_heads": ANY,
+    "comm_key_size": ANY,
+    "comm_value_size": ANY,
+    "attention_dropout": ANY,
+    "num_slots": ANY,  # workspace only: not read by the plain RIM
+    "slot_size": ANY,
+    "write_k": ANY,
+    "schema_key_size": ANY,
+    **STRUCTURE,
+}
+"""The values of every option that the fused node (:mod:`rims.fused`, :mod:`rims.fused_python`,
+``rims/csrc/fused_loop.cpp``) and the C++ acting step implement. An option missing here is
+supported at its default value only; any other value is refused (:func:`refuse_unsupported`)."""
+
+
+def has_fast_path(options: RIMOptions, top_down_size: int | None) -> bool:
+    """Whether a layer with ``options`` (and a top-down input of ``top_down_size``) has the plain
+    RIM's structure, which the fast paths compute; every other layer runs step by step."""
+    return top_down_size is None and all(getattr(options, name) in values for name, values in STRUCTURE.items())
+
+
+def unsupported(options: RIMOptions) -> str | None:
+    """Why the fast paths cannot run a layer with ``options``: the first option value they do not
+    implement, by name (``None``: they implement them all). A layer that would take a fast path
+    raises this as ``NotImplementedError`` rather than fall back silently onto another rule.
+    """
+    for name in OPTION_NAMES:
+        value = getattr(options, name)
+        values = SUPPORTED.get(name, (getattr(DEFAULTS, name),))
+        if values is not ANY and value not in values:
+            return (
+                f"the fast paths of the plain RIM (fused autograd node, C++ loops) do not implement "
+                f"{name}={value!r}; they implement {name} in {list(values)}. Implement it in "
+                "rims/fused_python.py and rims/csrc/fused_loop.cpp and list it in rims.fast_paths.SUPPORTED"
+            )
+    return None
 
 
 def fused_call(

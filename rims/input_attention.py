@@ -13,6 +13,8 @@ weight sets (units, or schemata), ``C`` candidates (``[input, null]`` or ``[inpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,29 +32,51 @@ def candidate_attention(score_in: Tensor, score_top: Tensor | None) -> Tensor:
     return torch.softmax(torch.stack([score_in, score_top, torch.zeros_like(score_in)], dim=-1), dim=-1)
 
 
+Ranker = Callable[[Tensor, Tensor | None, Tensor, Tensor, Tensor | None], Tensor]
+"""``(score_in, score_top, probs, query, null_key) -> rank``: see :func:`selection_rank`."""
+
+
+def _rank_null_attention(
+    score_in: Tensor, score_top: Tensor | None, probs: Tensor, query: Tensor, null_key: Tensor | None
+) -> Tensor:
+    """The paper's rule: least (mean over heads) attention on null."""
+    if score_in.shape[-1] == 1:
+        # -log(attention on null) is monotone in it and does not saturate: logsumexp of
+        # the scores relative to null (with two candidates, ranking by the score itself)
+        if score_top is None:
+            return score_in
+        return torch.logsumexp(torch.stack([score_in, score_top, torch.zeros_like(score_in)], -1), dim=-1)
+    return 1.0 - probs[..., -1].mean(-1, keepdim=True)
+
+
+def _rank_input_score(
+    score_in: Tensor, score_top: Tensor | None, probs: Tensor, query: Tensor, null_key: Tensor | None
+) -> Tensor:
+    """Highest mean raw score on the real input: the score relative to null plus the null key's."""
+    raw = score_in if null_key is None else score_in + torch.linalg.vecdot(query, null_key)
+    return raw.mean(-1, keepdim=True)
+
+
+RANKS: dict[str, Ranker] = {"null_attention": _rank_null_attention, "input_score": _rank_input_score}
+"""The step path's ranking of every selection rule (:data:`rims.options.SELECTION_RULES`) by name."""
+
+
 def selection_rank(
     rule: str, score_in: Tensor, score_top: Tensor | None, probs: Tensor, query: Tensor, null_key: Tensor | None
 ) -> Tensor:
     """Score to rank units by (higher = selected), ``(U, N, 1)``.
 
-    :param rule: ``"null_attention"`` (least mean attention on null) or ``"input_score"``
-        (highest mean raw score on the real input: the score plus the null key's).
+    :param rule: a name of :data:`RANKS`: ``"null_attention"`` (least mean attention on null) or
+        ``"input_score"`` (highest mean raw score on the real input: the score plus the null key's).
     :param score_in: ``(U, N, H)``; ``score_top`` as in :func:`candidate_attention`.
     :param probs: ``(U, N, H, C)`` from :func:`candidate_attention`.
     :param query: ``(U, N, H, K)`` queries.
     :param null_key: ``(H, K)`` scaled null key (the key bias) for ``input_score``, else ``None``.
+    :raises NotImplementedError: a rule without a ranking here.
     """
-    heads = score_in.shape[-1]
-    if rule == "null_attention":
-        if heads == 1:
-            # -log(attention on null) is monotone in it and does not saturate: logsumexp of
-            # the scores relative to null (with two candidates, ranking by the score itself)
-            if score_top is None:
-                return score_in
-            return torch.logsumexp(torch.stack([score_in, score_top, torch.zeros_like(score_in)], -1), dim=-1)
-        return 1.0 - probs[..., -1].mean(-1, keepdim=True)
-    raw = score_in if null_key is None else score_in + torch.linalg.vecdot(query, null_key)
-    return raw.mean(-1, keepdim=True)
+    if rule not in RANKS:
+        raise NotImplementedError(f"selection={rule!r} has no ranking in rims.input_attention.RANKS {list(RANKS)}")
+    return RANKS[rule](score_in, score_top, probs, query, null_key)
 
 
 def top_k_mask(rank: Tensor, k: int) -> Tensor:

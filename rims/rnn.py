@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.cell import RIMCell
 from rims.info import RIMInfo
+from rims.options import DEFAULTS, STACK_OPTIONS, RIMOptions
 from rims.stepwise import StepRunner
 
 
@@ -38,22 +39,22 @@ class _RIMBase(nn.Module):
         bidirectional: bool = False,
         proj_size: int = 0,
         *,
-        selection: str = "null_attention",
-        num_input_heads: int = 1,
-        input_key_size: int = 64,
-        input_value_size: int = 400,
-        num_comm_heads: int = 4,
-        comm_key_size: int = 32,
-        comm_value_size: int = 32,
-        attention_dropout: float = 0.1,
-        communication_update: str = "bounded",
-        communication: str = "pairwise",
-        num_slots: int = 4,
-        slot_size: int = 32,
-        write_k: int | None = None,
-        num_schemata: int | None = None,
-        schema_key_size: int = 32,
-        top_down: bool = False,
+        selection: str = DEFAULTS.selection,
+        num_input_heads: int = DEFAULTS.num_input_heads,
+        input_key_size: int = DEFAULTS.input_key_size,
+        input_value_size: int = DEFAULTS.input_value_size,
+        num_comm_heads: int = DEFAULTS.num_comm_heads,
+        comm_key_size: int = DEFAULTS.comm_key_size,
+        comm_value_size: int = DEFAULTS.comm_value_size,
+        attention_dropout: float = DEFAULTS.attention_dropout,
+        communication_update: str = DEFAULTS.communication_update,
+        communication: str = DEFAULTS.communication,
+        num_slots: int = DEFAULTS.num_slots,
+        slot_size: int = DEFAULTS.slot_size,
+        write_k: int | None = DEFAULTS.write_k,
+        num_schemata: int | None = DEFAULTS.num_schemata,
+        schema_key_size: int = DEFAULTS.schema_key_size,
+        top_down: bool = STACK_OPTIONS["top_down"],
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -69,34 +70,33 @@ class _RIMBase(nn.Module):
             )
         self.batch_first = bool(batch_first)
         self.bias = bool(bias)
-        options: dict[str, Any] = {
-            "dynamics": self.dynamics,
-            "selection": selection,
-            "num_input_heads": num_input_heads,
-            "input_key_size": input_key_size,
-            "input_value_size": input_value_size,
-            "num_comm_heads": num_comm_heads,
-            "comm_key_size": comm_key_size,
-            "comm_value_size": comm_value_size,
-            "attention_dropout": attention_dropout,
-            "communication_update": communication_update,
-            "communication": communication,
-            "num_slots": num_slots,
-            "slot_size": slot_size,
-            "write_k": write_k,
-            "num_schemata": num_schemata,
-            "schema_key_size": schema_key_size,
-            "device": device,
-            "dtype": dtype,
-        }
+        options = RIMOptions(
+            dynamics=self.dynamics,
+            selection=selection,
+            num_input_heads=num_input_heads,
+            input_key_size=input_key_size,
+            input_value_size=input_value_size,
+            num_comm_heads=num_comm_heads,
+            comm_key_size=comm_key_size,
+            comm_value_size=comm_value_size,
+            attention_dropout=attention_dropout,
+            communication_update=communication_update,
+            communication=communication,
+            num_slots=num_slots,
+            slot_size=slot_size,
+            write_k=write_k,
+            num_schemata=num_schemata,
+            schema_key_size=schema_key_size,
+        )
+        kw: dict[str, Any] = {"options": options, "device": device, "dtype": dtype}
         if not isinstance(top_down, bool):
             raise TypeError(f"top_down must be a bool, got {top_down!r} of type {type(top_down).__name__}")
         self.top_down = top_down and self.num_layers > 1
         # BRIMs: every layer but the top one also attends to the state of the layer above
         top = [hidden_size if self.top_down and i < self.num_layers - 1 else None for i in range(self.num_layers)]
-        first = RIMCell(input_size, hidden_size, num_units, k, bias, top_down_size=top[0], **options)
+        first = RIMCell(input_size, hidden_size, num_units, k, bias, top_down_size=top[0], **kw)
         rest = [
-            RIMCell(first.hidden_size, hidden_size, num_units, k, bias, top_down_size=top[i], **options)
+            RIMCell(first.hidden_size, hidden_size, num_units, k, bias, top_down_size=top[i], **kw)
             for i in range(1, self.num_layers)
         ]
         self.layers = nn.ModuleList([first, *rest])
@@ -104,6 +104,11 @@ class _RIMBase(nn.Module):
         self.hidden_size = first.hidden_size
         self.num_units = first.num_units
         self.k = first.k
+
+    @property
+    def options(self) -> RIMOptions:
+        """The options of every layer (:class:`rims.options.RIMOptions`), built once from the keywords."""
+        return self.layers[0].options
 
     def _refuse_unsupported(self, bidirectional: object, proj_size: object) -> None:
         """Refuse the ``nn.LSTM``/``nn.GRU`` arguments that RIMs do not implement, by name.
@@ -266,12 +271,11 @@ class RIMLSTM(_RIMBase):
     :param batch_first: input and output are ``(N, L, H)`` instead of ``(L, N, H)``.
     :param dropout: dropout on the outputs of all but the last layer, training only.
 
-    Keyword-only RIM options (defaults from the paper, Table 3): ``selection``
-    (``"null_attention"`` or ``"input_score"``), ``num_input_heads`` (1), ``input_key_size``
-    (64), ``input_value_size`` (400), ``num_comm_heads`` (4), ``comm_key_size`` (32),
-    ``comm_value_size`` (32), ``attention_dropout`` (0.1), ``communication_update``
-    (``"bounded"``: ``h = tanh(h_tilde + m)``, so ``|h| < 1``; ``"residual"``: the paper's
-    ``h_tilde + m``), ``device``, ``dtype``.
+    Keyword-only RIM options: every field of :class:`rims.options.RIMOptions` but ``dynamics``
+    (the class sets it), with its defaults (the paper's, Table 3), e.g. ``selection``
+    (``"null_attention"`` or ``"input_score"``) and ``communication_update`` (``"bounded"``:
+    ``h = tanh(h_tilde + m)``, so ``|h| < 1``; ``"residual"``: the paper's ``h_tilde + m``); also
+    ``device``, ``dtype``. They are built once into ``self.options``, shared by every layer.
 
     The models after RIMs, as options (each runs step by step; see :class:`rims.RIMCell`):
     ``top_down=True`` with ``num_layers > 1`` (BRIMs, Mittal et al. 2020: every layer but the

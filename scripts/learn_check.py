@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import RecurrentA2C, RecurrentPPO
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("runs/learn_check.json"))
     args = parser.parse_args()
+    torch.set_num_threads(1)  # small recurrent nets on few cores run fastest single-threaded
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.only:

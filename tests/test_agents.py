@@ -274,9 +274,14 @@ def test_image_too_small_for_the_encoder() -> None:
         MiniGridCNN(spaces.Box(0, 255, (3, 3, 3), np.uint8))
 
 
-def test_bad_torch_threads_and_seq_len(doorkey: object) -> None:
-    with pytest.raises(ValueError, match="torch_threads must be >= 1 or None, got 0"):
-        RecurrentPPO("RecurrentPolicy", doorkey, torch_threads=0)
+def test_bad_seq_len_and_no_process_wide_setting(doorkey: object) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        RecurrentPPO("RecurrentPolicy", doorkey)
+        assert torch.get_num_threads() == 2  # the algorithm leaves torch's threads to the entry point
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="max_seq_len must be >= 1 or None, got 0"):
         RecurrentPPO("RecurrentPolicy", doorkey, max_seq_len=0)
 

@@ -141,6 +141,28 @@ def test_labels_are_core_names_plus_differing_settings(tmp_path: Path) -> None:
     assert [run.path for run in models["rim u6 k4 ppo"]] == [runs[2], runs[3]]
 
 
+def test_labels_are_preset_names_plus_overrides_on_top() -> None:
+    """``model=rim_sw``, ``model=brims``, ``model=scoff`` are named by their preset, not by their settings."""
+
+    def run(seed: int, name: str | None, **model: Any) -> Run:
+        config = {"seed": seed, "model": {"core": "rim", "name": name, "num_units": 4, "k": 3, **model}}
+        config |= {"agent": {"name": "ppo"}, "env": {"name": "empty"}}
+        return Run(Path(f"/runs/{name}_{seed}_{sorted(model.items())}"), config, {}, {})
+
+    runs = [
+        run(0, "rim"),
+        run(0, "rim_sw", communication="workspace", num_slots=4, write_k=2),
+        run(0, "brims", num_layers=2, top_down=True),
+        run(0, "scoff", num_schemata=2),
+        run(0, "rim_sw", communication="workspace", num_slots=4, write_k=1),  # an override on top of the preset
+        run(0, "rim_u6k4", num_units=6, k=4, hidden_size=126),
+        run(1, None, num_units=6, k=4),  # saved before model.name existed: named by its core
+    ]
+    assert label_runs(runs) == [
+        "rim u4 k3", "rim_sw write_k=2", "brims", "scoff", "rim_sw write_k=1", "rim_u6k4", "rim u6 k4",
+    ]  # fmt: skip
+
+
 def test_a_null_option_group_set_in_other_runs_tells_them_apart() -> None:
     """``model=meta_rim`` runs differ from plain ``rim`` runs only by ``agent.fast_slow`` (null vs set)."""
 

@@ -83,7 +83,7 @@ BAD = [
     (
         {"model.num_units": 3},
         ["model=lstm"],
-        r"model.num_units is not a key of model with model.core=.lstm.; valid keys: \[.core., .hidden_size.\]",
+        r"model.num_units is not a key of model with model.core=.lstm.; valid keys: \[.core., .hidden_size., .name.\]",
     ),
     ({"agent.name": "sac"}, [], r"agent.name must be one of \['ppo', 'ppo_meta', 'a2c', 'a2c_meta'\], got 'sac'"),
     ({"agent.name": "a2c"}, [], r"agent.batch_size is not a key of agent with agent.name='a2c'; valid keys"),
@@ -179,7 +179,7 @@ COMPOSITION = [
     (["model.num_unit=4"], r"model.num_unit is not a key of model \(model group\); valid keys: \['attention_dropout'"),
     (
         ["model=lstm", "model.num_units=4"],
-        r"model.num_units is not a key of model .*valid keys: \['core', 'hidden_size'\]",
+        r"model.num_units is not a key of model .*valid keys: \['core', 'hidden_size', 'name'\]",
     ),
     (["model=transformer"], r"model=transformer is not an option of the config group model; options: \['brims', 'gru'"),
     (["agent=sac"], r"agent=sac is not an option of the config group agent; options: \['a2c', 'a2c_meta', 'ppo'"),

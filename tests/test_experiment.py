@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from agents.experiment.config import typed_config
 from agents.experiment.run import ConfigError, build_model, train, validate
 from envs.levels import make_condition_vec_env
 from rims import RIMCell
@@ -57,6 +58,22 @@ def test_each_rim_variant_preset_reaches_the_layer(preset: str, attribute: str, 
     cells = [m for m in build_model(cfg, env).policy.core.modules() if isinstance(m, RIMCell)]
     env.close()
     assert cells and all(getattr(cell, attribute) == value for cell in cells)
+
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (CONFIGS / "model").glob("*.yaml")))
+def test_each_model_preset_names_its_run_folders(preset: str) -> None:
+    cfg = _compose([f"model={preset}"])
+    assert cfg.model.name == preset
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        hydra_node = compose(config_name="train", overrides=[f"model={preset}"], return_hydra_config=True).hydra
+    folders = OmegaConf.to_container(hydra_node, resolve=False)
+    assert "_${model.name}_" in folders["run"]["dir"] and "_${model.name}_" in folders["sweep"]["subdir"]
+
+
+def test_a_config_without_a_model_name_is_named_by_its_core() -> None:
+    data = OmegaConf.to_container(_compose(["model=rim_sw"]), resolve=True)
+    del data["model"]["name"]
+    assert typed_config(OmegaConf.create(data)).model.name == "rim"
 
 
 @pytest.mark.parametrize("split", ["empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms"])
@@ -126,6 +143,24 @@ def test_a_plain_dictconfig_is_checked_like_a_composed_one(
     data[group][leaf] = value
     with pytest.raises(ConfigError, match=message):
         train(OmegaConf.create(data), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [(ValueError("k must be in [1, 4], got 5"), ConfigError), (RuntimeError("an internal bug"), RuntimeError),
+     (AssertionError("an internal invariant"), AssertionError)],
+)  # fmt: skip
+def test_only_argument_errors_of_the_build_become_config_errors(
+    raised: Exception, expected: type[Exception], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def build_model(cfg: DictConfig, env: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("agents.experiment.run.build_model", build_model)
+    with pytest.raises(expected, match=str(raised).replace("[", r"\[")) as info:
+        train(_compose(["env=empty", *TINY]), tmp_path / "run")
+    assert type(info.value) is expected  # a bug is not relabelled as the user's mistake
     assert not (tmp_path / "run").exists()
 
 

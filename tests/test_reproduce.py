@@ -80,7 +80,8 @@ def test_rim_u6k4_preset_differs_from_rim_only_in_units_k_and_width() -> None:
         rim = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim"]).model)
         u6k4 = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim_u6k4"]).model)
     assert (u6k4["num_units"], u6k4["k"], u6k4["hidden_size"]) == (6, 4, 126)
-    changed = {"num_units", "k", "hidden_size"}
+    changed = {"num_units", "k", "hidden_size", "name"}  # name: the preset's, its label
+    assert u6k4["name"] == "rim_u6k4"
     assert {k: v for k, v in u6k4.items() if k not in changed} == {k: v for k, v in rim.items() if k not in changed}
 
 
@@ -94,7 +95,8 @@ def test_each_knob_preset_differs_from_rim_in_its_knob_only(knob: str, changed: 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         rim = OmegaConf.to_container(compose(config_name="train", overrides=["model=rim"]).model)
         variant = OmegaConf.to_container(compose(config_name="train", overrides=[f"model={knob}"]).model)
-    assert {k: v for k, v in variant.items() if rim[k] != v} == changed
+    assert variant["name"] == knob  # the preset's name labels its runs
+    assert {k: v for k, v in variant.items() if rim[k] != v and k != "name"} == changed
 
 
 def test_knobs_table_shares_the_doorkey_tables_lstm_and_rim_runs() -> None:

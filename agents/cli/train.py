@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
@@ -120,12 +121,22 @@ def _remove_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def set_process_threads(cfg: DictConfig) -> None:
+    """Set torch's intra-op threads to ``cfg.torch_threads``: a process-wide setting, made here at the
+    entry point, not by the library. An invalid value is left to :func:`train`'s validation (exit 2)."""
+    threads = OmegaConf.select(cfg, "torch_threads", default=1)
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        torch.set_num_threads(threads)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = train(_prepare(cfg, run_dir), run_dir)
+        cfg = _prepare(cfg, run_dir)
+        set_process_threads(cfg)
+        metrics = train(cfg, run_dir)
     except ConfigError as error:
         print(f"error: invalid config: {error}", file=sys.stderr)
         _remove_if_empty(run_dir)

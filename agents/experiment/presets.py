@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-RIM_CORE: dict[str, Any] = dict(hidden_size=128, num_units=4, k=3)
-LSTM_CORE: dict[str, Any] = dict(hidden_size=128)
+from agents.cores import DEFAULT_HIDDEN_SIZE, RIM_DEFAULTS
+
+RIM_CORE: dict[str, Any] = dict(
+    hidden_size=DEFAULT_HIDDEN_SIZE, num_units=RIM_DEFAULTS["num_units"], k=RIM_DEFAULTS["k"]
+)
+LSTM_CORE: dict[str, Any] = dict(hidden_size=DEFAULT_HIDDEN_SIZE)
 PPO_MINIGRID: dict[str, Any] = dict(
     n_steps=128, batch_size=256, n_epochs=4, learning_rate=7e-4, gae_lambda=0.95, ent_coef=0.01
 )

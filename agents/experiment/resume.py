@@ -83,6 +83,9 @@ def check_same_config(cfg: DictConfig, run_dir: Path) -> None:
     for key in RESUME_MAY_CHANGE:
         saved.pop(key, None)
         given.pop(key, None)
+    for config in (saved, given):  # a label, not a setting: runs saved before it existed have the core's name
+        if isinstance(config.get("model"), dict):
+            config["model"].pop("name", None)
     difference = _first_difference(saved, given)
     if difference is not None:
         key, old, new = difference

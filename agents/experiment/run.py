@@ -33,6 +33,7 @@ from agents.a2c import RecurrentA2C
 from agents.experiment import checkpoint, faults, manifest, recovery
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.config import ConfigError, typed_config
+from agents.experiment.config.model import RIM_CORES, RIM_KEYS
 from agents.experiment.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
 from agents.experiment.faults import EnvironmentFailureError, RunFolderError
 from agents.experiment.interrupt import GracefulInterrupt
@@ -47,11 +48,6 @@ from envs.splits import Split, split_from_dict
 log = logging.getLogger(__name__)
 # *_meta: the same algorithms with fast/slow learning (agent.fast_slow, agents/fast_slow.py)
 ALGORITHMS = {"ppo": RecurrentPPO, "a2c": RecurrentA2C, "ppo_meta": RecurrentPPO, "a2c_meta": RecurrentA2C}
-_RIM_KEYS = (
-    "num_units", "k", "num_input_heads", "input_key_size", "input_value_size",
-    "num_comm_heads", "comm_key_size", "comm_value_size", "attention_dropout", "communication_update", "selection",
-    "num_layers", "top_down", "communication", "num_slots", "slot_size", "write_k", "num_schemata", "schema_key_size",
-)  # fmt: skip
 
 
 MODEL_FILE = "model.zip"
@@ -108,9 +104,7 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
     cfg = typed_config(cfg)
     model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None}
     core = model_cfg.pop("core")
-    core_kwargs = {
-        k: v for k, v in model_cfg.items() if k == "hidden_size" or (core.startswith("rim") and k in _RIM_KEYS)
-    }
+    core_kwargs = {k: v for k, v in model_cfg.items() if k == "hidden_size" or (core in RIM_CORES and k in RIM_KEYS)}
     agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
     if agent_cfg.get("fast_slow") is None:
         agent_cfg.pop("fast_slow", None)
@@ -121,7 +115,6 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
         policy_kwargs=dict(core=core, core_kwargs=core_kwargs),
         seed=cfg.seed,
         device=cfg.device,
-        torch_threads=cfg.torch_threads,
         **agent_cfg,
     )
 
@@ -209,8 +202,9 @@ def _train_in_folder(
 def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple[VecEnv, RecurrentPPO]:
     """Environments (fresh, or as checkpointed) and the agent on them.
 
-    :raises ConfigError: the agent cannot be built from ``cfg`` (e.g. an unknown or invalid
-        ``agent.*`` option).
+    :raises ConfigError: the agent cannot be built from ``cfg``: a ``ValueError`` of an argument check
+        (the constructors of ``agents``, ``rims``, SB3 and torch say expected vs got with one). Any other
+        exception (``AssertionError``, ``RuntimeError``, ...) is a bug and propagates unchanged.
     :raises RunFolderError: the checkpoint's environments cannot be unpickled by this version.
     """
     torch.manual_seed(cfg.seed)
@@ -223,9 +217,12 @@ def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple
             raise RunFolderError(recovery.unreadable(found.path, error, verified=True)) from error
     try:
         return env, build_model(cfg, env)
-    except (ValueError, TypeError, AssertionError, RuntimeError) as error:
+    except ValueError as error:  # an argument check: expected vs got
         env.close()
         raise ConfigError(f"cannot build the agent from this config: {type(error).__name__}: {error}") from error
+    except BaseException:  # anything else is a bug of the code, not of the config: it propagates as itself
+        env.close()
+        raise
 
 
 def _train(

@@ -13,29 +13,63 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from rims._checks import (
-    COMMUNICATION_UPDATES,
-    DYNAMICS,
-    SELECTION_RULES,
-    check_choice,
-    check_positive_int,
-    check_probability,
-    check_rim_sizes,
-)
+from rims._checks import check_positive_int
+from rims.options import DEFAULTS, RIMOptions, check_rim_sizes
 
 Params = dict[str, Array]
 State = tuple[Array, ...]
 _GATES = {"lstm": 4, "gru": 3}
 
+JAX_OPTIONS: tuple[str, ...] = (
+    "dynamics",
+    "selection",
+    "num_input_heads",
+    "input_key_size",
+    "input_value_size",
+    "num_comm_heads",
+    "comm_key_size",
+    "comm_value_size",
+    "attention_dropout",
+    "communication_update",
+)
+"""The options of :class:`rims.options.RIMOptions` that ``rims.jax`` implements (the plain RIM), in
+the order of :class:`RIMConfig`'s fields; the others (workspace, schemata, top-down) are torch-only and stay at their
+defaults. Fields of :class:`RIMConfig` and of the Flax modules; ``tests/test_options.py`` checks them."""
+
+IMPLEMENTED: dict[str, tuple[object, ...]] = {
+    "dynamics": ("lstm", "gru"),
+    "selection": ("null_attention", "input_score"),
+    "communication_update": ("bounded", "residual"),
+}
+"""Values of the choice options that ``rims.jax`` implements; any other value is refused by name."""
+
+
+def check_options(input_size: object, hidden_size: object, num_units: object, k: object, **options: object) -> None:
+    """Validate a JAX layer's arguments with the PyTorch module's errors (:class:`rims.options.RIMOptions`).
+
+    :param options: the :data:`JAX_OPTIONS` by name.
+    :raises TypeError: a wrong type; :raises ValueError: a value outside its allowed values.
+    :raises NotImplementedError: a value of the contract that ``rims.jax`` does not implement (named).
+    """
+    check_positive_int("input_size", input_size)
+    check_rim_sizes(hidden_size, num_units, k)
+    RIMOptions(**options)  # type: ignore[arg-type]
+    for name, values in IMPLEMENTED.items():
+        if options[name] not in values:
+            raise NotImplementedError(
+                f"rims.jax does not implement {name}={options[name]!r}; it implements {list(values)}"
+            )
+
 
 @dataclass(frozen=True)
 class RIMConfig:
-    """Static configuration of one RIM layer; the arguments of :class:`rims.RIMCell`.
+    """Static configuration of one RIM layer; the arguments of :class:`rims.RIMCell` that
+    ``rims.jax`` implements (:data:`JAX_OPTIONS`), with the contract's defaults.
 
     ``communication_update`` says how an active unit adds the message ``m`` it read to its new
     state ``h~``: ``"bounded"`` (default) ``h = tanh(h~ + m)``, so ``|h| < 1`` however long the
     state is carried; ``"residual"`` ``h = h~ + m``, the paper's update (see
-    ``rims._checks.COMMUNICATION_UPDATES``). Validated at construction with the PyTorch
+    ``rims.options.COMMUNICATION_UPDATES``). Validated at construction with the PyTorch
     module's errors.
     """
 
@@ -44,28 +78,20 @@ class RIMConfig:
     num_units: int
     k: int
     bias: bool = True
-    dynamics: str = "lstm"
-    selection: str = "null_attention"
-    num_input_heads: int = 1
-    input_key_size: int = 64
-    input_value_size: int = 400
-    num_comm_heads: int = 4
-    comm_key_size: int = 32
-    comm_value_size: int = 32
-    attention_dropout: float = 0.1
-    communication_update: str = "bounded"
+    dynamics: str = DEFAULTS.dynamics
+    selection: str = DEFAULTS.selection
+    num_input_heads: int = DEFAULTS.num_input_heads
+    input_key_size: int = DEFAULTS.input_key_size
+    input_value_size: int = DEFAULTS.input_value_size
+    num_comm_heads: int = DEFAULTS.num_comm_heads
+    comm_key_size: int = DEFAULTS.comm_key_size
+    comm_value_size: int = DEFAULTS.comm_value_size
+    attention_dropout: float = DEFAULTS.attention_dropout
+    communication_update: str = DEFAULTS.communication_update
 
     def __post_init__(self) -> None:
-        check_positive_int("input_size", self.input_size)
-        check_rim_sizes(self.hidden_size, self.num_units, self.k)
-        check_choice("dynamics", self.dynamics, DYNAMICS)
-        check_choice("selection", self.selection, SELECTION_RULES)
-        for name in ("num_input_heads", "input_key_size", "input_value_size", "num_comm_heads"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("comm_key_size", self.comm_key_size)
-        check_positive_int("comm_value_size", self.comm_value_size)
-        check_probability("attention_dropout", self.attention_dropout)
-        check_choice("communication_update", self.communication_update, COMMUNICATION_UPDATES)
+        names = JAX_OPTIONS
+        check_options(self.input_size, self.hidden_size, self.num_units, self.k, **{n: getattr(self, n) for n in names})
 
     @property
     def unit_size(self) -> int:

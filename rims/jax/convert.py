@@ -12,18 +12,10 @@ import torch
 from jax import Array
 
 from rims import rnn as torch_rnn
+from rims.jax.config import JAX_OPTIONS
 from rims.jax.modules import RIMGRU, RIMLSTM, _RIMSequence
 
-_OPTIONS = (
-    "selection",
-    "num_input_heads",
-    "input_key_size",
-    "input_value_size",
-    "num_comm_heads",
-    "comm_key_size",
-    "comm_value_size",
-    "attention_dropout",
-)
+_OPTIONS = tuple(name for name in JAX_OPTIONS if name not in ("dynamics", "communication_update"))
 
 
 def communication_update_of(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> str:

@@ -17,6 +17,7 @@ from jax import Array
 
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.jax.core import RIMConfig, State, StepInfo, layer_sequence, project_inputs, step, zero_state
+from rims.options import DEFAULTS
 
 
 def _uniform(bound: float) -> Any:
@@ -47,16 +48,16 @@ class RIMCell(nn.Module):
     num_units: int
     k: int
     bias: bool = True
-    dynamics: str = "lstm"
-    selection: str = "null_attention"
-    num_input_heads: int = 1
-    input_key_size: int = 64
-    input_value_size: int = 400
-    num_comm_heads: int = 4
-    comm_key_size: int = 32
-    comm_value_size: int = 32
-    attention_dropout: float = 0.1
-    communication_update: str = "bounded"
+    dynamics: str = DEFAULTS.dynamics
+    selection: str = DEFAULTS.selection
+    num_input_heads: int = DEFAULTS.num_input_heads
+    input_key_size: int = DEFAULTS.input_key_size
+    input_value_size: int = DEFAULTS.input_value_size
+    num_comm_heads: int = DEFAULTS.num_comm_heads
+    comm_key_size: int = DEFAULTS.comm_key_size
+    comm_value_size: int = DEFAULTS.comm_value_size
+    attention_dropout: float = DEFAULTS.attention_dropout
+    communication_update: str = DEFAULTS.communication_update
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -129,15 +130,15 @@ class _RIMSequence(nn.Module):
     bias: bool = True
     batch_first: bool = False
     dropout: float = 0.0
-    selection: str = "null_attention"
-    num_input_heads: int = 1
-    input_key_size: int = 64
-    input_value_size: int = 400
-    num_comm_heads: int = 4
-    comm_key_size: int = 32
-    comm_value_size: int = 32
-    attention_dropout: float = 0.1
-    communication_update: str = "bounded"
+    selection: str = DEFAULTS.selection
+    num_input_heads: int = DEFAULTS.num_input_heads
+    input_key_size: int = DEFAULTS.input_key_size
+    input_value_size: int = DEFAULTS.input_value_size
+    num_comm_heads: int = DEFAULTS.num_comm_heads
+    comm_key_size: int = DEFAULTS.comm_key_size
+    comm_value_size: int = DEFAULTS.comm_value_size
+    attention_dropout: float = DEFAULTS.attention_dropout
+    communication_update: str = DEFAULTS.communication_update
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:

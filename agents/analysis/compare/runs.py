@@ -54,6 +54,13 @@ class Run:
         return str(self.config["model"]["core"])
 
     @property
+    def model_name(self) -> str:
+        """The model's name (``model.name``: its preset, e.g. ``rim_sw``); runs saved before the key
+        existed: the core."""
+        name = self.config["model"].get("name")
+        return str(name) if name else self.core
+
+    @property
     def seed(self) -> int:
         """The training seed."""
         return int(self.config["seed"])
@@ -201,7 +208,7 @@ def _is_label_key(dotted: str) -> bool:
     """Whether a config key can tell models apart (not seed, logger, eval budgets, paths, ...)."""
     parts = dotted.split(".")
     leaf = parts[-1]
-    if parts[0] in _IGNORED_TOP_KEYS or dotted == "model.core":
+    if parts[0] in _IGNORED_TOP_KEYS or dotted in ("model.core", "model.name"):
         return False
     return leaf not in _IGNORED_LEAVES and not leaf.endswith(("_dir", "_path"))
 
@@ -216,7 +223,9 @@ def _label_part(dotted: str, value: Any) -> str:
 
 
 def label_runs(runs: Sequence[Run]) -> list[str]:
-    """A model label per run: the core name plus every setting that differs between runs.
+    """A model label per run: the model's name (:attr:`Run.model_name`, its preset) plus every setting
+    that differs between runs; a model setting counts only where it differs between runs of the same
+    name (the overrides on top of a preset: ``rim_sw`` next to ``brims``, ``rim u6 k4`` next to ``rim``).
 
     A config key joins the label when the runs that have it hold more than one value for it, or
     when it lies under an option group that other runs leave null (``agent.fast_slow``: plain runs
@@ -229,26 +238,37 @@ def label_runs(runs: Sequence[Run]) -> list[str]:
     keys: list[str] = []
     for flat in flats:
         keys.extend(k for k in flat if k not in keys and _is_label_key(k))
-    varying = [k for k in keys if len({json.dumps(f[k], sort_keys=True) for f in flats if k in f}) > 1]
+    names = [run.model_name for run in runs]
+    varying = {name: [k for k in keys if _varies(k, name, names, flats)] for name in names}
     # an option group that is null in some runs and set in others (agent.fast_slow): its set keys
     # join the label when the other keys leave such runs with the same label
     nulls = {k for flat in flats for k, v in flat.items() if v is None}
-    switched = [k for k in keys if k not in varying and any(k.startswith(f"{null}.") for null in nulls)]
+    shown = {k for held in varying.values() for k in held}
+    switched = [k for k in keys if k not in shown and any(k.startswith(f"{null}.") for null in nulls)]
     labels = _labels(runs, flats, varying)
     settings: dict[str, set[str]] = {}
     for label, flat in zip(labels, flats, strict=True):
         held = {k: flat[k] for k in switched if flat.get(k) is not None}
         settings.setdefault(label, set()).add(json.dumps(held, sort_keys=True))
     if any(len(held) > 1 for held in settings.values()):
-        labels = _labels(runs, flats, varying + switched)
+        labels = _labels(runs, flats, {name: held + switched for name, held in varying.items()})
     return labels
 
 
-def _labels(runs: Sequence[Run], flats: list[dict[str, Any]], keys: list[str]) -> list[str]:
-    """The core name plus the non-null settings of ``keys`` that each run holds, model keys first."""
-    keys = sorted(keys, key=lambda k: _GROUP_ORDER.get(k.split(".")[0], len(_GROUP_ORDER)))
-    pairs = zip(runs, flats, strict=True)
-    return [" ".join([run.core, *(_label_part(k, f[k]) for k in keys if f.get(k) is not None)]) for run, f in pairs]
+def _varies(key: str, name: str, names: list[str], flats: list[dict[str, Any]]) -> bool:
+    """Whether ``key`` holds more than one value among the runs that have it: among the runs named
+    ``name`` for a model key (an override on top of the preset), among all runs for any other key."""
+    among = [f for n, f in zip(names, flats, strict=True) if n == name or not key.startswith("model.")]
+    return len({json.dumps(f[key], sort_keys=True) for f in among if key in f}) > 1
+
+
+def _labels(runs: Sequence[Run], flats: list[dict[str, Any]], keys: dict[str, list[str]]) -> list[str]:
+    """The model name plus the non-null settings of ``keys[model name]`` that each run holds, model keys first."""
+    labels = []
+    for run, flat in zip(runs, flats, strict=True):
+        held = sorted(keys[run.model_name], key=lambda k: _GROUP_ORDER.get(k.split(".")[0], len(_GROUP_ORDER)))
+        labels.append(" ".join([run.model_name, *(_label_part(k, flat[k]) for k in held if flat.get(k) is not None)]))
+    return labels
 
 
 def _natural_key(text: str) -> list[Any]:
