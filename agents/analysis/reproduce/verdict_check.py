@@ -167,7 +167,7 @@ def write_verdicts(
     power_trials: int = 150,
 ) -> list[Path]:
     """Check every table of ``tables`` that has a seed record; write ``summary.json``, ``report.md``, ``meta.json``."""
-    trials = trials or {5: 1000, 10: 600}
+    trials = trials or {5: 2000, 10: 3000}
     checked = []
     for table in tables:
         split = SPLITS.get(table, table)
