@@ -26,7 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .seed_tests import ALPHA, BETTER, SAME, WORSE, permutation_p, pooled_improvement, verdict
+from .seed_tests import (
+    ALPHA,
+    BETTER,
+    SAME,
+    WORSE,
+    improvement_per_condition,
+    permutation_p,
+    pooled_improvement,
+    verdict,
+)
 
 Rule = Callable[[np.ndarray, np.ndarray], str]
 SIMULATION_DRAWS = 999  # random splits per permutation test beyond the exact limit, inside simulations
@@ -46,8 +55,7 @@ def stratified_bootstrap_rule(x: np.ndarray, y: np.ndarray, reps: int = 1000, se
     iy = rng.integers(0, n_y, size=(reps, n_y, conditions))
     xs = np.take_along_axis(np.broadcast_to(x, (reps, n_x, conditions)), ix, axis=1)
     ys = np.take_along_axis(np.broadcast_to(y, (reps, n_y, conditions)), iy, axis=1)
-    diff = xs[:, :, None, :] - ys[:, None, :, :]
-    boot = ((diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))).mean(axis=-1)
+    boot = improvement_per_condition(xs, ys).mean(axis=-1)
     low, high = np.percentile(boot, [2.5, 97.5])
     if low > 0.5:
         return BETTER

@@ -44,14 +44,23 @@ def _as_matrix(scores: np.ndarray | Sequence[float] | Sequence[Sequence[float]])
     return array
 
 
+def improvement_per_condition(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 per condition (rliable's probability of improvement, its Mann-Whitney U divided
+    by ``n_x n_y``), for any leading batch dimensions.
+
+    :param x: ``(..., n_x, C)`` scores of the candidate; ``y``: ``(..., n_y, C)`` of the baseline.
+    :returns: ``(..., C)``.
+    """
+    diff = x[..., :, None, :] - y[..., None, :, :]  # (..., n_x, n_y, C)
+    return (diff > 0).mean(axis=(-3, -2)) + 0.5 * (diff == 0).mean(axis=(-3, -2))
+
+
 def pooled_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """P(X > Y) + P(X = Y) / 2 per condition, averaged over the conditions.
+    """:func:`improvement_per_condition` averaged over the conditions.
 
     :param x: ``(n_x, C)`` scores of the candidate; ``y``: ``(n_y, C)`` of the baseline.
     """
-    x, y = _as_matrix(x), _as_matrix(y)
-    diff = x[:, None, :] - y[None, :, :]  # (n_x, n_y, C)
-    return float(((diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))).mean())
+    return float(improvement_per_condition(_as_matrix(x), _as_matrix(y)).mean())
 
 
 @lru_cache(maxsize=16)
@@ -101,13 +110,10 @@ def permutation_p(
     observed = abs(_improvement_from_ranks(ranks[:n_x].sum(axis=0), n_x, n_y) - 0.5)
     tolerance = 1e-9
     total = n_x + n_y
-    if math.comb(total, n_x) <= max_exact:
-        splits = _exact_splits(total, n_x)
-        extreme = np.abs(_improvement_from_ranks(splits @ ranks, n_x, n_y) - 0.5) >= observed - tolerance
-        return float(extreme.mean())
-    splits = _random_splits(total, n_x, draws, np.random.default_rng(seed))
+    exact = math.comb(total, n_x) <= max_exact
+    splits = _exact_splits(total, n_x) if exact else _random_splits(total, n_x, draws, np.random.default_rng(seed))
     extreme = np.abs(_improvement_from_ranks(splits @ ranks, n_x, n_y) - 0.5) >= observed - tolerance
-    return float((extreme.sum() + 1) / (draws + 1))
+    return float(extreme.mean()) if exact else float((extreme.sum() + 1) / (draws + 1))
 
 
 def min_p(n_x: int, n_y: int) -> float:
@@ -126,9 +132,7 @@ def seed_bootstrap_improvement(
     rng = np.random.default_rng(seed)
     ix = rng.integers(0, len(x), size=(reps, len(x)))
     iy = rng.integers(0, len(y), size=(reps, len(y)))
-    xs, ys = x[ix], y[iy]  # (reps, n, C)
-    diff = xs[:, :, None, :] - ys[:, None, :, :]  # (reps, n_x, n_y, C)
-    boot = ((diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))).mean(axis=-1)
+    boot = improvement_per_condition(x[ix], y[iy]).mean(axis=-1)  # x[ix]: (reps, n_x, C)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(boot, [tail, 100 - tail])
     return pooled_improvement(x, y), float(low), float(high)

@@ -27,7 +27,7 @@ from rliable import library as rly
 from rliable import metrics
 
 from .runs import METRICS, Run
-from .seed_tests import permutation_p, seed_bootstrap_improvement, seed_bootstrap_iqm
+from .seed_tests import improvement_per_condition, permutation_p, seed_bootstrap_improvement, seed_bootstrap_iqm
 
 log = logging.getLogger("agents.analysis.compare")  # the package logger, as before the split into modules
 
@@ -194,15 +194,7 @@ def _model_estimates(
     return out
 
 
-def _probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per column P(X > Y) + P(X = Y) / 2 of ``(runs_x, tasks)`` and ``(runs_y, tasks)`` scores.
-
-    Equals :func:`rliable.metrics.probability_of_improvement` on each column (its Mann-Whitney U
-    divided by ``runs_x * runs_y``; identical columns give 0.5), vectorised so that thousands of
-    bootstrap replications stay fast.
-    """
-    diff = x[:, None, :] - y[None, :, :]
-    return (diff > 0).mean(axis=(0, 1)) + 0.5 * (diff == 0).mean(axis=(0, 1))
+_probability_of_improvement = improvement_per_condition  # per column of (runs, tasks) matrices (efficiency, tests)
 
 
 def _rliable_improvement(x: np.ndarray, y: np.ndarray, ood: list[int]) -> np.ndarray:
