@@ -81,7 +81,7 @@ def _collapse_note(modularity: dict[str, ModelStats], model: str, condition: str
     return f"selection collapsed in {agg['collapsed_runs']}/{agg['n_runs']} seeds"
 
 
-def _family(estimate: Estimate, protocol: Protocol) -> tuple[Any, ...]:
+def _family(estimate: Estimate) -> tuple[Any, ...]:
     """The Holm family of an estimate: the primary endpoint's rows together, a pooled row of the other metric
     with its metric's, a single condition's with the same model, baseline and metric."""
     if estimate.condition == ALL_OOD:
@@ -102,7 +102,7 @@ def improvement_rows(
     estimates = [e for e in comparison.improvements if e.aggregate == P_IMPROVEMENT and e.baseline == protocol.baseline]
     families: dict[tuple[Any, ...], list[int]] = {}
     for i, e in enumerate(estimates):
-        families.setdefault(_family(e, protocol), []).append(i)
+        families.setdefault(_family(e), []).append(i)
     adjusted = [1.0] * len(estimates)
     for members in families.values():
         for i, p_value in zip(members, holm([estimates[i].p_value or 1.0 for i in members]), strict=True):

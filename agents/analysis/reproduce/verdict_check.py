@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.analysis.compare import CANDIDATE_PREFIX
 from agents.analysis.compare.error_rates import (
     Rate,
     false_verdict_rate,
@@ -88,8 +89,9 @@ def check_table(
     }
     power = {}
     baseline = matrices.get(protocol.baseline)
+    cores = {r["model"]: str(r["core"]) for r in store.scores}
     for model, x in matrices.items():
-        if baseline is None or model == protocol.baseline or not model.startswith("rim"):
+        if baseline is None or model == protocol.baseline or not cores[model].startswith(CANDIDATE_PREFIX):
             continue
         needed, curve = seeds_for_power(x, baseline, 0.8, POWER_COUNTS, power_trials)
         power[model] = {
