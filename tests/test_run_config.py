@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -131,3 +133,18 @@ def test_an_objective_the_run_does_not_evaluate_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "invalid config: objective must be null or a condition the run evaluates" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_learn_check_takes_its_hyperparameters_from_the_config_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/learn_check.py has no hyperparameters of its own: presets of configs/ plus each check's overrides."""
+    spec = importlib.util.spec_from_file_location("learn_check", ROOT / "scripts" / "learn_check.py")
+    learn_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "learn_check", learn_check)  # its dataclass looks its module up
+    spec.loader.exec_module(learn_check)
+    ppo = learn_check.check_config(learn_check.CHECKS["ppo-rim-residual"], seed=2)
+    preset = typed_config(_compose(["agent=ppo", "model=rim", "seed=2", "logger=none"]))
+    assert ppo.agent == dataclasses.replace(preset.agent, learning_rate=7e-4)  # the one override of PPO's checks
+    assert ppo.model == dataclasses.replace(preset.model, communication_update="residual")
+    a2c = learn_check.check_config(learn_check.CHECKS["a2c-lstm"], seed=0)
+    plain = typed_config(_compose(["agent=a2c", "model=lstm"]))
+    assert (a2c.agent, a2c.model) == (plain.agent, plain.model)
