@@ -172,6 +172,10 @@ def test_first_seed_adds_seeds_to_the_committed_table(tmp_path: Path, capsys: py
     # training is deterministic on CPU: seed 0 trained again in another folder joins with the same values
     assert cli.main([*smoke, "--root", str(tmp_path / "b"), "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["models"]["lstm"]["final"]["20"]["ce"]["values"][:1] == first
+    via = ["copying", "--smoke", "--first-seed", "3", "--root", str(tmp_path / "r"), "--out", str(out)]
+    assert reproduce.main(via) == 0  # rims-reproduce copying forwards --first-seed
+    assert json.loads((out / "summary.json").read_text())["models"]["lstm"]["seeds"] == [0, 1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["models"]["rim"]["seeds"] == [3]  # its first seed
     capsys.readouterr()
     other = ["--steps", "6", "--first-seed", "3"]
     assert cli.main([*smoke, *other, "--root", str(tmp_path / "c"), "--out", str(out)]) == 2
@@ -184,7 +188,7 @@ def test_first_seed_adds_seeds_to_the_committed_table(tmp_path: Path, capsys: py
         writer.writeheader()
         writer.writerows(rows)
     assert cli.main([*smoke, "--first-seed", "1", "--root", str(tmp_path / "d"), "--out", str(out)]) == 2
-    assert "lstm seed 1 is in the table with CE 9.5 at blank 5" in capsys.readouterr().err
+    assert "lstm seed 1 is in the table with CE 9.5 at blank 5, this run gives" in capsys.readouterr().err
     assert cli.main([*smoke, "--first-seed", "-1", "--out", str(out)]) == 2
     assert "--first-seed must be >= 0, got -1" in capsys.readouterr().err
 

@@ -19,14 +19,10 @@ from agents.experiment import resume, run
 from agents.experiment.config import ConfigError, TrainConfig, config_yaml, typed_config
 from agents.experiment.config.run import objective_condition
 from agents.experiment.config.schema import schema_node
+from tests.test_sweeps import ROOT, SCRIPT
+from tests.test_sweeps import TINY as SWEEP_TINY
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "train.py"
-TINY = [
-    "env=empty", "total_frames=32", "n_envs=2", "agent.n_steps=16", "agent.batch_size=32", "model.hidden_size=16",
-    "eval.every_frames=32", "eval.episodes=1", "eval.final_episodes=1", "eval.gifs=false", "progress_bar=false",
-    "logger=none",
-]  # fmt: skip
+TINY = [*(o for o in SWEEP_TINY if not o.startswith("eval.conditions=")), "logger=none"]  # every condition evaluated
 
 
 def _compose(overrides: list[str]) -> DictConfig:

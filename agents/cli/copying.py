@@ -111,13 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (1 if args.smoke else 3))))
     results = []
     try:
-        record = load_record(out)
-        check_settings(record.settings, settings.__dict__, out)
+        check_settings(load_record(out).settings, settings.__dict__, out)  # refused before any training
         for name in args.models:
             for seed in seeds:
                 folder = root / name / f"s{seed}"
                 result = train_run(name, seed, settings, folder, not args.no_progress)
                 results.append({**result, "source": repo_relative(folder)})
+        record = load_record(out)  # again: another call may have added seeds while this one trained
+        check_settings(record.settings, settings.__dict__, out)
         table = merge(record.results, results)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
