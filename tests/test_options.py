@@ -120,9 +120,18 @@ def test_jax_config_and_modules_are_derived_from_the_contract() -> None:
     config = {f.name: f.default for f in dataclasses.fields(RIMConfig)}
     assert list(config) == [*sizes, *JAX_OPTIONS]
     assert all(config[n] == getattr(DEFAULTS, n) for n in JAX_OPTIONS)
-    for cls, names in ((modules.RIMCell, JAX_OPTIONS), (modules.RIMLSTM, JAX_OPTIONS[1:])):
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
-        assert all(fields[n] == getattr(DEFAULTS, n) for n in names), cls
+    contract = {f.name: f.type for f in dataclasses.fields(RIMOptions)}
+    layer_fields = ["num_layers", "bias", "batch_first", "dropout"]
+    for cls, before, names in (
+        (RIMConfig, sizes, JAX_OPTIONS),
+        (modules.RIMCell, sizes, JAX_OPTIONS),
+        (modules.RIMLSTM, [*sizes[:4], *layer_fields], JAX_OPTIONS[1:]),  # dynamics: fixed per class
+        (modules.RIMGRU, [*sizes[:4], *layer_fields], JAX_OPTIONS[1:]),
+    ):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert list(fields)[: len(before) + len(names)] == [*before, *names], cls
+        assert all(fields[n].default == getattr(DEFAULTS, n) for n in names), cls
+        assert all(fields[n].type == contract[n] for n in names), cls  # the contract's types
         assert not {n for n in OPTION_NAMES if n not in JAX_OPTIONS} & set(fields), cls
 
 
