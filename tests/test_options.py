@@ -200,7 +200,7 @@ def test_the_layer_says_which_path_it_runs(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_layer_pickled_before_the_contract_loads_with_its_options() -> None:
     cell = RIMCell(5, 12, 4, 2, selection="input_score", attention_dropout=0.0)
-    state = {k: v for k, v in cell.__dict__.items() if k not in ("options", "_unsupported", "communication")}
+    state = {k: v for k, v in cell.__dict__.items() if k not in ("options", "_unsupported", "communication", "spec")}
     old = RIMCell.__new__(RIMCell)
     old.__setstate__(state)  # as unpickling a layer saved by a version without these attributes
     # communication predates it: its default; write_k: the resolved value the layer stored
