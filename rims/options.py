@@ -7,7 +7,7 @@ typed model config and its key filter. ``tests/test_options.py`` fails when a de
 
 Adding a selection rule: its name goes into :data:`SELECTION_RULES` here and its ranking into
 :data:`rims.mechanisms.input_attention.RANKS`; the fast paths refuse it by name until they implement it
-(:func:`rims.fast_paths.dispatch.refuse_unsupported`).
+(:func:`rims.fast_paths.dispatch.unsupported`).
 """
 
 from __future__ import annotations

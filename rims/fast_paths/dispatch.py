@@ -61,7 +61,7 @@ SUPPORTED: Mapping[str, tuple[object, ...] | None] = {
 }
 """The values of every option that the fused node (:mod:`rims.fast_paths.fused`, :mod:`rims.fast_paths.python_loops`,
 ``rims/fast_paths/csrc/fused_loop.cpp``) and the C++ acting step implement. An option missing here is
-supported at its default value only; any other value is refused (:func:`refuse_unsupported`)."""
+supported at its default value only; any other value is refused (:func:`unsupported`)."""
 
 
 def has_fast_path(options: RIMOptions, top_down_size: int | None) -> bool:
