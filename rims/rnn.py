@@ -18,7 +18,6 @@ from rims._checks import check_input_shape, check_positive_int, check_probabilit
 from rims.cell import RIMCell
 from rims.info import RIMInfo
 from rims.options import DEFAULTS, STACK_OPTIONS, RIMOptions
-from rims.stepwise import StepRunner
 
 
 class _RIMBase(nn.Module):
@@ -207,8 +206,7 @@ class _RIMBase(nn.Module):
         :returns: the top layer's output ``(L, N, hidden_size)``, each layer's final states and records.
         """
         runners = [
-            StepRunner(
-                layer,
+            layer.step_runner(
                 tuple(s[i] for s in states),
                 x if i == 0 else None,
                 record,

@@ -75,7 +75,9 @@ def selection_rank(
     :raises NotImplementedError: a rule without a ranking here.
     """
     if rule not in RANKS:
-        raise NotImplementedError(f"selection={rule!r} has no ranking in rims.input_attention.RANKS {list(RANKS)}")
+        raise NotImplementedError(
+            f"selection={rule!r} has no ranking in rims.mechanisms.input_attention.RANKS {list(RANKS)}"
+        )
     return RANKS[rule](score_in, score_top, probs, query, null_key)
 
 
