@@ -8,8 +8,8 @@ Run folder: ``config.yaml`` (resolved), ``checkpoint.pt`` and the ``checkpoint.k
 and ``model.zip``'s, :mod:`agents.experiment.manifest`), ``metrics.csv`` (training scalars per update),
 ``ood_curves.{json,csv}`` (periodic OOD evaluation), ``model.zip``, ``eval.{json,csv}`` and
 ``metrics.json`` (final evaluation; RIM cores add selection statistics to ``metrics.csv`` and
-``ood_curves``, :mod:`agents.experiment.selection_log`), ``media/<condition>.gif`` (one evaluation episode per condition)
-and ``wandb/``; ``FAILED`` when training raised (:mod:`agents.experiment.faults`: a failure of the
+``ood_curves``, :mod:`agents.experiment.selection_log`), ``media/<condition>.gif`` (one evaluation episode
+per condition) and ``wandb/``; ``FAILED`` when training raised (:mod:`agents.experiment.faults`: a failure of the
 environment resumes, one of the config or code does not).
 """
 

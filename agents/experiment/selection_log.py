@@ -42,9 +42,7 @@ def mask_layout(core: RecurrentCore) -> tuple[int, int] | None:
     return int(module.num_units), int(module.k) * int(module.num_layers)
 
 
-def changed_units(
-    previous: tuple[Tensor, ...], new: tuple[Tensor, ...], starts: Tensor, num_units: int
-) -> Tensor:
+def changed_units(previous: tuple[Tensor, ...], new: tuple[Tensor, ...], starts: Tensor, num_units: int) -> Tensor:
     """The active mask of one step: units whose state changed.
 
     :param previous: the states before the step, before the reset of starting episodes, each
@@ -104,7 +102,7 @@ class SelectionStatsCallback(BaseCallback):
 
 
 class EvalMasks:
-    """Active masks of an evaluation played with ``model.predict`` (see :func:`agents.experiment.evaluation.run_episodes`).
+    """Active masks of an evaluation played with ``model.predict`` (:func:`agents.experiment.evaluation.run_episodes`).
 
     :param policy: the evaluated policy; a core without a mask (:func:`mask_layout`) records nothing.
     """
@@ -127,8 +125,10 @@ class EvalMasks:
         if self.layout is None:
             return
         after = tuple(torch.as_tensor(np.asarray(s)) for s in new)
-        before = tuple(torch.zeros_like(a) for a in after) if previous is None else tuple(
-            torch.as_tensor(np.asarray(s)) for s in previous
+        before = (
+            tuple(torch.zeros_like(a) for a in after)
+            if previous is None
+            else tuple(torch.as_tensor(np.asarray(s)) for s in previous)
         )
         start = torch.as_tensor(np.asarray(starts, dtype=np.float32))
         self.masks.append(changed_units(before, after, start, self.layout[0]).numpy())
@@ -139,6 +139,4 @@ class EvalMasks:
         """:func:`agents.experiment.selection_stats.selection_summary` of the recorded steps (empty without any)."""
         if self.layout is None or not self.masks:
             return {}
-        return selection_summary(
-            np.stack(self.masks), np.stack(self.starts), np.stack(self.valid), k=self.layout[1]
-        )
+        return selection_summary(np.stack(self.masks), np.stack(self.starts), np.stack(self.valid), k=self.layout[1])
