@@ -109,6 +109,9 @@ def test_the_three_cases_and_always_on_units_do_not_decide() -> None:
     assert cases["rotating"]["always_on"] == 1 and cases["rotating"]["never_on"] == 0
     assert cases["fixed"]["collapse"] == pytest.approx(1.0) and cases["fixed"]["never_on"] == 2
     assert selection_case(0.995, 1.0) == "fixed" and selection_case(0.5, 0.985) == "switching"
+    # a first step chosen from the zero state, then one set held: not switching
+    first_then_held = _masks(["0011", "1100", "1100", "0011", "1010", "1010"])
+    assert CASES[int(selection_summary(first_then_held, starts)["case"])] == "per-episode"
     assert selection_summary(fixed, starts, np.zeros((6, 1), dtype=bool)) == {}
 
 

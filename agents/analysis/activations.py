@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from agents.analysis.specialisation import specialisation
 from agents.experiment import selection_stats as sel
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.recording import Recording, is_rim_core, policy_step, zero_state
 from agents.policies import RecurrentPolicy
+from envs.factors import env_factors, factor_array
 from envs.levels import make_condition_env
 from envs.splits import Condition, Split
 
@@ -74,7 +76,8 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         changed between consecutive steps, pooled over all step pairs; 0 if no episode has
         two steps); for the models after RIMs also ``write_frequency`` (``R`` fractions of steps
         each unit wrote into the shared workspace) and ``schema_frequency`` (``R`` lists: the
-        fraction of a unit's active steps that used each schema).
+        fraction of a unit's active steps that used each schema); when the recordings hold environment factors
+        (:mod:`envs.factors`), ``factor_mean`` and ``specialisation`` (:mod:`agents.analysis.specialisation`).
     :raises ValueError: no recordings, one without an active-unit mask, or masks of different widths.
     """
     if not recordings:
@@ -100,6 +103,24 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         "mean_active": float(stacked.sum(axis=2).mean()),
         **_selection_statistics(stacked, [len(m) for m in masks], unit_labels(num_layers, num_units)),
         **_choice_statistics(recordings),
+        **_factor_statistics(recordings, stacked, unit_labels(num_layers, num_units)),
+    }
+
+
+def _factor_statistics(recordings: Sequence[Recording], stacked: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """``factor_mean`` (``{factor: mean value}``) and ``specialisation``
+    (:func:`agents.analysis.specialisation.specialisation` rows) when every recording has its factors.
+
+    :param stacked: ``(steps, num_layers, U)`` bool, the recordings' masks laid end to end.
+    """
+    if not all(r.factors for r in recordings):
+        return {}
+    names = list(recordings[0].factors)
+    factors = {name: np.concatenate([r.factors[name] for r in recordings]) for name in names}  # each (steps,)
+    flat = stacked.reshape(len(stacked), -1)  # (steps, R)
+    return {
+        "factor_mean": {name: float(values.mean()) for name, values in factors.items()},
+        "specialisation": specialisation(flat, factors, [r.length for r in recordings], labels),
     }
 
 
@@ -113,7 +134,7 @@ def _selection_statistics(stacked: np.ndarray, lengths: Sequence[int], labels: S
     starts = np.zeros(len(flat), dtype=bool)
     starts[np.cumsum([0, *lengths[:-1]])[np.asarray(lengths) > 0]] = True
     codes = sel.set_codes(flat)  # (S,)
-    overall, within = sel.modal_share(codes), sel.episode_share(codes, np.cumsum(starts))
+    overall, within = sel.held_shares(codes, np.cumsum(starts), starts)
     frequency = sel.unit_frequency(flat)
     always, never = sel.always_never(frequency)
     return {
@@ -158,6 +179,7 @@ class _Slot:
         self.rewards: list[float] = []
         self.masks: list[np.ndarray] = []
         self.choices: dict[str, list[np.ndarray]] = {}
+        self.factors: list[dict[str, int]] = []
 
     @property
     def live(self) -> bool:
@@ -181,9 +203,10 @@ class _Slot:
             active_layers=np.stack(self.masks) if self.masks else None,
             terminated=terminated,
             choices={key: np.stack(values) for key, values in self.choices.items()},
+            factors=factor_array(self.factors) if self.factors else {},
         )
         self.done += 1
-        self.actions, self.rewards, self.masks, self.choices = [], [], [], {}
+        self.actions, self.rewards, self.masks, self.choices, self.factors = [], [], [], {}, []
         if self.live:
             self.obs, info = self.env.reset()
             self.level_seed = int(info["level_seed"])
@@ -232,6 +255,7 @@ def play_activations(
                 for j, slot in enumerate(slots):
                     if not slot.live:
                         continue
+                    slot.factors.append(env_factors(slot.env))
                     slot.obs, reward, terminated, truncated, _ = slot.env.step(int(actions[j]))
                     slot.actions.append(int(actions[j]))
                     slot.rewards.append(float(reward))
@@ -309,7 +333,7 @@ def check_conditions(split: Split, conditions: Sequence[str] | None) -> list[str
     return names
 
 
-NESTED = ("specialisation",)  # keys of a condition's statistics that the flat CSV row leaves out
+NESTED = ("specialisation", "factor_mean")  # keys of a condition's statistics that the flat CSV row leaves out
 
 
 def _stats_row(stats: dict[str, Any]) -> dict[str, Any]:

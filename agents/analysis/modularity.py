@@ -27,6 +27,7 @@ from tqdm import tqdm
 from agents.analysis.activations import RIM_CORES, STATS_STEM, activation_stats, check_conditions, collapse_reasons
 from agents.analysis.activations import write_activation_stats as _write_stats
 from agents.analysis.compare.runs import Run, find_runs, label_runs
+from agents.analysis.specialisation import aggregate_specialisation
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.run_folder import MODEL_FILE, load_run
 from agents.experiment.selection_stats import CASES
@@ -34,7 +35,7 @@ from agents.experiment.selection_stats import CASES
 log = logging.getLogger(__name__)
 
 SUMMARY_STEM = "activation_summary"
-CACHED_KEYS = ("selection_case",)  # statistics a kept activation_stats.json must hold to be read back
+CACHED_KEYS = ("selection_case", "specialisation")  # statistics a kept activation_stats.json must hold to be read back
 
 
 @dataclass
@@ -142,7 +143,8 @@ def aggregate_stats(per_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[st
         ``collapsed_runs`` (how many runs :func:`agents.analysis.activations.collapse_reasons` flags),
         ``collapse_reasons`` (per run), ``cases`` (per run: ``fixed``, ``per-episode``, ``switching``, or
         ``None`` where not recorded), ``case_counts`` (``{case: runs}``, the cases recorded) and ``always_on`` /
-        ``never_on`` (per run, unit labels; :mod:`agents.experiment.selection_stats`).
+        ``never_on`` (per run, unit labels; :mod:`agents.experiment.selection_stats`) and ``specialisation``
+        (:func:`agents.analysis.specialisation.aggregate_specialisation`).
     """
     order = list(dict.fromkeys(s["condition"] for stats in per_run for s in stats))
     out = []
@@ -168,6 +170,7 @@ def aggregate_stats(per_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[st
                 **case_aggregate([s.get("selection_case") for s in rows]),
                 "always_on": [list(s.get("always_on", [])) for s in rows],
                 "never_on": [list(s.get("never_on", [])) for s in rows],
+                "specialisation": aggregate_specialisation([s.get("specialisation", []) for s in rows]),
             }
         )
     return out

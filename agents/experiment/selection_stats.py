@@ -28,7 +28,8 @@ NEVER_ON = 0.01
 HELD_SHARE = 0.99
 """A set *holds* when it covers at least this fraction of the steps: ``fixed`` when one set covers it over all
 episodes (:func:`modal_share`), ``per-episode`` when each episode's own most common set does (:func:`episode_share`).
-The 1% slack keeps a rare single-step deviation from changing the case."""
+The 1% slack keeps a rare single-step deviation from changing the case. The first step of each episode is left
+out (:func:`held_shares`)."""
 CASES: tuple[str, ...] = ("fixed", "per-episode", "switching")
 """The cases of :func:`selection_case`; their index is the numeric code written to ``metrics.csv``."""
 MAX_UNITS = 62
@@ -176,6 +177,21 @@ def episode_share(codes: np.ndarray, episodes: np.ndarray) -> float:
     return float(modal.sum()) / len(codes)
 
 
+def held_shares(codes: np.ndarray, episodes: np.ndarray, first: np.ndarray) -> tuple[float, float]:
+    """:func:`modal_share` and :func:`episode_share` over the steps that are not the first of an episode.
+
+    Every episode's first step is chosen from the same initial state (zeros, before any input history), so a
+    selection that picks one set at that step and then another, held, is still a held selection; the first
+    steps are left out (unless nothing else is left).
+
+    :param codes: ``(S,)`` set codes; ``episodes``: ``(S,)`` episode ids; ``first``: ``(S,)`` bool, the first steps.
+    """
+    later = ~first
+    if later.any():
+        codes, episodes = codes[later], episodes[later]
+    return modal_share(codes), episode_share(codes, episodes)
+
+
 def selection_case(overall: float, within: float) -> str:
     """The case of a selection (module docstring) from :func:`modal_share` and :func:`episode_share`.
 
@@ -195,9 +211,9 @@ def selection_summary(
     :param starts: ``(T, N)`` bool.
     :param valid: ``(T, N)`` bool, default all.
     :param k: units active per step (for :func:`collapse_metric`).
-    :returns: ``switch_rate``, ``usage_entropy``, ``collapse``, ``distinct_sets``, ``modal_share``,
-        ``episode_share``, ``case`` (the index in :data:`CASES`), ``always_on`` and ``never_on`` (counts of
-        units), ``freq_u<r>`` per unit; empty when no step is valid.
+    :returns: ``switch_rate``, ``usage_entropy``, ``collapse``, ``distinct_sets``, ``modal_share`` and
+        ``episode_share`` (:func:`held_shares`), ``case`` (the index in :data:`CASES`), ``always_on`` and
+        ``never_on`` (counts of units), ``freq_u<r>`` per unit; empty when no step is valid.
     """
     keep = np.ones(starts.shape, dtype=bool) if valid is None else valid
     flat = masks[keep]  # (S, R)
@@ -205,7 +221,7 @@ def selection_summary(
         return {}
     frequency = unit_frequency(flat)
     codes = set_codes(flat)  # (S,)
-    overall, within = modal_share(codes), episode_share(codes, episode_ids(starts)[keep])
+    overall, within = held_shares(codes, episode_ids(starts)[keep], starts[keep])
     always, never = always_never(frequency)
     return {
         "switch_rate": switch_rate(masks, starts, valid),

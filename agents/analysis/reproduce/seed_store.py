@@ -8,7 +8,10 @@ Three compact CSV files sit beside a table's ``summary.json``:
   (100 episodes), the model's ``core`` and ``learning_rate``, and ``source`` (the run folder it was read from);
 - ``curves.csv``: one row per model x seed x condition x evaluation: the periodic ``mean_return``;
 - ``selection.csv``: one row per RIM model x seed x condition: the activation statistics of
-  :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons).
+  :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons, and
+  from issue 26 on the selection case, distinct sets, usage entropy, collapse metric, always-on and never-on
+  units; rows harvested before have these cells empty, and :func:`derived_case` recovers the case where the
+  older columns determine it).
 
 Finished run folders are added with :meth:`SeedStore.add_runs` (their rows replace any earlier rows of the
 same model and seed); :meth:`SeedStore.runs` gives the record back as :class:`~agents.analysis.compare.Run`
@@ -27,8 +30,9 @@ import numpy as np
 
 from agents.analysis.activations import collapse_reasons
 from agents.analysis.compare import Run
-from agents.analysis.modularity import ModelStats
+from agents.analysis.modularity import ModelStats, case_aggregate
 from agents.experiment.atomic import write_csv
+from agents.experiment.selection_stats import selection_case
 
 from .meta import repo_relative
 from .tables import RESULTS_DIR, SHARED_SWEEPS
@@ -38,6 +42,7 @@ SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "lear
 CURVE_FIELDS = ("model", "seed", "condition", "frames", "mean_return")
 SELECTION_FIELDS = (
     "model", "seed", "condition", "switch_rate", "mean_active", "unit_frequency", "collapse_reasons", "mean_return",
+    "selection_case", "distinct_sets", "usage_entropy", "collapse", "always_on", "never_on",
 )  # fmt: skip
 LIST_SEP = " "  # unit frequencies in one cell
 REASON_SEP = "; "  # collapse reasons in one cell
@@ -140,7 +145,11 @@ class SeedStore:
                     {"model": model, "seed": seed, "condition": s["condition"], "switch_rate": s["switch_rate"],
                      "mean_active": s["mean_active"],
                      "unit_frequency": LIST_SEP.join(f"{f:.6g}" for f in s["unit_frequency"]),
-                     "collapse_reasons": REASON_SEP.join(collapse_reasons(s)), "mean_return": s["mean_return"]}
+                     "collapse_reasons": REASON_SEP.join(collapse_reasons(s)), "mean_return": s["mean_return"],
+                     "selection_case": s.get("selection_case", ""), "distinct_sets": s.get("distinct_sets", ""),
+                     "usage_entropy": s.get("usage_entropy", ""), "collapse": s.get("collapse", ""),
+                     "always_on": LIST_SEP.join(s.get("always_on", [])),
+                     "never_on": LIST_SEP.join(s.get("never_on", []))}
                 )  # fmt: skip
 
     def runs(self, models: Sequence[str] | None = None) -> dict[str, list[Run]]:
@@ -221,5 +230,54 @@ def _aggregate(condition: str, rows: list[dict[str, Any]], seeds: list[int]) -> 
         "mean_returns": [float(r["mean_return"]) for r in rows],
         "collapsed_runs": sum(bool(r) for r in reasons),
         "collapse_reasons": reasons,
+        **case_aggregate([derived_case(r) for r in rows]),
         "seeds": [int(r["seed"]) for r in rows],
     }
+
+
+def _number(cell: Any) -> float | None:
+    """A float from a CSV cell; ``None`` for an empty or unparsable one."""
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return None
+
+
+def derived_case(row: dict[str, Any]) -> str | None:
+    """The selection case of a ``selection.csv`` row (:func:`agents.experiment.selection_stats.selection_case`).
+
+    The ``selection_case`` cell when the row has one. Rows harvested before it existed hold the switch rate,
+    the collapse reasons and sometimes the unit frequencies; with a switch rate of exactly 0 each episode holds
+    one set, and the share of steps in the most common set follows from the frequencies when ``k`` is 1 or
+    ``num_units - 1`` (the frequency of the busiest unit, or 1 minus that of the idlest), or from the reasons
+    when they list every unit as always or never active with one of those ``k``. Otherwise (a switch rate
+    above 0 leaves the within-episode share open): ``None``.
+    """
+    case = str(row.get("selection_case") or "").strip()
+    if case:
+        return case
+    if _number(row.get("switch_rate")) != 0.0:
+        return None
+    freqs = [float(f) for f in str(row.get("unit_frequency") or "").split()]
+    if freqs:
+        units, k = len(freqs), round(sum(freqs))
+        if k == 1:
+            share = max(freqs)
+        elif k == units - 1:
+            share = 1.0 - min(freqs)
+        else:
+            return "fixed" if all(f in (0.0, 1.0) for f in freqs) else None
+        return selection_case(share, 1.0)
+    reasons = str(row.get("collapse_reasons") or "")
+    listed = [_units(part) for part in reasons.split(REASON_SEP)]
+    always = next((units for kind, units in listed if kind == "always active"), [])
+    never = next((units for kind, units in listed if kind == "never active"), [])
+    if always and never and min(len(always), len(never)) == 1:
+        return "fixed"  # every unit listed, and the one odd unit is off (or on) in > 99% of the steps
+    return None
+
+
+def _units(part: str) -> tuple[str, list[str]]:
+    """``"always active: u0, u1"`` -> ``("always active", ["u0", "u1"])``."""
+    kind, _, units = part.partition(": ")
+    return kind.strip(), [u for u in units.split(", ") if u]
