@@ -2,7 +2,7 @@
 
 Run folders are not committed, and a table grows over time (more seeds, in later sessions, on other
 machines), so its statistics are computed from this record rather than from whatever run folders exist.
-Three compact CSV files sit beside a table's ``summary.json``:
+Compact CSV files sit beside a table's ``summary.json``:
 
 - ``seeds.csv``: one row per model x seed x condition: final deterministic ``return`` and ``success``
   (100 episodes), the model's ``core`` and ``learning_rate``, and ``source`` (the run folder it was read from);
@@ -11,7 +11,10 @@ Three compact CSV files sit beside a table's ``summary.json``:
   :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons, and
   from issue 26 on the selection case, distinct sets, usage entropy, collapse metric, always-on and never-on
   units; rows harvested before have these cells empty, and :func:`derived_case` recovers the case where the
-  older columns determine it).
+  older columns determine it);
+- ``specialisation.csv`` (from issue 26 on; written once a harvest records any row): one row per RIM model x seed
+  x condition x variable (each unit, and ``set``) x environment factor: the mutual information and its
+  permutation baseline (:func:`agents.analysis.specialisation.specialisation`).
 
 Finished run folders are added with :meth:`SeedStore.add_runs` (their rows replace any earlier rows of the
 same model and seed); :meth:`SeedStore.runs` gives the record back as :class:`~agents.analysis.compare.Run`
@@ -31,18 +34,23 @@ import numpy as np
 from agents.analysis.activations import collapse_reasons
 from agents.analysis.compare import Run
 from agents.analysis.modularity import ModelStats, case_aggregate
+from agents.analysis.specialisation import aggregate_specialisation
 from agents.experiment.atomic import write_csv
 from agents.experiment.selection_stats import selection_case
 
 from .meta import repo_relative
 from .tables import RESULTS_DIR, SHARED_SWEEPS
 
-SCORES, CURVES, SELECTION = "seeds.csv", "curves.csv", "selection.csv"
+SCORES, CURVES, SELECTION, SPECIALISATION = "seeds.csv", "curves.csv", "selection.csv", "specialisation.csv"
 SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "learning_rate", "source")
 CURVE_FIELDS = ("model", "seed", "condition", "frames", "mean_return")
 SELECTION_FIELDS = (
     "model", "seed", "condition", "switch_rate", "mean_active", "unit_frequency", "collapse_reasons", "mean_return",
     "selection_case", "distinct_sets", "usage_entropy", "collapse", "always_on", "never_on",
+)  # fmt: skip
+SPECIALISATION_FIELDS = (
+    "model", "seed", "condition", "variable", "factor", "mi_bits", "baseline_mean", "baseline_p95", "excess_bits",
+    "p_value", "factor_entropy_bits",
 )  # fmt: skip
 LIST_SEP = " "  # unit frequencies in one cell
 REASON_SEP = "; "  # collapse reasons in one cell
@@ -70,14 +78,17 @@ class SeedStore:
     scores: list[dict[str, Any]] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)
     selection: list[dict[str, Any]] = field(default_factory=list)
+    specialisation: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: Path, split: str) -> SeedStore:
         """The record committed in ``folder`` (empty when it has none)."""
-        return cls(split, _read(folder / SCORES), _read(folder / CURVES), _read(folder / SELECTION))
+        files = (SCORES, CURVES, SELECTION, SPECIALISATION)
+        return cls(split, *(_read(folder / name) for name in files))
 
     def save(self, folder: Path) -> list[Path]:
-        """Write the three CSV files atomically, rows sorted by model, seed, condition (and frames)."""
+        """Write the CSV files atomically, rows sorted by model, seed, condition (and frames); ``specialisation.csv``
+        only when it has rows."""
         folder.mkdir(parents=True, exist_ok=True)
         order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in self.scores))}
 
@@ -89,7 +100,10 @@ class SeedStore:
             (SCORES, self.scores, SCORE_FIELDS),
             (CURVES, self.curves, CURVE_FIELDS),
             (SELECTION, self.selection, SELECTION_FIELDS),
+            (SPECIALISATION, self.specialisation, SPECIALISATION_FIELDS),
         ):
+            if name == SPECIALISATION and not rows:
+                continue
             write_csv(folder / name, sorted(rows, key=sort_key), fields)
             written.append(folder / name)
         return written
@@ -140,7 +154,12 @@ class SeedStore:
         """Record the activation statistics of runs of ``model`` (per run, one dict per condition)."""
         for seed, stats in zip(seeds, per_run, strict=True):
             self.selection = [r for r in self.selection if _key(r) != (model, seed)]
+            self.specialisation = [r for r in self.specialisation if _key(r) != (model, seed)]
             for s in stats:
+                self.specialisation += [
+                    {"model": model, "seed": seed, "condition": s["condition"], **row}
+                    for row in s.get("specialisation", [])
+                ]
                 self.selection.append(
                     {"model": model, "seed": seed, "condition": s["condition"], "switch_rate": s["switch_rate"],
                      "mean_active": s["mean_active"],
@@ -178,6 +197,11 @@ class SeedStore:
                 out[model].append(Run(Path(str(first["source"])), config, scores, curves))
         return out
 
+    def _specialisation(self, model: str, condition: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+        """Per seed, the ``specialisation.csv`` rows of ``model`` on ``condition`` (numbers as floats)."""
+        mine = [r for r in self.specialisation if r["model"] == model and r["condition"] == condition]
+        return [[_float_row(r) for r in mine if int(r["seed"]) == seed] for seed in seeds]
+
     def selection_stats(self, models: Sequence[str]) -> dict[str, ModelStats]:
         """The selection statistics of ``models`` averaged over their recorded seeds, per condition.
 
@@ -192,19 +216,30 @@ class SeedStore:
             seeds = sorted({int(r["seed"]) for r in rows})
             aggregate = [_aggregate(c, [r for r in rows if r["condition"] == c], seeds)
                          for c in dict.fromkeys(r["condition"] for r in rows)]  # fmt: skip
+            for agg in aggregate:
+                agg["specialisation"] = aggregate_specialisation(self._specialisation(model, agg["condition"], seeds))
             out[model] = ModelStats(model, [], seeds, [], aggregate)
         return out
+
+
+def _float_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``specialisation.csv`` row with its numbers as floats."""
+    return {key: (value if key in ("model", "seed", "condition", "variable", "factor") else float(value))
+            for key, value in row.items()}  # fmt: skip
 
 
 def with_shared(store: SeedStore, table: str, results: Path = RESULTS_DIR) -> SeedStore:
     """``store`` (the record of ``table``) plus the rows of the models it shares with other tables
     (:data:`~agents.analysis.reproduce.tables.SHARED_SWEEPS`), read from their own tables' records."""
-    view = SeedStore(store.split, list(store.scores), list(store.curves), list(store.selection))
+    view = SeedStore(
+        store.split, list(store.scores), list(store.curves), list(store.selection), list(store.specialisation)
+    )
     for model, other_table in SHARED_SWEEPS.get(table, {}).items():
         other = SeedStore.load(results / other_table, store.split)
         view.scores += [r for r in other.scores if r["model"] == model]
         view.curves += [r for r in other.curves if r["model"] == model]
         view.selection += [r for r in other.selection if r["model"] == model]
+        view.specialisation += [r for r in other.specialisation if r["model"] == model]
     return view
 
 
