@@ -134,9 +134,10 @@ def test_changed_units_are_the_cores_own_active_masks() -> None:
             keep = (1.0 - starts).view(1, -1, 1)
             _, _, info = core.module(features, (states[0] * keep, states[1] * keep), return_info=True)
             _, new = core(features, states, starts.view(1, -1))
-            found = changed_units(states, new, starts, num_units)  # (N, U)
-            assert torch.equal(found, info.active[0, 0]), t
-            assert found.sum(dim=1).tolist() == [2, 2, 2]
+            as_numpy = [tuple(s.numpy() for s in pair) for pair in (states, new)]
+            found = changed_units(*as_numpy, starts.numpy(), num_units)  # (N, U)
+            np.testing.assert_array_equal(found, info.active[0, 0].numpy(), err_msg=str(t))
+            assert found.sum(axis=1).tolist() == [2, 2, 2]
             states = new
 
 

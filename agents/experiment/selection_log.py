@@ -10,7 +10,8 @@ units too (the shared workspace's broadcast) have no such mask and log nothing; 
 starts from must be the zero state the core is given (an initial state the core replaces it with inside
 would mark every unit active at an episode's first step).
 
-:class:`SelectionStatsCallback` gathers the masks of a rollout and logs
+:class:`SelectionStatsCallback` keeps the states of a rollout (references, no copies), reads the masks from them
+in one batched comparison at the rollout's end and logs
 :func:`agents.experiment.selection_stats.selection_summary` once per update as ``sel/rollout/<statistic>``
 (``metrics.csv`` columns and W&B scalars through the run's logger). Non-RIM cores (``lstm``, ``gru``) log nothing.
 """
@@ -42,23 +43,28 @@ def mask_layout(core: RecurrentCore) -> tuple[int, int] | None:
     return int(module.num_units), int(module.k) * int(module.num_layers)
 
 
-def changed_units(previous: tuple[Tensor, ...], new: tuple[Tensor, ...], starts: Tensor, num_units: int) -> Tensor:
-    """The active mask of one step: units whose state changed.
+def changed_units(
+    previous: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...], starts: np.ndarray, num_units: int
+) -> np.ndarray:
+    """The active masks of steps: units whose state changed.
 
-    :param previous: the states before the step, before the reset of starting episodes, each
-        ``(num_layers, N, hidden_size)``.
+    :param previous: the states before each step, before the reset of starting episodes, each
+        ``(*B, num_layers, N, hidden_size)`` (``*B``: any leading dimensions, e.g. ``T`` steps, or none).
     :param new: the states the core returned, same shapes.
-    :param starts: ``(N,)`` float, 1.0 where an episode starts at this step (its state was reset to zeros).
+    :param starts: ``(*B, N)``, 1 where an episode starts at that step (its state was reset to zeros).
     :param num_units: units per layer.
-    :returns: ``(N, num_layers * num_units)`` bool, layer-major.
+    :returns: ``(*B, N, num_layers * num_units)`` bool, layer-major.
     """
-    keep = (1.0 - starts).view(1, -1, 1)  # (1, N, 1): the reset RecurrentCore applies
-    changed = torch.zeros_like(new[0], dtype=torch.bool)  # (Ly, N, H)
+    *lead, layers, envs, _ = new[0].shape
+    keep = (1 - np.asarray(starts, dtype=new[0].dtype))[..., None, :, None]  # (*B, 1, N, 1): RecurrentCore's reset
+    changed = np.zeros((*lead, layers, envs, num_units), dtype=bool)
     for before, after in zip(previous, new, strict=True):
-        changed |= after != before * keep
-    layers, envs, hidden = changed.shape
-    per_unit = changed.view(layers, envs, num_units, hidden // num_units).any(dim=-1)  # (Ly, N, U)
-    return per_unit.permute(1, 0, 2).reshape(envs, layers * num_units)  # (N, Ly * U)
+        changed |= (after != before * keep).reshape(*lead, layers, envs, num_units, -1).any(axis=-1)
+    return np.swapaxes(changed, -3, -2).reshape(*lead, envs, layers * num_units)  # (*B, N, Ly * U)
+
+
+def _numpy(states: tuple[Tensor, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(s.cpu().numpy() for s in states)
 
 
 class SelectionStatsCallback(BaseCallback):
@@ -71,7 +77,8 @@ class SelectionStatsCallback(BaseCallback):
         super().__init__()
         self.prefix = prefix
         self.layout: tuple[int, int] | None = None
-        self._masks: list[Tensor] = []
+        self._first: tuple[Tensor, ...] | None = None
+        self._states: list[tuple[Tensor, ...]] = []
         self._starts: list[Tensor] = []
 
     def _init_callback(self) -> None:
@@ -79,26 +86,26 @@ class SelectionStatsCallback(BaseCallback):
         self.layout = mask_layout(core) if isinstance(core, RecurrentCore) else None
 
     def _on_rollout_start(self) -> None:
-        self._masks, self._starts = [], []
+        self._first = None if self.layout is None else self.model._last_lstm_states.pi
+        self._states, self._starts = [], []
 
     def _on_step(self) -> bool:
-        if self.layout is None:
-            return True
-        previous = self.model._last_lstm_states.pi  # the states the step started from (sb3-contrib's RNNStates)
-        new = self.locals["lstm_states"].pi
-        starts = self.locals["episode_starts"]  # (N,) float
-        self._masks.append(changed_units(previous, new, starts, self.layout[0]))
-        self._starts.append(starts > 0)
+        if self.layout is not None:  # keep references only: the masks are computed once, at the rollout's end
+            self._states.append(self.locals["lstm_states"].pi)  # (h, c) each (Ly, N, H), new tensors every step
+            self._starts.append(self.locals["episode_starts"])  # (N,) float
         return True
 
     def _on_rollout_end(self) -> None:
-        if self.layout is None or not self._masks:
+        if self.layout is None or not self._states or self._first is None:
             return
-        masks = torch.stack(self._masks).cpu().numpy()  # (T, N, R)
+        after = _numpy(tuple(torch.stack(parts) for parts in zip(*self._states, strict=True)))  # each (T, Ly, N, H)
+        first = _numpy(self._first)
+        before = tuple(np.concatenate([f[None], part[:-1]]) for f, part in zip(first, after, strict=True))
         starts = torch.stack(self._starts).cpu().numpy()  # (T, N)
-        for key, value in selection_summary(masks, starts, k=self.layout[1]).items():
+        masks = changed_units(before, after, starts, self.layout[0])  # (T, N, R)
+        for key, value in selection_summary(masks, starts > 0, k=self.layout[1]).items():
             self.logger.record(f"{self.prefix}/{key}", value)
-        self._masks, self._starts = [], []
+        self._first, self._states, self._starts = None, [], []
 
 
 class EvalMasks:
@@ -124,14 +131,9 @@ class EvalMasks:
         """
         if self.layout is None:
             return
-        after = tuple(torch.as_tensor(np.asarray(s)) for s in new)
-        before = (
-            tuple(torch.zeros_like(a) for a in after)
-            if previous is None
-            else tuple(torch.as_tensor(np.asarray(s)) for s in previous)
-        )
-        start = torch.as_tensor(np.asarray(starts, dtype=np.float32))
-        self.masks.append(changed_units(before, after, start, self.layout[0]).numpy())
+        after = tuple(np.asarray(s) for s in new)
+        before = tuple(np.zeros_like(a) for a in after) if previous is None else tuple(np.asarray(s) for s in previous)
+        self.masks.append(changed_units(before, after, np.asarray(starts), self.layout[0]))
         self.starts.append(np.asarray(starts, dtype=bool).copy())
         self.valid.append(np.asarray(valid, dtype=bool).copy())
 

@@ -170,11 +170,11 @@ def episode_share(codes: np.ndarray, episodes: np.ndarray) -> float:
     """
     if len(codes) == 0:
         return 0.0
-    pairs, counts = np.unique(np.stack([episodes, codes]), axis=1, return_counts=True)  # (2, P), (P,)
-    _, episode_index = np.unique(pairs[0], return_inverse=True)
-    modal = np.zeros(episode_index.max() + 1, dtype=np.int64)
-    np.maximum.at(modal, episode_index, counts)
-    return float(modal.sum()) / len(codes)
+    _, episode = np.unique(episodes, return_inverse=True)  # (S,) 0 .. E - 1
+    sets, code = np.unique(codes, return_inverse=True)  # (S,) 0 .. C - 1
+    counts = np.bincount(episode.reshape(-1) * len(sets) + code.reshape(-1))  # steps per (episode, set)
+    counts = np.pad(counts, (0, (episode.max() + 1) * len(sets) - len(counts)))
+    return float(counts.reshape(-1, len(sets)).max(axis=1).sum()) / len(codes)
 
 
 def held_shares(codes: np.ndarray, episodes: np.ndarray, first: np.ndarray) -> tuple[float, float]:
