@@ -259,6 +259,24 @@ def format_summary_table(models: dict[str, ModelStats]) -> str:
     return "\n".join(lines)
 
 
+def format_specialisation_table(models: dict[str, ModelStats]) -> str:
+    """Markdown table of the specialisation aggregates, a row per model x condition x factor; empty when no run
+    recorded any (:func:`agents.analysis.specialisation.aggregate_specialisation`)."""
+    rows = [(label, agg["condition"], spec) for label, model in models.items() for agg in model.aggregate
+            for spec in agg.get("specialisation", [])]  # fmt: skip
+    if not rows:
+        return ""
+    header = ["model", "condition", "factor", "seeds", "set: excess MI (bits)", "best unit: excess MI (bits)",
+              "seeds with set MI > baseline p95", "seeds with a unit's MI > baseline p95"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, condition, spec in rows:
+        cells = [label, condition, spec["factor"], str(spec["n_runs"]), f"{spec['set_excess_bits']:.3f}",
+                 f"{spec['best_unit_excess_bits']:.3f}", f"{spec['set_above_p95']}/{spec['n_runs']}",
+                 f"{spec['units_above_p95']}/{spec['n_runs']}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary_json(models: dict[str, ModelStats]) -> dict[str, Any]:
     """The aggregates as plain JSON data: ``{label: {runs, seeds, aggregate, per_run}}``."""
     return {
@@ -276,9 +294,10 @@ def write_summary(models: dict[str, ModelStats], out_dir: str | Path) -> list[Pa
     """Write ``activation_summary.json`` and ``activation_summary.md`` into ``out_dir`` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tables = [format_summary_table(models), format_specialisation_table(models)]
     texts = {
         out / f"{SUMMARY_STEM}.json": json.dumps(summary_json(models), indent=2) + "\n",
-        out / f"{SUMMARY_STEM}.md": format_summary_table(models) + "\n",
+        out / f"{SUMMARY_STEM}.md": "\n\n".join(table for table in tables if table) + "\n",
     }
     for path, text in texts.items():
         atomic_write_text(path, text)
