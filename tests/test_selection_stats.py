@@ -13,7 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from agents.analysis.activations import summarize_activations
+from agents.analysis.visualize import save_activation_heatmap
 from agents.experiment.evaluation import run_episodes
+from agents.experiment.recording import record_episode
 from agents.experiment.run import build_model, train, validate
 from agents.experiment.selection_log import changed_units, mask_layout
 from agents.experiment.selection_stats import (
@@ -31,6 +34,7 @@ from agents.experiment.selection_stats import (
     unit_frequency,
     usage_entropy,
 )
+from envs.factors import FACTORS
 from envs.levels import make_condition_vec_env
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -141,7 +145,7 @@ def test_changed_units_are_the_cores_own_active_masks() -> None:
             states = new
 
 
-def test_lstm_has_no_layout_and_eval_of_a_rim_records_statistics() -> None:
+def test_lstm_has_no_layout_and_eval_of_a_rim_records_statistics(tmp_path: Path) -> None:
     cfg = _compose(["model=lstm"])
     env = make_condition_vec_env(validate(cfg).train, 2)
     model = build_model(cfg, env)
@@ -153,10 +157,15 @@ def test_lstm_has_no_layout_and_eval_of_a_rim_records_statistics() -> None:
     stats = run_episodes(rim, condition, 3, True, n_envs=2).selection
     assert {"switch_rate", "usage_entropy", "collapse", "distinct_sets", "case", "freq_u3"} <= set(stats)
     assert sum(stats[f"freq_u{u}"] for u in range(4)) == pytest.approx(3.0)
+    recording = record_episode(rim, condition, max_steps=5, render=False)  # factors under the heat-map
+    assert list(recording.factors) == list(FACTORS) and all(len(v) == 5 for v in recording.factors.values())
+    assert save_activation_heatmap(recording, tmp_path / "heatmap.png").stat().st_size > 0
+    summary = summarize_activations([recording, recording])
+    assert summary["selection_case"] in CASES and len(summary["specialisation"]) == 5 * len(FACTORS)
 
 
 def test_training_writes_rollout_and_evaluation_columns(tmp_path: Path) -> None:
-    train(_compose(["model=rim"]), tmp_path / "rim")
+    train(_compose(["model=rim", "eval.conditions=[iid]"]), tmp_path / "rim")
     with (tmp_path / "rim" / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0])
@@ -164,5 +173,5 @@ def test_training_writes_rollout_and_evaluation_columns(tmp_path: Path) -> None:
             "sel/rollout/distinct_sets", "sel/rollout/freq_u0", "sel/iid/switch_rate"} <= columns  # fmt: skip
     assert all(row["sel/rollout/switch_rate"] != "" for row in rows)
     assert "sel_switch_rate" in (tmp_path / "rim" / "ood_curves.csv").read_text()
-    train(_compose(["model=lstm"]), tmp_path / "lstm")
+    train(_compose(["model=lstm", "eval.conditions=[iid]"]), tmp_path / "lstm")
     assert "sel/" not in (tmp_path / "lstm" / "metrics.csv").read_text().splitlines()[0]
