@@ -1,17 +1,18 @@
 """Which RIM units are active, as numbers: per-unit activation frequency, active units per step, switch rate.
 
 Nothing here renders: :func:`play_activations` plays a condition's episodes in parallel
-environments (one batched policy step for all of them) and keeps only actions, rewards and
-the active-unit masks, and :func:`summarize_activations` turns those into statistics. ``R``
-below is ``num_units`` for a one-layer core, ``num_layers * num_units`` (layer-major)
+environments (one batched policy step for all of them) and keeps only actions, rewards, the
+active-unit masks and the environment factors (:mod:`envs.factors`), and :func:`summarize_activations`
+turns those into statistics. ``R`` below is ``num_units`` for a one-layer core, ``num_layers * num_units`` (layer-major)
 otherwise; ``T`` is the number of steps of an episode.
 
-A selection that has *collapsed* (a unit active in more than 99% or fewer than 1% of the
-steps, or a switch rate near 0) makes the RIM a smaller LSTM in effect; :func:`collapse_reasons`
-says which of these holds (Goyal et al. 2019, *Recurrent Independent Mechanisms*, sec. 2:
-the point of the top-k competition is that different units handle different inputs). Those reasons
-do not say *how* it collapsed: ``selection_case`` does (``fixed``, ``per-episode`` or ``switching``,
-:func:`agents.experiment.selection_stats.selection_case`), with the always-on and never-on units apart.
+A selection counts as *collapsed* when a unit is active in more than 99% or fewer than 1% of the steps,
+or the switch rate is near 0; :func:`collapse_reasons` says which of these holds (Goyal et al. 2019,
+*Recurrent Independent Mechanisms*, sec. 2: the point of the top-k competition is that different units
+handle different inputs). Those reasons do not say *how* it collapsed (one always-on unit counts, while the
+others rotate): ``selection_case`` does (``fixed``, ``per-episode`` or ``switching``,
+:func:`agents.experiment.selection_stats.selection_case`), with the always-on and never-on units apart. Only
+the ``fixed`` case makes the RIM a smaller LSTM in effect.
 """
 
 from __future__ import annotations
