@@ -25,6 +25,7 @@ from rims.communication import PairwiseCommunication
 from rims.gates import gru_gates, keep_inactive, lstm_gates
 from rims.info import RIMInfo
 from rims.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
+from rims.remedies import Selection
 from rims.schemata import schema_dynamics, schema_gates
 from rims.weights import combine_for_steps, input_projection, top_projection
 from rims.workspace_comm import WorkspaceCommunication
@@ -45,6 +46,8 @@ class StepRunner:
     :param steps: how many steps the runner will make when ``x`` is ``None`` (the per-step
         input and the top-down input are then projected through weights combined once for all
         steps, when that costs fewer multiply-adds).
+    :param selection: the remedies' score offset for the top-k choice, and what they read back
+        (:class:`rims.remedies.Selection`, filled by :meth:`finish`), or ``None``.
 
     Without attention dropout the null value's projection is folded into the input bias; with a
     top-down candidate the top-down value is then taken relative to the null value
@@ -60,8 +63,13 @@ class StepRunner:
         record: bool,
         top_down: bool = False,
         steps: int = 1,
+        selection: Selection | None = None,
     ) -> None:
         self.cell, self.record, self.top_down = cell, record, top_down
+        self.selection = selection
+        self._offsets = None if selection is None or selection.offset is None else selection.offset.unbind(0)
+        self._masks: list[Tensor] = []
+        self._ranks: list[Tensor] = []
         self.lstm = cell.dynamics == "lstm"
         self.dropout = cell.attention_dropout if cell.training and cell.attention_dropout > 0.0 else 0.0
         self.heads, self.u, self.d = cell.num_input_heads, cell.num_units, cell.unit_size
@@ -151,7 +159,12 @@ class StepRunner:
 
         mask = None
         if cell.k < u:
-            mask = top_k_mask(selection_rank(cell.selection, score_in, score_top, probs, query, w.null_key), cell.k)
+            rank = selection_rank(cell.selection, score_in, score_top, probs, query, w.null_key)  # (U, N, 1)
+            mask = top_k_mask(rank if self._offsets is None else rank + self._offsets[t], cell.k)
+            if self.selection is not None and self.selection.keep_masks:
+                self._masks.append(mask)
+                if self.selection.keep_logits:
+                    self._ranks.append(rank)
         used = drop_candidates(probs, self.dropout) if self.dropout > 0.0 else probs
 
         choice = None
@@ -214,6 +227,10 @@ class StepRunner:
         else:
             out = torch.stack(self.outputs).permute(0, 2, 1, 3).reshape(len(self.outputs), batch, hidden)
         info = RIMInfo.from_steps(self.log) if self.record else None
+        if self._masks:
+            assert self.selection is not None
+            self.selection.masks = torch.stack(self._masks)  # (L, U, N, 1)
+            self.selection.logits = torch.stack(self._ranks) if self._ranks else None
         return out, finals, info
 
 
