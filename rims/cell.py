@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rims import remedies
 from rims._checks import check_positive_int
 from rims._native import loops_for
 from rims._zero_grad import attach_zero_grad
@@ -61,14 +62,6 @@ from rims.fast_paths import (
 )
 from rims.info import RIMInfo
 from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
-from rims.remedies import (
-    begin_selection,
-    finish_selection,
-    initial_states,
-    register_remedies,
-    remedy_parameters,
-    reset_remedies,
-)
 from rims.stepwise import StepRunner
 from rims.weights import Weights, build_weights, combined_if_cheaper
 
@@ -185,7 +178,7 @@ class RIMCell(nn.Module):
         self._optional("weight_read_query", (u, d, kc), workspace, kw)
         self._optional("weight_read_kv", (m, kc + vc), workspace, kw)
         self._optional("weight_read_out", (u, vc, d), workspace, kw)
-        register_remedies(self, kw)  # after the others: saved optimizer states keep their indices
+        remedies.register_remedies(self, kw)  # after the others: saved optimizer states keep their indices
         self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
@@ -252,7 +245,7 @@ class RIMCell(nn.Module):
         if self.bias_workspace_gate is not None:
             with torch.no_grad():
                 self.bias_workspace_gate[self.slot_size :] += 1.0
-        reset_remedies(self)
+        remedies.reset_remedies(self)
 
     def extra_repr(self) -> str:
         s = (
@@ -291,7 +284,7 @@ class RIMCell(nn.Module):
         """Normalise a cell-level state to a tuple of ``(N, hidden_size)`` tensors."""
         n_states = 2 if self.dynamics == "lstm" else 1
         if hx is None:
-            return initial_states(self, x.shape[0], x)
+            return remedies.initial_states(self, x.shape[0], x)
         states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != n_states:
             raise ValueError(f"RIMCell ({self.dynamics}): expected hx with {n_states} tensor(s), got {len(states)}")
@@ -325,7 +318,7 @@ class RIMCell(nn.Module):
             raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
         path = self.path(x, record)
-        selection = begin_selection(self, seq_len, batch, x)  # remedies: noise drawn before any dropout
+        selection = remedies.begin_selection(self, seq_len, batch, x)  # remedies: noise drawn before any dropout
         if path in (FUSED_NATIVE, FUSED_PYTHON):
             result = fused_call(self, x, states, self._weights(fold=not dropping), dropping, selection)
         elif path == NATIVE_STEP:  # acting: one C++ call for the step
@@ -337,12 +330,7 @@ class RIMCell(nn.Module):
             for t in range(seq_len):
                 runner.step(t)
             result = runner.finish()
-        finish_selection(self, selection)
-        extra = remedy_parameters(self)
-        if not extra:
-            return result
-        out, finals, info = result  # every parameter gets a gradient, as nn.LSTM's (zero if unused)
-        return attach_zero_grad(out, *extra), finals, info
+        return remedies.finish_call(self, selection, result)
 
     def path(self, x: Tensor, record: bool = False) -> str:
         """Which path :meth:`sequence` takes for ``x`` in the current mode (training or eval, gradients

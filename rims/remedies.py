@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from rims._zero_grad import attach_zero_grad
+
 if TYPE_CHECKING:
     from rims.cell import RIMCell
 
@@ -162,6 +164,20 @@ def finish_selection(cell: RIMCell, selection: Selection | None) -> None:
     if selection.logits is not None:
         logits = selection.logits if selection.noise is None else selection.logits + selection.noise
         cell._aux_loss = switch_balance_loss(masks, logits, cell.k, options.balance_loss)
+
+
+def finish_call(
+    cell: RIMCell, selection: Selection | None, result: tuple[Tensor, tuple[Tensor, ...], Any]
+) -> tuple[Tensor, tuple[Tensor, ...], Any]:
+    """:func:`finish_selection`, then ``result`` (``(output, final states, info)`` of a call) with an
+    exact zero gradient attached for the remedies' parameters, which a call may not use (every
+    parameter gets a gradient after ``backward()``, as with ``nn.LSTM``)."""
+    finish_selection(cell, selection)
+    extra = remedy_parameters(cell)
+    if not extra:
+        return result
+    out, finals, info = result
+    return attach_zero_grad(out, *extra), finals, info
 
 
 def switch_balance_loss(masks: Tensor, logits: Tensor, k: int, alpha: float) -> Tensor:
