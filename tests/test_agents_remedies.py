@@ -106,3 +106,19 @@ def test_the_remedies_are_typed_config_keys() -> None:
         RIMModelConfig(name="rim", selection_noise_anneal=-3)
     with pytest.raises(ConfigError, match=r"model.initial_state must be one of \['zeros', 'learned', 'random'\]"):
         RIMModelConfig(name="rim", initial_state="ones")
+
+
+def test_the_remedies_compose_as_hydra_overrides() -> None:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from agents.experiment.config import typed_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    overrides = ["model.balance_loss=0.01", "model.selection_noise=0.5", "model.initial_state=random"]
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = typed_config(compose(config_name="train", overrides=overrides))
+        assert (cfg.model.balance_loss, cfg.model.selection_noise, cfg.model.initial_state) == (0.01, 0.5, "random")
+        with pytest.raises(ConfigError, match=r"model.balance_rate must be a number >= 0, got -0.5"):
+            typed_config(compose(config_name="train", overrides=["model.balance_rate=-0.5"]))
