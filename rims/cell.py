@@ -184,6 +184,10 @@ class RIMCell(nn.Module):
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
         self.reset_parameters()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deep-copy without the last call's balance loss (part of a graph, not state)."""
+        return {k: v for k, v in super().__getstate__().items() if k != "_aux_loss"}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a layer pickled before the options contract: its options are rebuilt from
         its attributes (an option it predates takes its default)."""

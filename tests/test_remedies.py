@@ -3,6 +3,7 @@ the Switch balance loss and the initial state, on every path of the plain RIM.""
 
 from __future__ import annotations
 
+import copy
 import io
 from typing import Any
 
@@ -271,3 +272,13 @@ def test_options_are_validated_with_expected_and_given() -> None:
         RIMCell(5, 16, 4, 2, balance_rate="x")
     with pytest.raises(ValueError, match=r"initial_state must be one of \['zeros', 'learned', 'random'\], got 'ones'"):
         RIMGRU(5, 16, 4, 2, initial_state="ones")
+
+
+def test_a_layer_with_a_balance_loss_deep_copies_and_pickles() -> None:
+    rim = RIMLSTM(5, 16, 4, 2, balance_loss=0.1)
+    rim(torch.randn(3, 2, 5))
+    assert rim.aux_loss() is not None
+    copied = copy.deepcopy(rim)  # e.g. a policy copied after a training forward
+    assert copied.aux_loss() is None and rim.aux_loss() is not None
+    buffer = io.BytesIO()
+    torch.save(rim, buffer)
