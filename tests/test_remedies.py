@@ -13,17 +13,7 @@ import torch
 from rims import RIMGRU, RIMLSTM, RIMCell, _native, fast_paths
 from rims.options import RIMOptions
 from rims.remedies import switch_balance_loss
-
-
-@pytest.fixture(params=["native", "python"])
-def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the fused path with the C++ time loops and with the Python ones."""
-    if request.param == "python":
-        monkeypatch.setenv("RIMS_NATIVE", "0")
-    elif _native.native_loops() is None:
-        pytest.skip("the C++ time loops could not be built here (see the logged warning)")
-    return request.param
-
+from tests.test_fused import loops  # noqa: F401 - the fixture: C++ and Python time loops
 
 REMEDIES: list[dict[str, Any]] = [
     {"selection_noise": 0.5},
@@ -77,9 +67,8 @@ def _run(cell: RIMCell, x: torch.Tensor, fused: bool) -> tuple[list[torch.Tensor
 @pytest.mark.parametrize("dynamics", ["lstm", "gru"])
 @pytest.mark.parametrize("options", REMEDIES)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_equals_step_by_step_with_each_remedy(
-    loops: str, dynamics: str, options: dict[str, Any], dropout: float
-) -> None:
+@pytest.mark.usefixtures("loops")
+def test_fused_equals_step_by_step_with_each_remedy(dynamics: str, options: dict[str, Any], dropout: float) -> None:
     cell = _cell(dynamics, dropout, **options)
     initial = {k: v.clone() for k, v in cell.named_buffers()}
     assert cell.path(torch.zeros(3, 2, 5, dtype=torch.float64)) in (fast_paths.FUSED_NATIVE, fast_paths.FUSED_PYTHON)
