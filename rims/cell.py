@@ -3,7 +3,7 @@
 Per step, for ``U = num_units`` units of width ``d = hidden_size // U``; each step is a
 composition of mechanisms, one module each:
 
-1. *Input attention* (:mod:`rims.input_attention`): unit ``i`` queries ``{x_t, null}`` (null =
+1. *Input attention* (:mod:`rims.mechanisms.input_attention`): unit ``i`` queries ``{x_t, null}`` (null =
    zeros) with ``q_i = h_i W_q,i + b_q,i``; keys ``x W_k + b_k`` (null key ``b_k``), values
    ``x W_v + b_v`` (null value ``b_v``). The softmax is per unit and head over the candidates,
    so the attention on the real input is ``a_i = sigmoid(q_i . (x W_k) / sqrt(key))``. With a
@@ -14,27 +14,27 @@ composition of mechanisms, one module each:
    real input (``input_score``; differs only when the key projection has a bias). Ties go to
    the lower unit index.
 3. *Dynamics*: every unit has its own LSTM/GRU weights, applied to all units in one batched
-   matmul; or (``num_schemata``, SCOFF, :mod:`rims.schemata`) the units share a few weight
+   matmul; or (``num_schemata``, SCOFF, :mod:`rims.mechanisms.schemata`) the units share a few weight
    sets and each active unit picks one per step. Because the attended input is affine in
    ``a_i``, its projection by the input weights is computed for the whole sequence before the
-   time loop (:mod:`rims.weights`).
+   time loop (:mod:`rims.mechanisms.weights`).
 4. *Communication*: multi-head attention from every unit over all units' states (inactive units
-   show their kept state), added to the active units (:mod:`rims.communication`); or
+   show their kept state), added to the active units (:mod:`rims.mechanisms.communication`); or
    (``communication="workspace"``) write/broadcast through a small shared workspace
-   (:mod:`rims.workspace_comm`). The update is ``h = tanh(h_tilde + m)``
+   (:mod:`rims.mechanisms.workspace`). The update is ``h = tanh(h_tilde + m)``
    (``communication_update="bounded"``, the default: ``|h| < 1`` at every step) or the paper's
    ``h = h_tilde + m`` (``"residual"``, unbounded on long carried streams).
 5. Inactive units keep ``h`` and ``c`` bit-identical (with the workspace, they still receive its
    broadcast). A unit's parameters get no gradient from a step where it was inactive: its new
-   state is discarded (``torch.where`` in :mod:`rims.gates`) and the weight gradient of its
+   state is discarded (``torch.where`` in :mod:`rims.mechanisms.dynamics`) and the weight gradient of its
    communication key/value projection is masked (gradient still reaches its state from earlier
    steps).
 
 For the plain RIM (one input head, pairwise communication, per-unit weights, no top-down input),
 when gradients are recorded (training) :meth:`RIMCell.sequence` runs the whole sequence as one
-autograd node with a hand-written backward (:mod:`rims.fused`); a one-step call without
-gradients (acting) is one C++ call when :mod:`rims._native` is available. Everything else runs
-step by step with autograd (:mod:`rims.stepwise`). All paths compute the same function; tests
+autograd node with a hand-written backward (:mod:`rims.fast_paths.fused`); a one-step call without
+gradients (acting) is one C++ call when :mod:`rims.fast_paths.native` is available. Everything else runs
+step by step with autograd (:mod:`rims.mechanisms.stepwise`). All paths compute the same function; tests
 compare them.
 """
 
@@ -48,9 +48,7 @@ from torch import Tensor, nn
 
 from rims import remedies
 from rims._checks import check_positive_int
-from rims._native import loops_for
-from rims._zero_grad import attach_zero_grad
-from rims.fast_paths import (
+from rims.fast_paths.dispatch import (
     FUSED_NATIVE,
     FUSED_PYTHON,
     NATIVE_STEP,
@@ -60,10 +58,14 @@ from rims.fast_paths import (
     native_step,
     unsupported,
 )
+from rims.fast_paths.native import loops_for
 from rims.info import RIMInfo
+from rims.mechanisms.input_attention import Selection
+from rims.mechanisms.layer import LayerParameters, LayerSpec
+from rims.mechanisms.stepwise import StepRunner
+from rims.mechanisms.weights import Weights, build_weights, combined_if_cheaper
+from rims.mechanisms.zero_grad import attach_zero_grad
 from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
-from rims.stepwise import StepRunner
-from rims.weights import Weights, build_weights, combined_if_cheaper
 
 _GATES = {"lstm": 4, "gru": 3}
 _ATTENTION_PARAMETERS = (
@@ -139,6 +141,7 @@ class RIMCell(nn.Module):
         self.write_k = self.options.writers(self.k)
         self.top_down_size = None if top_down_size is None else check_positive_int("top_down_size", top_down_size)
         self.unit_size = self.hidden_size // self.num_units
+        self.spec = self._spec()
 
         kw = {"device": device, "dtype": dtype}
         u, d, g = self.num_units, self.unit_size, _GATES[self.dynamics] * self.unit_size
@@ -195,8 +198,20 @@ class RIMCell(nn.Module):
         if "options" not in state:
             self.options = RIMOptions(**{n: state.get(n, getattr(DEFAULTS, n)) for n in OPTION_NAMES})
             self.write_k = self.options.writers(self.k)
+        if "options" not in state or "spec" not in state:
+            self.spec = self._spec()
         if "_unsupported" not in state:
             self._unsupported = unsupported(self.options)
+
+    def _spec(self) -> LayerSpec:
+        """The layer's sizes and options, as its mechanisms read them."""
+        return LayerSpec(
+            self.options, self.input_size, self.hidden_size, self.num_units, self.k, self.bias, self.top_down_size
+        )
+
+    def layer_parameters(self) -> LayerParameters:
+        """The layer's parameters as its mechanisms read them (``None`` where its options use none)."""
+        return LayerParameters(**self._parameters)
 
     def _optional(self, name: str, shape: tuple[int, ...], present: bool, kw: dict) -> None:
         """Register parameter ``name`` (uninitialised) if ``present``, else ``None``."""
@@ -205,7 +220,7 @@ class RIMCell(nn.Module):
     @property
     def plain(self) -> bool:
         """Whether the layer is the plain RIM (pairwise communication, per-unit weights, no top-down
-        input, one input head): the structure with fast paths (:func:`rims.fast_paths.has_fast_path`)."""
+        input, one input head): the structure with fast paths (:func:`rims.fast_paths.dispatch.has_fast_path`)."""
         return has_fast_path(self.options, self.top_down_size)
 
     def attention_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -324,23 +339,49 @@ class RIMCell(nn.Module):
         path = self.path(x, record)
         selection = remedies.begin_selection(self, seq_len, batch, x)  # remedies: noise drawn before any dropout
         if path in (FUSED_NATIVE, FUSED_PYTHON):
-            result = fused_call(self, x, states, self._weights(fold=not dropping), dropping, selection)
+            result = fused_call(
+                self.spec, self.layer_parameters(), x, states, self._weights(fold=not dropping), dropping, selection
+            )
         elif path == NATIVE_STEP:  # acting: one C++ call for the step
             loops = loops_for(x)
             assert loops is not None  # path() saw them
-            result = native_step(self, loops, x[0], states, self._weights(fold=True), selection)
+            weights = self._weights(fold=True)
+            result = native_step(self.spec, self.layer_parameters(), loops, x[0], states, weights, selection)
         else:
-            runner = StepRunner(self, states, x, record, selection=selection)
+            runner = self.step_runner(states, x, record, selection=selection)
             for t in range(seq_len):
                 runner.step(t)
             result = runner.finish()
         return remedies.finish_call(self, selection, result)
 
+    def step_runner(
+        self,
+        states: tuple[Tensor, ...],
+        x: Tensor | None,
+        record: bool,
+        top_down: bool = False,
+        steps: int = 1,
+        selection: Selection | None = None,
+    ) -> StepRunner:
+        """The step-by-step path (:class:`rims.mechanisms.stepwise.StepRunner`) of this layer over one
+        sequence, in its current mode (attention dropout only in training).
+
+        :param states: ``(h, c)`` or ``(h,)``, each ``(N, hidden_size)``; ``x``: ``(L, N, input_size)``
+            or ``None`` to pass the input per step; ``record``, ``top_down``, ``steps``: as for
+            :class:`~rims.mechanisms.stepwise.StepRunner`; ``selection``: the remedies' score offset
+            (:func:`rims.remedies.begin_selection`), or ``None``.
+        """
+        dropout = self.attention_dropout if self.training and self.attention_dropout > 0.0 else 0.0
+        weights = self._weights(fold=dropout == 0.0)
+        p = self.layer_parameters()
+        return StepRunner(self.spec, p, weights, states, x, record, dropout, top_down, steps, selection)
+
     def path(self, x: Tensor, record: bool = False) -> str:
         """Which path :meth:`sequence` takes for ``x`` in the current mode (training or eval, gradients
-        recorded or not): :data:`rims.fast_paths.FUSED_NATIVE` / :data:`~rims.fast_paths.FUSED_PYTHON`
-        (gradients recorded: one autograd node, its loops in C++ or Python), :data:`~rims.fast_paths.NATIVE_STEP`
-        (one step without gradients or attention dropout: one C++ call) or :data:`~rims.fast_paths.STEPWISE`.
+        recorded or not): :data:`rims.fast_paths.dispatch.FUSED_NATIVE` /
+        :data:`~rims.fast_paths.dispatch.FUSED_PYTHON` (gradients recorded: one autograd node, its
+        loops in C++ or Python), :data:`~rims.fast_paths.dispatch.NATIVE_STEP` (one step without
+        gradients or attention dropout: one C++ call) or :data:`~rims.fast_paths.dispatch.STEPWISE`.
 
         :param x: ``(L, N, input_size)``; only its length, device, dtype matter.
         :param record: whether :class:`RIMInfo` is recorded (only the step-by-step path records).
@@ -357,17 +398,6 @@ class RIMCell(nn.Module):
         if x.shape[0] == 1 and not dropping and loops_for(x) is not None:
             return NATIVE_STEP
         return STEPWISE
-
-    def _top_key_weight(self) -> Tensor:
-        """Top-down key weight divided by ``sqrt(K)``, ``(H*K, top_down_size)``."""
-        assert self.weight_key_top is not None
-        return self.weight_key_top / math.sqrt(self.input_key_size)
-
-    def _top_key_bias(self) -> Tensor | None:
-        """Top-down key bias minus the null key, divided by ``sqrt(K)`` (scores relative to null)."""
-        if self.bias_key_top is None:
-            return None
-        return (self.bias_key_top - self.bias_key) / math.sqrt(self.input_key_size)
 
     def _empty_batch(
         self, x: Tensor, states: tuple[Tensor, ...], record: bool
@@ -392,23 +422,23 @@ class RIMCell(nn.Module):
         return out, finals, info
 
     def _weights(self, fold: bool) -> Weights:
-        """Parameters rearranged for one forward call (:mod:`rims.weights`); cached while no
+        """Parameters rearranged for one forward call (:mod:`rims.mechanisms.weights`); cached while no
         gradient is recorded.
 
         Under ``torch.no_grad()`` (acting in RL) the rearranged tensors are reused until a
         parameter changes (any in-place update bumps its version counter), dtype or device.
 
         :param fold: fold the null value's projection into the input bias (exact without
-            attention dropout; see :func:`rims.weights.build_weights`).
+            attention dropout; see :func:`rims.mechanisms.weights.build_weights`).
         """
         caching = not torch.is_grad_enabled()
         if caching:
             key = (fold, *((p.data_ptr(), p._version) for p in self._parameters.values() if p is not None))
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        weights = build_weights(self, fold)
+        weights = build_weights(self.spec, self.layer_parameters(), fold)
         if caching:
-            weights = weights._replace(combined=combined_if_cheaper(self, weights.ih))
+            weights = weights._replace(combined=combined_if_cheaper(self.spec, self.layer_parameters(), weights.ih))
             self._cache = (key, weights)
         else:
             self._cache = None

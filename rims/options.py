@@ -6,8 +6,8 @@ that lists options derives its list from it: the JAX config (:mod:`rims.jax.conf
 typed model config and its key filter. ``tests/test_options.py`` fails when a derived list drifts.
 
 Adding a selection rule: its name goes into :data:`SELECTION_RULES` here and its ranking into
-:data:`rims.input_attention.RANKS`; the fast paths refuse it by name until they implement it
-(:func:`rims.fast_paths.refuse_unsupported`).
+:data:`rims.mechanisms.input_attention.RANKS`; the fast paths refuse it by name until they implement it
+(:func:`rims.fast_paths.dispatch.unsupported`).
 """
 
 from __future__ import annotations
@@ -97,14 +97,14 @@ class RIMOptions:
         :data:`rims.COMMUNICATION_UPDATES`: ``"bounded"`` (default) ``h = tanh(h_tilde + m)``
         or ``"residual"`` (the paper's) ``h = h_tilde + m``.
     :param communication: ``"pairwise"`` (RIMs) or ``"workspace"`` (shared workspace, Goyal et
-        al. 2022: :mod:`rims.workspace_comm`).
+        al. 2022: :mod:`rims.mechanisms.workspace`).
     :param num_slots: workspace slots (``communication="workspace"``).
     :param slot_size: width of a workspace slot.
     :param write_k: units that may write into each slot per step, ``1 <= write_k <= k``
         (default ``None``: ``max(1, k // 2)``).
     :param num_schemata: ``None`` (default): every unit has its own recurrent weights (RIMs); an
         int ``1 <= S <= num_units``: the units share ``S`` weight sets and each active unit
-        picks one per step (SCOFF, Goyal et al. 2021: :mod:`rims.schemata`).
+        picks one per step (SCOFF, Goyal et al. 2021: :mod:`rims.mechanisms.schemata`).
     :param schema_key_size: key size of the schema choice.
 
     Remedies against a selection that collapses onto a fixed set of units (:mod:`rims.remedies`;

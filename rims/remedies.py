@@ -2,7 +2,7 @@
 
 Mixture-of-experts routing knows the failure as expert collapse; these are its known remedies,
 adapted to the RIM selection (the ``k`` units with the highest ranking score are active, the
-score being the one of :func:`rims.input_attention.selection_rank`). Each is an option of
+score being the one of :func:`rims.mechanisms.input_attention.selection_rank`). Each is an option of
 :class:`rims.options.RIMOptions`, off by default, and a layer whose options are all at their
 defaults computes exactly what it computed before them.
 
@@ -44,56 +44,36 @@ Shapes: ``L`` steps, ``N`` batch, ``U`` units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rims._zero_grad import attach_zero_grad
-
-if TYPE_CHECKING:
-    from rims.cell import RIMCell
+from rims.mechanisms.input_attention import Selection
+from rims.mechanisms.zero_grad import attach_zero_grad
 
 
-@dataclass
-class Selection:
-    """One call's additions to the ranking score, and what the remedies read back from it.
-
-    :param offset: ``(L, U, N, 1)`` added to the ranking score for the top-k choice (noise,
-        detached, plus the balancing bias), or ``None``.
-    :param noise: ``(L, U, N, 1)`` the noise term (differentiable in a learned scale), or ``None``.
-    :param keep_masks: the paths fill ``masks`` ``(L, U, N, 1)`` (1 = active).
-    :param keep_logits: the paths fill ``logits`` ``(L, U, N, 1)``: the ranking score, differentiable.
-    """
-
-    offset: Tensor | None
-    noise: Tensor | None
-    keep_masks: bool
-    keep_logits: bool
-    masks: Tensor | None = None
-    logits: Tensor | None = None
-
-
-def register_remedies(cell: RIMCell, kw: dict[str, Any]) -> None:
+def register_remedies(cell: nn.Module, kw: dict[str, Any]) -> None:
     """Register the parameters and buffers of the options that are on (none at the defaults).
 
     :param kw: ``device`` and ``dtype`` of the layer.
     """
     u, options = cell.num_units, cell.options
-    if options.selection_noise_learned:
-        cell.selection_noise_log_scale = nn.Parameter(torch.zeros(u, **kw))
+    learned = options.initial_state == "learned"
+    parameters = {
+        "selection_noise_log_scale": u if options.selection_noise_learned else None,
+        "initial_h": cell.hidden_size if learned else None,
+        "initial_c": cell.hidden_size if learned and cell.dynamics == "lstm" else None,
+    }  # every name registered (None when off): rims.mechanisms.layer.LayerParameters has them all
+    for name, size in parameters.items():
+        cell.register_parameter(name, None if size is None else nn.Parameter(torch.zeros(size, **kw)))
     if options.selection_noise_anneal > 0:
         cell.register_buffer("selection_noise_calls", torch.zeros((), dtype=torch.long, device=kw["device"]))
     if options.balance_rate > 0:
         cell.register_buffer("selection_bias", torch.zeros(u, **kw))
-    if options.initial_state == "learned":
-        cell.initial_h = nn.Parameter(torch.zeros(cell.hidden_size, **kw))
-        if cell.dynamics == "lstm":
-            cell.initial_c = nn.Parameter(torch.zeros(cell.hidden_size, **kw))
 
 
-def reset_remedies(cell: RIMCell) -> None:
+def reset_remedies(cell: nn.Module) -> None:
     """Start the learned noise log-scale and the learned initial state at zero."""
     with torch.no_grad():
         for name in ("selection_noise_log_scale", "initial_h", "initial_c"):
@@ -102,13 +82,13 @@ def reset_remedies(cell: RIMCell) -> None:
                 param.zero_()
 
 
-def remedy_parameters(cell: RIMCell) -> list[Tensor]:
+def remedy_parameters(cell: nn.Module) -> list[Tensor]:
     """The remedies' parameters of ``cell`` (given an exact zero gradient beside their own)."""
     names = ("selection_noise_log_scale", "initial_h", "initial_c")
     return [p for p in (getattr(cell, n, None) for n in names) if p is not None]
 
 
-def begin_selection(cell: RIMCell, steps: int, batch: int, like: Tensor) -> Selection | None:
+def begin_selection(cell: nn.Module, steps: int, batch: int, like: Tensor) -> Selection | None:
     """Draw the noise and build the score offset of one call of ``cell``; ``None`` when no
     remedy changes the call (every remedy off, or ``k == num_units``).
 
@@ -138,7 +118,7 @@ def begin_selection(cell: RIMCell, steps: int, batch: int, like: Tensor) -> Sele
     return Selection(offset, noise, keep_masks, keep_logits)
 
 
-def _anneal(cell: RIMCell) -> float:
+def _anneal(cell: nn.Module) -> float:
     """The annealing factor ``max(0, 1 - calls / selection_noise_anneal)``; counts this call."""
     calls = getattr(cell, "selection_noise_calls", None)
     if calls is None:
@@ -148,7 +128,7 @@ def _anneal(cell: RIMCell) -> float:
     return factor
 
 
-def finish_selection(cell: RIMCell, selection: Selection | None) -> None:
+def finish_selection(cell: nn.Module, selection: Selection | None) -> None:
     """After a call: update the balancing bias from the loads, compute the balance loss
     (:func:`aux_loss`); both only for a call in training mode with gradients recorded."""
     cell._aux_loss = None
@@ -167,7 +147,7 @@ def finish_selection(cell: RIMCell, selection: Selection | None) -> None:
 
 
 def finish_call(
-    cell: RIMCell, selection: Selection | None, result: tuple[Tensor, tuple[Tensor, ...], Any]
+    cell: nn.Module, selection: Selection | None, result: tuple[Tensor, tuple[Tensor, ...], Any]
 ) -> tuple[Tensor, tuple[Tensor, ...], Any]:
     """:func:`finish_selection`, then ``result`` (``(output, final states, info)`` of a call) with an
     exact zero gradient attached for the remedies' parameters, which a call may not use (every
@@ -194,13 +174,13 @@ def switch_balance_loss(masks: Tensor, logits: Tensor, k: int, alpha: float) -> 
     return alpha * u * torch.dot(fraction.to(probability.dtype), probability)
 
 
-def aux_loss(cell: RIMCell) -> Tensor | None:
+def aux_loss(cell: nn.Module) -> Tensor | None:
     """The balance loss of ``cell``'s last call in training mode with gradients recorded (a scalar,
     already multiplied by ``balance_loss``), or ``None`` (off, or the last call did not train)."""
     return getattr(cell, "_aux_loss", None)
 
 
-def initial_states(cell: RIMCell, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+def initial_states(cell: nn.Module, batch: int, like: Tensor) -> tuple[Tensor, ...]:
     """The layer's initial state for ``batch`` rows: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each
     ``(N, hidden_size)``, on ``like``'s device and dtype (see ``initial_state``)."""
     n_states = 2 if cell.dynamics == "lstm" else 1

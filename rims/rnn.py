@@ -15,12 +15,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
-from rims._zero_grad import attach_zero_grad
 from rims.cell import RIMCell
 from rims.info import RIMInfo
+from rims.mechanisms.zero_grad import attach_zero_grad
 from rims.options import DEFAULTS, STACK_OPTIONS, RIMOptions
 from rims.remedies import aux_loss, begin_selection, finish_selection, initial_states, remedy_parameters
-from rims.stepwise import StepRunner
 
 
 class _RIMBase(nn.Module):
@@ -243,8 +242,7 @@ class _RIMBase(nn.Module):
         :returns: the top layer's output ``(L, N, hidden_size)``, each layer's final states and records.
         """
         runners = [
-            StepRunner(
-                layer,
+            layer.step_runner(
                 tuple(s[i] for s in states),
                 x if i == 0 else None,
                 record,

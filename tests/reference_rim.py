@@ -5,7 +5,7 @@ null input (and the top-down input, BRIMs) as real rows; no algebraic shortcuts.
 parameters of a :class:`rims.RIMCell` so that both compute the same function, and it is
 differentiable so gradients can be compared too (an inactive unit's communication key/value
 use its detached weights: no parameter gradient from a step where the unit was inactive; the
-schema choice is one-hot with the softmax's gradient, as in :mod:`rims.schemata`). Eval-mode
+schema choice is one-hot with the softmax's gradient, as in :mod:`rims.mechanisms.schemata`). Eval-mode
 semantics (no attention dropout).
 """
 

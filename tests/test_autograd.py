@@ -7,9 +7,9 @@ import torch
 from torch.autograd import gradcheck
 
 from rims import RIMCell
-from rims.communication import ActiveWeightGradBmm
-from rims.gates import gru_gates, lstm_gates
-from rims.unit_attention import unit_attention
+from rims.mechanisms.communication import ActiveWeightGradBmm
+from rims.mechanisms.dynamics import gru_gates, lstm_gates
+from rims.mechanisms.unit_attention import unit_attention
 from tests.reference_rim import reference_sequence
 
 U, N, D = 3, 4, 5

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from agents.analysis.reproduce import copying as copying_module
 from agents.analysis.reproduce import copying_report
-from agents.analysis.reproduce.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
-from agents.analysis.reproduce.copying_report import TOO_FEW, verdicts
+from agents.analysis.reproduce.copying import SCORES, load_record
+from agents.analysis.reproduce.copying_report import TOO_FEW, verdicts, write_copying
 from agents.analysis.reproduce.readme import render_block
 from agents.analysis.reproduce.summary import SAME
 from agents.cli import copying as cli
 from agents.cli import reproduce
+from agents.experiment import copying as copying_module
+from agents.experiment.copying import CopyModel, CopySettings, chance_ce, evaluate, make_core, train_run
 from envs.copying import BLANK, COPY_LENGTH, DELIMITER, VOCAB, copying_batch, copying_dataset
 from rims import RIMLSTM
 
@@ -126,7 +129,7 @@ def test_smoke_writes_the_summary_and_reproduce_delegates(tmp_path: Path, capsys
     out = tmp_path / "out"
     assert cli.main(["--smoke", "--models", *models, "--root", str(tmp_path / "runs"), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"report.md", "summary.json", "summary.csv", "learning_curves.png",
-                                              "meta.json"}  # fmt: skip
+                                              "meta.json", "seeds.csv", "curves.csv"}  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["models"]) == models and summary["settings"]["test_blanks"] == [5, 20]
     cell = summary["models"]["rim"]["final"]["20"]["accuracy"]
@@ -144,3 +147,72 @@ def test_smoke_writes_the_summary_and_reproduce_delegates(tmp_path: Path, capsys
     assert "never writes into the committed results" in capsys.readouterr().err
     assert cli.main(["--smoke", "--threads", "0", "--root", str(tmp_path / "runs"), "--out", str(out)]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_first_seed_adds_seeds_to_the_committed_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, smoke = tmp_path / "out", ["--smoke", "--models", "lstm", "--no-progress"]
+    assert cli.main([*smoke, "--root", str(tmp_path / "a"), "--out", str(out)]) == 0
+    first = json.loads((out / "summary.json").read_text())["models"]["lstm"]["final"]["20"]["ce"]["values"]
+    more = ["--first-seed", "1", "--seeds", "2"]
+    assert cli.main([*smoke, *more, "--root", str(tmp_path / "a"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["lstm"]["seeds"] == [0, 1, 2]
+    assert summary["models"]["lstm"]["final"]["20"]["ce"]["values"][:1] == first  # the committed seed stays
+    assert {(r["seed"], r["blank"]) for r in _rows(out / SCORES)} == {(s, b) for s in "012" for b in ("5", "20")}
+    assert {r["seed"] for r in _rows(out / "curves.csv")} == {"0", "1", "2"}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["budget"]["seeds"] == {"lstm": [0, 1, 2]}
+    assert [b["budget"]["seeds"] for b in meta["batches"]] == [[0], [1, 2]]
+    assert "| lstm | 20 | 3 | " in (out / "report.md").read_text()
+    # training is deterministic on CPU: seed 0 trained again in another folder joins with the same values
+    assert cli.main([*smoke, "--root", str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["models"]["lstm"]["final"]["20"]["ce"]["values"][:1] == first
+    via = ["copying", "--smoke", "--first-seed", "3", "--root", str(tmp_path / "r"), "--out", str(out)]
+    assert reproduce.main(via) == 0  # rims-reproduce copying forwards --first-seed
+    assert json.loads((out / "summary.json").read_text())["models"]["lstm"]["seeds"] == [0, 1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["models"]["rim"]["seeds"] == [3]  # its first seed
+    capsys.readouterr()
+    other = ["--steps", "6", "--first-seed", "3"]
+    assert cli.main([*smoke, *other, "--root", str(tmp_path / "c"), "--out", str(out)]) == 2
+    assert "was trained with steps=4; this call asks for steps=6: pass the table's settings" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before training
+    rows = _rows(out / SCORES)
+    rows[2]["ce"] = "9.5"  # seed 1's committed value, not what training gives
+    with (out / SCORES).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert cli.main([*smoke, "--first-seed", "1", "--root", str(tmp_path / "d"), "--out", str(out)]) == 2
+    assert "lstm seed 1 is in the table with CE 9.5 at blank 5, this run gives" in capsys.readouterr().err
+    assert cli.main([*smoke, "--first-seed", "-1", "--out", str(out)]) == 2
+    assert "--first-seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_a_table_without_a_record_is_read_from_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    committed = cli.RESULTS_DIR / "copying"
+    table = tmp_path / "copying"
+    table.mkdir()
+    for name in ("summary.json", "meta.json"):
+        shutil.copy(committed / name, table / name)
+    record = load_record(table)
+    summary = json.loads((table / "summary.json").read_text())
+    assert record.settings == summary["settings"] and all(not r["curve"] for r in record.results)
+    assert [(r["model"], r["seed"]) for r in record.results] == [(m, s) for m in summary["models"] for s in (0, 1, 2)]
+    out = tmp_path / "rendered"
+    write_copying(record.results, record.settings, record.meta, out)
+    again = json.loads((out / "summary.json").read_text())
+    assert again["verdicts"] == summary["verdicts"]
+    for name, model in summary["models"].items():
+        assert again["models"][name]["final"] == model["final"]
+        assert again["models"][name]["seeds_without_curve"] == [0, 1, 2]
+    assert "Not kept (their run folders were removed before curves were recorded)" in (out / "report.md").read_text()
+    assert load_record(out).results[0]["final"] == record.results[0]["final"]  # seeds.csv reads back
+    assert cli.main(["--smoke", "--no-progress", "--root", str(tmp_path / "runs"), "--out", str(table)]) == 2
+    error = capsys.readouterr().err
+    assert "was trained with steps=5000, hidden_size=120," in error
+    assert "this call asks for steps=4, hidden_size=24," in error

@@ -1,4 +1,4 @@
-"""The fused training path (rims.fused) equals the step-by-step autograd path it replaces."""
+"""The fused training path (rims.fast_paths.fused) equals the step-by-step autograd path it replaces."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from rims import RIMLSTM, RIMCell, _native
+from rims import RIMLSTM, RIMCell
+from rims.fast_paths import native
 
 
 @pytest.fixture(params=["native", "python"])
@@ -17,7 +18,7 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     """Run the fused path with the C++ time loops and with the Python ones."""
     if request.param == "python":
         monkeypatch.setenv("RIMS_NATIVE", "0")
-    elif _native.native_loops() is None:
+    elif native.native_loops() is None:
         pytest.skip("the C++ time loops could not be built here (see the logged warning)")
     return request.param
 
@@ -201,13 +202,13 @@ def test_scratch_reuse_keeps_live_graphs_intact(loops: str) -> None:
 
 def test_native_loops_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIMS_NATIVE", "0")
-    assert _native.native_loops() is None
+    assert native.native_loops() is None
 
 
 @pytest.mark.parametrize("update", UPDATES)
 @pytest.mark.parametrize(("dynamics", "bias", "selection", "k"), [c[:3] + c[4:] for c in CASES if c[3] == 0.0])
 def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selection: str, k: int, update: str) -> None:
-    if _native.native_loops() is None:
+    if native.native_loops() is None:
         pytest.skip("the C++ time loops could not be built here (see the logged warning)")
     torch.manual_seed(0)
     cell = _cell(dynamics, bias, selection, 0.0, k, communication_update=update).eval()
@@ -223,8 +224,8 @@ def test_native_acting_step_equals_step_by_step(dynamics: str, bias: bool, selec
 
 
 def test_native_loops_apply_only_to_cpu_float32_and_float64() -> None:
-    assert _native.loops_for(torch.zeros(1, dtype=torch.bfloat16)) is None
-    assert _native.loops_for(torch.zeros(1, device="meta")) is None
+    assert native.loops_for(torch.zeros(1, dtype=torch.bfloat16)) is None
+    assert native.loops_for(torch.zeros(1, device="meta")) is None
 
 
 def test_bfloat16_training_runs_the_python_loops() -> None:
@@ -236,32 +237,32 @@ def test_bfloat16_training_runs_the_python_loops() -> None:
     assert grads and all(torch.isfinite(g.float()).all() for g in grads)
 
 
-def test_workspace_hands_back_given_tensors_within_its_bounds() -> None:
-    from rims import _workspace
+def test_scratch_pool_hands_back_given_tensors_within_its_bounds() -> None:
+    from rims.fast_paths import scratch
 
-    _workspace.clear()
+    scratch.clear()
     like = torch.zeros(1, dtype=torch.float64)
-    first = _workspace.take((2, 3), like)
+    first = scratch.take((2, 3), like)
     assert first.shape == (2, 3) and first.dtype == torch.float64
-    extra = [_workspace.take((2, 3), like) for _ in range(_workspace.MAX_FREE + 1)]
-    _workspace.give([first, *extra])
-    again = [_workspace.take((2, 3), like) for _ in range(_workspace.MAX_FREE + 1)]
+    extra = [scratch.take((2, 3), like) for _ in range(scratch.MAX_FREE + 1)]
+    scratch.give([first, *extra])
+    again = [scratch.take((2, 3), like) for _ in range(scratch.MAX_FREE + 1)]
     reused = sum(any(a is b for b in [first, *extra]) for a in again)
-    assert reused == _workspace.MAX_FREE  # at most MAX_FREE idle tensors per shape are kept
-    assert _workspace.take((3, 2), like) is not first  # another shape never gets them
-    _workspace.clear()
+    assert reused == scratch.MAX_FREE  # at most MAX_FREE idle tensors per shape are kept
+    assert scratch.take((3, 2), like) is not first  # another shape never gets them
+    scratch.clear()
 
 
 def test_cpu_tuning_names_the_cpu_it_tunes_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    flags, key = _native.cpu_tuning()
+    flags, key = native.cpu_tuning()
     if flags:
         assert flags == ["-march=native"] and len(key) == 12
-        monkeypatch.setattr(_native.Path, "read_text", lambda self: "model name\t: Other CPU\nflags\t\t: sse2\n")
-        assert _native.cpu_tuning()[1] not in (key, "generic")
+        monkeypatch.setattr(native.Path, "read_text", lambda self: "model name\t: Other CPU\nflags\t\t: sse2\n")
+        assert native.cpu_tuning()[1] not in (key, "generic")
     else:
         assert key == "generic"
-    monkeypatch.setattr(_native.platform, "machine", lambda: "aarch64")
-    assert _native.cpu_tuning() == ([], "generic")
+    monkeypatch.setattr(native.platform, "machine", lambda: "aarch64")
+    assert native.cpu_tuning() == ([], "generic")
 
 
 def test_acting_step_takes_non_contiguous_states() -> None:

@@ -1,62 +1,32 @@
-"""Imports inside ``agents/`` point one way: cli -> analysis -> experiment -> algorithms.
+"""Imports inside ``agents/`` point one way: cli -> analysis -> experiment -> algorithms; inside
+``rims/`` they form no cycle and the mechanisms never import the fast paths.
 
 The algorithms (``agents/*.py``: ppo, a2c, policies, buffers, cores, extractors, fast_slow) import
 no run machinery; ``agents/experiment/`` (a training run) imports the algorithms only;
 ``agents/analysis/`` (compare, modularity, visualize, reproduce) imports experiment and the
 algorithms; ``agents/cli/`` may import anything. Every module is parsed, not imported, and every
 import statement counts (function-level and ``TYPE_CHECKING`` ones too). ``envs/`` imports no
-``agents`` module at all (docs/design.md: dependencies point one way).
+``agents`` module at all (docs/design.md: dependencies point one way). ``rims/`` (``rims.jax``
+included) has no import cycle, not even through a type-only import; ``rims/mechanisms/`` (what a
+step computes) imports nothing of ``rims/fast_paths/`` (how the plain RIM computes it quickly); the
+options contract ``rims/options.py`` imports no other ``rims`` module but its checks.
 """
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.import_graph import ROOT, cycles, graph, imports, module_name
+
 LAYERS = ("algorithms", "experiment", "analysis", "cli")  # a layer imports itself and those before it
-
-
-def module_name(path: Path) -> str:
-    """``agents/experiment/run.py`` -> ``agents.experiment.run``; a package's ``__init__.py`` -> the package."""
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def layer(module: str) -> int:
     """Index in :data:`LAYERS` of an ``agents`` module: its subpackage, or ``algorithms`` for the top level."""
     parts = module.split(".")
     return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else 0
-
-
-def _is_module(dotted: str) -> bool:
-    path = ROOT.joinpath(*dotted.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
-def imports(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
-    """``(line, imported module)`` for every ``agents`` import of ``source``, relative ones resolved.
-
-    ``from P import name`` counts as ``P.name`` where that is a module (``from agents.experiment
-    import checkpoint``), else as ``P``.
-    """
-    package = module if is_package else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            for alias in node.names:
-                child = f"{target}.{alias.name}"
-                found.append((node.lineno, child if _is_module(child) else target))
-    return [(line, name) for line, name in found if name == "agents" or name.startswith("agents.")]
 
 
 def wrong_way(source: str, module: str, is_package: bool = False) -> list[str]:
@@ -97,3 +67,66 @@ def test_the_check_catches_a_wrong_way_import() -> None:
 @pytest.mark.parametrize("path", _modules("envs"), ids=lambda p: module_name(p))
 def test_envs_imports_no_agents_module(path: Path) -> None:
     assert imports(path.read_text(), module_name(path), path.name == "__init__.py") == []
+
+
+WINGS = ("rims.mechanisms", "rims.fast_paths")  # (what a step computes, how it is computed quickly)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def crossing_the_wings(edges: dict[str, set[str]]) -> list[str]:
+    """The imports of a mechanism module (``rims.mechanisms.*``) from the fast paths (``rims.fast_paths.*``)."""
+    mechanisms, fast = WINGS
+    return [
+        f"{source} imports {target} (a mechanism must not depend on the fast paths)"
+        for source, targets in sorted(edges.items())
+        if _within(source, mechanisms)
+        for target in sorted(targets)
+        if _within(target, fast)
+    ]
+
+
+def test_rims_has_both_wings_and_the_top_level_layer() -> None:
+    names = set(graph("rims"))
+    assert {"rims.cell", "rims.rnn", "rims.options", "rims.jax.core", *WINGS} <= names
+    assert {"rims.mechanisms.stepwise", "rims.mechanisms.dynamics", "rims.fast_paths.dispatch"} <= names
+
+
+def test_rims_has_no_import_cycle() -> None:
+    """Type-only and function-level imports count: a cycle through them is still a cycle."""
+    assert cycles(graph("rims")) == []
+
+
+def test_rims_mechanisms_never_import_the_fast_paths() -> None:
+    assert crossing_the_wings(graph("rims")) == []
+
+
+def test_the_options_contract_imports_only_its_checks() -> None:
+    assert graph("rims")["rims.options"] <= {"rims._checks"}
+
+
+def test_the_rims_checks_catch_a_cycle_and_a_crossing() -> None:
+    typed_only = {
+        "rims.cell": {"rims.mechanisms.stepwise"},
+        "rims.mechanisms.stepwise": {"rims.cell"},  # e.g. under TYPE_CHECKING
+        "rims.options": set(),
+    }
+    assert cycles(typed_only) == [
+        "2 modules ['rims.cell', 'rims.mechanisms.stepwise'], e.g. rims.cell -> rims.mechanisms.stepwise -> rims.cell"
+    ]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
+        "3 modules ['a', 'b', 'c'], e.g. a -> b -> c -> a"
+    ]
+    crossing = {"rims.mechanisms.weights": {"rims.fast_paths.scratch", "rims.options"}}
+    assert crossing_the_wings(crossing) == [
+        "rims.mechanisms.weights imports rims.fast_paths.scratch (a mechanism must not depend on the fast paths)"
+    ]
+    edges = graph("rims")
+    assert "rims.mechanisms.layer" in edges["rims.mechanisms.stepwise"]  # real edges are read
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rims.cell import RIMCell\n"
+    assert imports(typed, "rims.mechanisms.weights", package="rims") == [(3, "rims.cell")]
+    assert imports("from . import scratch", "rims.fast_paths", is_package=True, package="rims") == [
+        (1, "rims.fast_paths.scratch")
+    ]

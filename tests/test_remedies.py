@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from rims import RIMGRU, RIMLSTM, RIMCell, _native, fast_paths
+from rims import RIMGRU, RIMLSTM, RIMCell
+from rims.fast_paths import dispatch as fast_paths
+from rims.fast_paths import native as _native
 from rims.options import RIMOptions
 from rims.remedies import switch_balance_loss
 from tests.test_fused import loops  # noqa: F401 - the fixture: C++ and Python time loops

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from rims import RIMGRU, RIMLSTM, RIMCell
-from rims.input_attention import input_part
-from rims.stepwise import StepRunner
-from rims.workspace_comm import WorkspaceCommunication
+from rims.mechanisms.input_attention import input_part
+from rims.mechanisms.workspace import WorkspaceCommunication
 from tests.reference_rim import reference_sequence, reference_stack, reference_workspace
 
 SMALL = {
@@ -165,7 +164,7 @@ def test_top_down_input_changes_the_lower_layer_only_through_attention() -> None
 def test_a_unit_that_did_not_write_leaves_the_workspace_untouched() -> None:
     torch.manual_seed(0)
     cell = RIMCell(5, 12, 4, 3, communication="workspace", write_k=1, **SMALL).double().eval()
-    comm = WorkspaceCommunication(cell, 6)
+    comm = WorkspaceCommunication(cell.spec, cell.layer_parameters(), 6)
     states = torch.randn(4, 6, 3, dtype=torch.float64)
     mask = torch.tensor([True, True, True, False]).view(4, 1, 1).expand(4, 6, 1)
     memory, wrote = comm.write(states, mask)
@@ -195,7 +194,7 @@ def test_a_units_update_uses_exactly_the_chosen_schemas_weights(dynamics: str) -
 
     def step() -> tuple[torch.Tensor, torch.Tensor]:
         """(state before communication (U, N, d), schema choice (U, N), -1 where inactive)."""
-        runner = StepRunner(cell, states, x, record=True)
+        runner = cell.step_runner(states, x, record=True)
         seen: dict[str, torch.Tensor] = {}
         communicate = runner.comm
 

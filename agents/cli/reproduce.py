@@ -147,6 +147,7 @@ def _copying(args: argparse.Namespace) -> int:
     from agents.cli.copying import main as copying_main
 
     forwarded = [*(["--seeds", str(args.seeds)] if args.seeds else []), *(["--smoke"] if args.smoke else [])]
+    forwarded += ["--first-seed", str(args.first_seed)] if args.first_seed is not None else []
     if args.out is not None or args.smoke:
         forwarded += ["--out", str(_out_dir(args, _root(args)))]
     if args.root is not None:

@@ -40,7 +40,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli import sweep_failures
+from agents.experiment.config import TrainConfig, typed_config
 from agents.experiment.config.describe import describe
+from agents.experiment.config.run import objective_condition
 from agents.experiment.config.schema import composition_error
 from agents.experiment.faults import EnvironmentFailureError, RunFolderError
 from agents.experiment.run import ConfigError, TrainingInterruptedError, train
@@ -121,12 +123,10 @@ def _remove_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def set_process_threads(cfg: DictConfig) -> None:
-    """Set torch's intra-op threads to ``cfg.torch_threads``: a process-wide setting, made here at the
-    entry point, not by the library. An invalid value is left to :func:`train`'s validation (exit 2)."""
-    threads = OmegaConf.select(cfg, "torch_threads", default=1)
-    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
-        torch.set_num_threads(threads)
+def set_process_threads(cfg: TrainConfig) -> None:
+    """Set torch's intra-op threads to ``cfg.torch_threads`` (checked by the typed config): a process-wide
+    setting, made here at the entry point, not by the library."""
+    torch.set_num_threads(cfg.torch_threads)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -134,9 +134,9 @@ def _main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        cfg = _prepare(cfg, run_dir)
-        set_process_threads(cfg)
-        metrics = train(cfg, run_dir)
+        typed = typed_config(_prepare(cfg, run_dir))  # the run's typed config, built once and passed down
+        set_process_threads(typed)
+        metrics = train(typed, run_dir)
     except ConfigError as error:
         print(f"error: invalid config: {error}", file=sys.stderr)
         _remove_if_empty(run_dir)
@@ -167,13 +167,14 @@ def _main(cfg: DictConfig) -> float:
             sweep_failures.record(f"{type(error).__name__}: {lines[-1] if lines else ''} (run folder {run_dir})")
         raise
     print(f"run folder: {run_dir}")
-    return _objective(metrics)
+    return objective_value(metrics, typed)
 
 
-def _objective(metrics: dict[str, float]) -> float:
-    """The value a Hydra sweeper optimises: the final ``iid`` return, or the first evaluated condition's when
-    ``eval.conditions`` leaves ``iid`` out (e.g. ``[validation]``)."""
-    return float(metrics["iid"] if "iid" in metrics else next(iter(metrics.values())))
+def objective_value(metrics: dict[str, float], cfg: TrainConfig) -> float:
+    """The value a Hydra sweeper optimises: the final return of the condition ``cfg.objective`` names
+    (``null``: ``iid`` when evaluated, else the first evaluated condition, e.g. with ``eval.conditions=[validation]``).
+    """
+    return float(metrics[objective_condition(cfg.objective, list(metrics))])
 
 
 def _check_composition(overrides: list[str]) -> None:

@@ -12,8 +12,8 @@ registered in Hydra's ConfigStore), :mod:`~agents.experiment.checkpoint` (save a
 :mod:`~agents.experiment.recording` (one episode: frames, actions, active units),
 :mod:`~agents.experiment.metrics_log` and :mod:`~agents.experiment.wandb_logger` (logging),
 :mod:`~agents.experiment.atomic` (atomic file writes), :mod:`~agents.experiment.run_folder`
-(load a trained run folder back) and :mod:`~agents.experiment.presets` (MiniGrid hyperparameters
-of the learning-check and benchmark scripts).
+(load a trained run folder back) and :mod:`~agents.experiment.copying` (one run of the RIMs paper's
+copying task, the run behind ``scripts/copying.py``).
 
 Layering: modules here import the algorithms (``agents.ppo``, ``agents.policies``, ...) and never
 :mod:`agents.analysis` or :mod:`agents.cli` (``tests/test_layering.py``). Nothing is imported here,

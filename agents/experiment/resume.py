@@ -14,17 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from agents.experiment import faults, recovery
-from agents.experiment.config import ConfigError, typed_config
+from agents.experiment.config import ConfigError, TrainConfig, config_dict, typed_config
 
 log = logging.getLogger(__name__)
 
 RESUME_MAY_CHANGE = ("resume", "progress_bar", "logger")  # keys a resumed run may set differently
 
 
-def previous_run(cfg: DictConfig, run_dir: Path, resume: bool) -> recovery.Found | None:
+def previous_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> recovery.Found | None:
     """The checkpoint to continue from, or ``None`` for a fresh run.
 
     :raises ConfigError: the folder holds a run and ``resume`` is false, a run of another config,
@@ -73,13 +73,13 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def check_same_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse to resume a run folder with a config other than the one it was started with."""
+def check_same_config(cfg: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run folder with a config other than the one it was started with (``cfg``: this call's)."""
     saved_cfg = OmegaConf.load(run_dir / "config.yaml")
-    with contextlib.suppress(ConfigError):  # compare with the defaults filled in, as `given` has them
-        saved_cfg = typed_config(saved_cfg)
     saved = OmegaConf.to_container(saved_cfg, resolve=True)
-    given = OmegaConf.to_container(cfg, resolve=True)
+    with contextlib.suppress(ConfigError):  # compare with the defaults filled in, as `given` has them
+        saved = config_dict(typed_config(saved_cfg))
+    given = config_dict(cfg)
     for key in RESUME_MAY_CHANGE:
         saved.pop(key, None)
         given.pop(key, None)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from agents.a2c import RecurrentA2C
 from agents.experiment import checkpoint, faults, manifest, recovery
 from agents.experiment.atomic import atomic_write_text
-from agents.experiment.config import ConfigError, typed_config
+from agents.experiment.config import ConfigError, TrainConfig, config_dict, config_yaml, typed_config
 from agents.experiment.config.model import RIM_CORES, RIM_KEYS
 from agents.experiment.evaluation import OODEvalCallback, evaluate_split, format_table, write_results
 from agents.experiment.faults import EnvironmentFailureError, RunFolderError
@@ -67,29 +67,29 @@ class TrainingInterruptedError(RuntimeError):
         self.previous_handler = previous_handler  # the signal's handler before training (e.g. submitit's)
 
 
-def validate(cfg: DictConfig) -> Split:
-    """Check the whole config (:func:`agents.experiment.config.typed_config`) before building; return the split.
+def validate(cfg: TrainConfig | DictConfig) -> Split:
+    """Check the whole config (:func:`agents.experiment.config.typed_config`, unless typed already) before
+    building; return the split.
 
     :raises ConfigError: on the first problem found.
     """
     typed = typed_config(cfg)
     try:
-        split = split_from_dict(OmegaConf.to_container(typed.env, resolve=True), source="env")
+        split = split_from_dict(config_dict(typed)["env"], source="env")
     except ValueError as error:
         raise ConfigError(str(error)) from error
     eval_conditions(typed, split)
     return split
 
 
-def eval_conditions(cfg: DictConfig, split: Split) -> list[str]:
+def eval_conditions(cfg: TrainConfig, split: Split) -> list[str]:
     """The test conditions that ``cfg.eval.conditions`` selects (``null``: all of the split's).
 
     :raises ConfigError: not ``null`` or a non-empty list of the split's condition names.
     """
-    chosen = OmegaConf.select(cfg, "eval.conditions", default=None)
-    if chosen is None:
+    names = cfg.eval.conditions
+    if names is None:
         return list(split.test)
-    names = OmegaConf.to_container(chosen) if OmegaConf.is_list(chosen) else chosen
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"eval.conditions must be null or a non-empty list of condition names, got {names!r}")
     valid = list(split.evaluable)
@@ -99,13 +99,14 @@ def eval_conditions(cfg: DictConfig, split: Split) -> list[str]:
     return [n for n in valid if n in names]
 
 
-def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
-    """The algorithm of ``cfg.agent`` with the core of ``cfg.model`` on ``env``."""
+def build_model(cfg: TrainConfig | DictConfig, env: Any) -> RecurrentPPO:
+    """The algorithm of ``cfg.agent`` with the core of ``cfg.model`` on ``env`` (``cfg`` typed here unless it is)."""
     cfg = typed_config(cfg)
-    model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if v is not None}
+    plain = config_dict(cfg)
+    model_cfg = {k: v for k, v in plain["model"].items() if v is not None}
     core = model_cfg.pop("core")
     core_kwargs = {k: v for k, v in model_cfg.items() if k == "hidden_size" or (core in RIM_CORES and k in RIM_KEYS)}
-    agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
+    agent_cfg = plain["agent"]
     if agent_cfg.get("fast_slow") is None:
         agent_cfg.pop("fast_slow", None)
     algo = ALGORITHMS[agent_cfg.pop("name")]
@@ -119,10 +120,11 @@ def build_model(cfg: DictConfig, env: Any) -> RecurrentPPO:
     )
 
 
-def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()) -> dict[str, float]:
+def train(cfg: TrainConfig | DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()) -> dict[str, float]:
     """Validate, train on the split's train levels, evaluate every test condition, save.
 
-    The config is validated and the environments and agent are built before anything is
+    The config is validated (typed by :func:`agents.experiment.config.typed_config` unless the entry
+    point passes it typed, as ``rims-train`` does) and the environments and agent are built before anything is
     written. With ``cfg.resume`` true and a checkpoint in ``run_dir``, training continues from
     the newest checkpoint that verifies and loads (:func:`agents.experiment.recovery.newest_checkpoint`;
     on CPU the result equals an uninterrupted run's); a finished run returns its metrics.
@@ -141,7 +143,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
         of memory, ...: :func:`agents.experiment.faults.is_environmental`); the folder keeps its
         last good checkpoint and ``resume=true`` continues from it once the cause is gone.
     """
-    cfg = typed_config(cfg)
+    cfg = typed_config(cfg)  # once per run: everything below takes the typed config
     split = validate(cfg)
     try:
         return _train_in_folder(cfg, split, run_dir, callbacks)
@@ -150,10 +152,10 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[BaseCallback] = ()
 
 
 def _train_in_folder(
-    cfg: DictConfig, split: Split, run_dir: Path, callbacks: Sequence[BaseCallback]
+    cfg: TrainConfig, split: Split, run_dir: Path, callbacks: Sequence[BaseCallback]
 ) -> dict[str, float]:
     """:func:`train` once the config is valid: find the state to continue from, hold the folder, train."""
-    resume = bool(OmegaConf.select(cfg, "resume", default=False))
+    resume = bool(cfg.resume)
     try:
         found = previous_run(cfg, run_dir, resume)
     except RunFolderError as error:
@@ -176,7 +178,7 @@ def _train_in_folder(
         wandb_run, exit_code = WandbRun(), 1
         try:
             if found is None:
-                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+                atomic_write_text(run_dir / "config.yaml", config_yaml(cfg))
             else:
                 recovery.set_aside([path for path, _ in found.skipped])
             recovery.remove_stale_temporaries(run_dir)
@@ -199,7 +201,7 @@ def _train_in_folder(
             wandb_run.finish(exit_code=exit_code)
 
 
-def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple[VecEnv, RecurrentPPO]:
+def _build(cfg: TrainConfig, split: Split, found: recovery.Found | None) -> tuple[VecEnv, RecurrentPPO]:
     """Environments (fresh, or as checkpointed) and the agent on them.
 
     :raises ConfigError: the agent cannot be built from ``cfg``: a ``ValueError`` of an argument check
@@ -226,7 +228,7 @@ def _build(cfg: DictConfig, split: Split, found: recovery.Found | None) -> tuple
 
 
 def _train(
-    cfg: DictConfig,
+    cfg: TrainConfig,
     split: Split,
     run_dir: Path,
     env: VecEnv,
@@ -252,7 +254,7 @@ def _train(
         extras = {"ood": ood.state(), "metrics_rows": list(metrics_log.rows), "wandb_id": wandb_run.run_id}
         checkpoint.save(checkpoint.capture(model, env, extras), run_dir, cfg.checkpoint.keep)
 
-    show_progress = bool(OmegaConf.select(cfg, "progress_bar", default=False))
+    show_progress = bool(cfg.progress_bar)
     with GracefulInterrupt() as interrupt:
         saver = checkpoint.CheckpointCallback(save, cfg.checkpoint.every_frames, interrupt)
         remaining = cfg.total_frames - model.num_timesteps
@@ -289,7 +291,7 @@ def _train(
 
 
 def _final_evaluation(
-    cfg: DictConfig,
+    cfg: TrainConfig,
     split: Split,
     conditions: list[str],
     model: RecurrentPPO,
@@ -346,19 +348,19 @@ def _record_gifs(
         wandb_run.log_gif(f"episode/{name}", path, step=model.num_timesteps)
 
 
-def _start_wandb(cfg: DictConfig, run_dir: Path, run_id: str | None) -> WandbRun:
+def _start_wandb(cfg: TrainConfig, run_dir: Path, run_id: str | None) -> WandbRun:
     logger_cfg = cfg.logger
     if logger_cfg.name == "none":
         return WandbRun()
     return WandbRun.start(
         mode=logger_cfg.mode,
         project=logger_cfg.project,
-        entity=logger_cfg.get("entity"),
-        group=logger_cfg.get("group"),
+        entity=logger_cfg.entity,
+        group=logger_cfg.group,
         name=run_dir.name,
-        tags=list(logger_cfg.get("tags") or []),
+        tags=list(logger_cfg.tags or []),
         run_dir=run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=config_dict(cfg),
         run_id=run_id,
-        init_timeout=float(logger_cfg.get("init_timeout", 60)),
+        init_timeout=float(logger_cfg.init_timeout),
     )

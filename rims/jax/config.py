@@ -6,8 +6,11 @@ Parameters are a flat dict with the PyTorch names and shapes (``weight_key``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +48,19 @@ IMPLEMENTED: dict[str, tuple[object, ...]] = {
     "communication_update": ("bounded", "residual"),
 }
 """Values of the choice options that ``rims.jax`` implements; any other value is refused by name."""
+
+
+def declare_options(namespace: dict[str, Any], names: Sequence[str]) -> None:
+    """Declare the contract's options ``names`` as dataclass fields of the class whose body
+    ``namespace`` is (``declare_options(locals(), JAX_OPTIONS)``): each with its type and its
+    default from :class:`rims.options.RIMOptions`, in the order of ``names``, after the fields
+    declared so far. Their list and defaults are written once, in the contract.
+    """
+    contract = {f.name: f for f in dataclasses.fields(RIMOptions)}
+    annotations = namespace.setdefault("__annotations__", {})
+    for name in names:
+        annotations[name] = contract[name].type
+        namespace[name] = getattr(DEFAULTS, name)
 
 
 def check_options(input_size: object, hidden_size: object, num_units: object, k: object, **options: object) -> None:
@@ -85,18 +101,7 @@ class RIMConfig:
     num_units: int
     k: int
     bias: bool = True
-    dynamics: str = DEFAULTS.dynamics
-    selection: str = DEFAULTS.selection
-    num_input_heads: int = DEFAULTS.num_input_heads
-    input_key_size: int = DEFAULTS.input_key_size
-    input_value_size: int = DEFAULTS.input_value_size
-    num_comm_heads: int = DEFAULTS.num_comm_heads
-    comm_key_size: int = DEFAULTS.comm_key_size
-    comm_value_size: int = DEFAULTS.comm_value_size
-    attention_dropout: float = DEFAULTS.attention_dropout
-    communication_update: str = DEFAULTS.communication_update
-    selection_noise: float = DEFAULTS.selection_noise
-    balance_rate: float = DEFAULTS.balance_rate
+    declare_options(locals(), JAX_OPTIONS)
 
     def __post_init__(self) -> None:
         names = JAX_OPTIONS

@@ -3,7 +3,7 @@
 Differentiated automatically, the gate slices of the pre-activations come back as one padded
 array per gate, summed; here the backward pass writes the gradient of the gate
 pre-activations in one concatenation, recomputing the gates from the pre-activations (as
-:mod:`rims.gates` does for PyTorch). Inactive units keep their previous state bit for bit
+:mod:`rims.mechanisms.dynamics` does for PyTorch). Inactive units keep their previous state bit for bit
 and send no gradient into their gate pre-activations.
 
 Shapes: ``U`` units, ``N`` batch, ``d`` unit size; ``mask`` is ``(U, N, 1)`` bool (``True`` =

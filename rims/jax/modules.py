@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
+from rims.jax.config import JAX_OPTIONS, declare_options
 from rims.jax.core import (
     RIMConfig,
     State,
@@ -26,7 +27,6 @@ from rims.jax.core import (
     step,
     zero_state,
 )
-from rims.options import DEFAULTS
 
 
 def _uniform(bound: float) -> Any:
@@ -64,18 +64,7 @@ class RIMCell(nn.Module):
     num_units: int
     k: int
     bias: bool = True
-    dynamics: str = DEFAULTS.dynamics
-    selection: str = DEFAULTS.selection
-    num_input_heads: int = DEFAULTS.num_input_heads
-    input_key_size: int = DEFAULTS.input_key_size
-    input_value_size: int = DEFAULTS.input_value_size
-    num_comm_heads: int = DEFAULTS.num_comm_heads
-    comm_key_size: int = DEFAULTS.comm_key_size
-    comm_value_size: int = DEFAULTS.comm_value_size
-    attention_dropout: float = DEFAULTS.attention_dropout
-    communication_update: str = DEFAULTS.communication_update
-    selection_noise: float = DEFAULTS.selection_noise
-    balance_rate: float = DEFAULTS.balance_rate
+    declare_options(locals(), JAX_OPTIONS)
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -164,17 +153,7 @@ class _RIMSequence(nn.Module):
     bias: bool = True
     batch_first: bool = False
     dropout: float = 0.0
-    selection: str = DEFAULTS.selection
-    num_input_heads: int = DEFAULTS.num_input_heads
-    input_key_size: int = DEFAULTS.input_key_size
-    input_value_size: int = DEFAULTS.input_value_size
-    num_comm_heads: int = DEFAULTS.num_comm_heads
-    comm_key_size: int = DEFAULTS.comm_key_size
-    comm_value_size: int = DEFAULTS.comm_value_size
-    attention_dropout: float = DEFAULTS.attention_dropout
-    communication_update: str = DEFAULTS.communication_update
-    selection_noise: float = DEFAULTS.selection_noise
-    balance_rate: float = DEFAULTS.balance_rate
+    declare_options(locals(), [n for n in JAX_OPTIONS if n != "dynamics"])  # dynamics: a ClassVar of the subclass
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:

@@ -5,5 +5,7 @@ one ``scripts/train.py`` sweep per model), :mod:`~agents.analysis.reproduce.runn
 :mod:`~agents.analysis.reproduce.summary` (numbers, verdicts and modularity as data),
 :mod:`~agents.analysis.reproduce.report` (the committed folder of a split table),
 :mod:`~agents.analysis.reproduce.tune` (the learning-rate table), :mod:`~agents.analysis.reproduce.meta` (commit,
-date, machine, command) and :mod:`~agents.analysis.reproduce.copying` (the RIMs paper's copying task).
+date, machine, command), :mod:`~agents.analysis.reproduce.copying` (the copying table's per-seed record) and
+:mod:`~agents.analysis.reproduce.copying_report` (its committed folder). The copying task's runs train in
+:mod:`agents.experiment.copying`.
 """

@@ -1,253 +1,191 @@
-"""Train and test ``nn.LSTM`` and ``RIMLSTM`` on the RIMs paper's copying task (:mod:`envs.copying`).
+"""The committed per-seed record of a copying table, and how a call's new runs join it.
 
-Each model reads one-hot-like embeddings of the tokens and predicts a token per step (a linear head
-on the core's output); the loss is the cross entropy over every position (the paper's CE). Training
-uses blank length 50, testing 50 and 200, with the same step budget, batch, optimizer (Adam, lr 1e-3)
-and gradient clipping (1.0) for every model, as the authors' ``train_copying.py``. A run keeps a
-checkpoint in its folder and continues from it when started again; a finished run returns its result.
+Run folders of the copying task (:mod:`agents.experiment.copying`) are not committed, so a table grows
+from its record: two compact CSV files beside its ``summary.json``:
 
-Models: ``lstm`` (``torch.nn.LSTM``), ``rim`` (``rims.RIMLSTM`` with the library's paper defaults:
-1 input head, key 64, value 400; 4 communication heads, key/value 32; ``num_units`` units, ``k``
-active) and ``rim_residual`` (the same with ``communication_update="residual"``, the paper's exact
-update; the keyword is passed only for this model, so ``rim`` runs on any version of the library).
+- ``seeds.csv``: one row per model x seed x test blank length: the final test metrics
+  (:data:`~agents.experiment.copying.METRICS`), the model's parameter count, its time per step (wall
+  and CPU) and ``source`` (the run folder it was read from);
+- ``curves.csv``: one row per model x seed x periodic evaluation x test blank length: the training CE
+  since the previous evaluation and the test metrics on the curve's test sets.
+
+A folder written before the record existed has only ``summary.json``: its per-seed final values are read
+from there (learning curves were not kept, and every seed gets the model's mean time per step).
+:func:`merge` adds new runs to the committed ones; a seed held by both must have the same final values
+(training on CPU is deterministic for a fixed seed), else the call is refused.
 """
 
 from __future__ import annotations
 
+import csv
 import json
-import logging
 import math
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-from tqdm import tqdm
+from agents.experiment.atomic import write_csv
+from agents.experiment.copying import METRICS
 
-from agents.experiment.atomic import atomic_path, atomic_write_text
-from envs.copying import COPY_LENGTH, SYMBOLS, VOCAB, copying_batch, copying_dataset, sequence_length
-from rims import RIMLSTM
-
-log = logging.getLogger(__name__)
-
-MODELS = ("lstm", "rim", "rim_residual")
-TEST_SEED = 20191023  # the test sets are the same for every model and seed
-RESULT = "result.json"
-CHECKPOINT = "checkpoint.pt"
+SCORES, CURVES = "seeds.csv", "curves.csv"
+SCORE_FIELDS = ("model", "seed", "blank", *METRICS, "parameters", "seconds_per_step", "cpu_seconds_per_step", "source")
+CURVE_FIELDS = ("model", "seed", "step", "blank", "train_ce", *METRICS)
 
 
-@dataclass(frozen=True)
-class CopySettings:
-    """One copying experiment's settings.
+class CopyingTableError(ValueError):
+    """A call's runs cannot join the committed copying table (other settings, or other values for a seed)."""
 
-    The defaults are the paper's except the width: at the paper's 600 a training step costs ~0.9 CPU-s
-    for either core on our 2-vCPU machine (one thread), ~75 CPU-min per 5,000-step run; at 120 (6 units
-    of 20) a step costs ~0.06 s (LSTM) and ~0.16 s (RIM) with one torch thread, so three seeds of
-    5,000 steps fit in about 15 (LSTM) and 40 (RIM) CPU-minutes. ``--hidden 600 --embed 600
-    --dropout 0.5`` is the authors' setting.
 
-    :param steps: training steps (batches).
-    :param hidden_size: total width of every core (the paper: 600 = 6 units x 100).
-    :param embed_size: token embedding width (the authors' code: the hidden size).
-    :param num_units: RIM units; ``k``: active units per step.
-    :param batch_size: sequences per step.
-    :param learning_rate: Adam's learning rate; ``clip``: gradient-norm clipping.
-    :param dropout: dropout on the embeddings and the core's outputs (the authors' code: 0.5).
-    :param train_blank: dormant phase of the training sequences; ``test_blanks``: of the test sets.
-    :param test_size: sequences per test set; ``curve_size``: of the periodic evaluations.
-    :param eval_every: steps between periodic evaluations (and checkpoints).
+@dataclass
+class CopyingRecord:
+    """The committed runs of a copying table.
+
+    :param settings: the table's settings (:class:`~agents.experiment.copying.CopySettings` as a dict), or
+        ``None`` for a folder without a table.
+    :param results: one dict per model and seed, shaped as :func:`agents.experiment.copying.train_run`'s
+        results (``curve`` empty where it was not kept) plus ``source``.
+    :param meta: the folder's ``meta.json`` (empty when it has none).
     """
 
-    steps: int = 5000
-    hidden_size: int = 120
-    embed_size: int = 120
-    num_units: int = 6
-    k: int = 4
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    clip: float = 1.0
-    dropout: float = 0.0
-    train_blank: int = 50
-    test_blanks: tuple[int, ...] = (50, 200)
-    test_size: int = 640
-    curve_size: int = 128
-    eval_every: int = 250
+    settings: dict[str, Any] | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
-def make_core(name: str, settings: CopySettings) -> nn.Module:
-    """The recurrent core ``name`` (a key of :data:`MODELS`) with ``nn.LSTM``'s calling convention.
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
-    :raises ValueError: an unknown name, or ``rim_residual`` with a library that lacks ``communication_update``.
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_record(folder: Path) -> CopyingRecord:
+    """The copying table committed in ``folder``: from ``seeds.csv``/``curves.csv``, else ``summary.json``.
+
+    :raises CopyingTableError: ``summary.json`` is not a copying table's.
     """
-    size, hidden = settings.embed_size, settings.hidden_size
-    if name == "lstm":
-        return nn.LSTM(size, hidden)
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
-    extra = {"communication_update": "residual"} if name == "rim_residual" else {}
-    try:
-        return RIMLSTM(size, hidden, settings.num_units, settings.k, **extra)
-    except TypeError as error:
-        raise ValueError(f"{name} needs RIMLSTM(communication_update=...), which this rims lacks: {error}") from error
+    summary = _read_json(folder / "summary.json")
+    meta = _read_json(folder / "meta.json")
+    if not summary:
+        return CopyingRecord(meta=meta)
+    if summary.get("table") != "copying":
+        raise CopyingTableError(f"{folder / 'summary.json'} is not a copying table's (table {summary.get('table')!r})")
+    results = _from_csv(folder) if (folder / SCORES).is_file() else _from_summary(summary, meta)
+    for result in results:
+        result["settings"] = summary["settings"]
+    return CopyingRecord(summary["settings"], results, meta)
 
 
-class CopyModel(nn.Module):
-    """Token embedding -> recurrent core -> linear head, one prediction per step."""
+def _from_csv(folder: Path) -> list[dict[str, Any]]:
+    """Results rebuilt from ``seeds.csv`` and ``curves.csv``."""
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in _read_csv(folder / SCORES):
+        key = (row["model"], int(row["seed"]))
+        result = results.setdefault(
+            key,
+            {"model": key[0], "seed": key[1], "final": {}, "curve": [], "parameters": int(row["parameters"]),
+             "seconds_per_step": float(row["seconds_per_step"]),
+             "cpu_seconds_per_step": float(row["cpu_seconds_per_step"]), "source": row["source"]},
+        )  # fmt: skip
+        result["final"][row["blank"]] = {m: float(row[m]) for m in METRICS}
+    points: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for row in _read_csv(folder / CURVES) if (folder / CURVES).is_file() else []:
+        key = (row["model"], int(row["seed"]), int(row["step"]))
+        point = points.setdefault(key, {"step": key[2], "train_ce": float(row["train_ce"])})
+        point.update({f"{m}_{row['blank']}": float(row[m]) for m in METRICS})
+    for (model, seed, _), point in points.items():
+        if (model, seed) in results:
+            results[(model, seed)]["curve"].append(point)
+    return list(results.values())
 
-    def __init__(self, name: str, settings: CopySettings) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, settings.embed_size)
-        self.dropout = nn.Dropout(settings.dropout)
-        self.core = make_core(name, settings)
-        self.head = nn.Linear(settings.hidden_size, VOCAB)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """:param tokens: ``(L, N)`` int64. :returns: ``(L, N, VOCAB)`` logits."""
-        x = self.dropout(self.embed(tokens))  # (L, N, E)
-        out, _ = self.core(x)  # (L, N, H)
-        return self.head(self.dropout(out))
+def _from_summary(summary: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Results rebuilt from a ``summary.json`` written before ``seeds.csv`` existed (no curves; time per
+    step: the model's mean over its seeds)."""
+    source = f"run folder not kept; values from summary.json of {meta.get('date', '?')} (commit "
+    source += f"{str(meta.get('commit', ''))[:12] or 'unknown'}; time per step: the model's mean)"
+    results = []
+    for name, model in summary["models"].items():
+        for index, seed in enumerate(model["seeds"]):
+            final = {blank: {m: cells[m]["values"][index] for m in METRICS} for blank, cells in model["final"].items()}
+            results.append(
+                {"model": name, "seed": int(seed), "final": final, "curve": [], "parameters": model["parameters"],
+                 "seconds_per_step": model["seconds_per_step"], "cpu_seconds_per_step": model["cpu_seconds_per_step"],
+                 "source": source}
+            )  # fmt: skip
+    return results
 
 
-@torch.no_grad()
-def evaluate(model: CopyModel, inputs: Tensor, targets: Tensor, batch_size: int = 128) -> dict[str, float]:
-    """Test metrics on a fixed set.
+def check_settings(committed: dict[str, Any] | None, given: dict[str, Any], folder: Path) -> None:
+    """Refuse to add runs of other settings to a committed table.
 
-    :param inputs: ``(L, N)``; ``targets``: ``(L, N)``.
-    :returns: ``ce`` (mean over every position: the paper's number), ``copy_ce`` (over the copied
-        positions only), ``accuracy`` (copied symbols predicted right) and ``sequence_accuracy``
-        (sequences copied without an error).
+    :raises CopyingTableError: naming every setting that differs, the table's value and this call's.
     """
-    model.eval()
-    sums = {"ce": 0.0, "copy_ce": 0.0, "accuracy": 0.0, "sequence_accuracy": 0.0}
-    for start in range(0, inputs.shape[1], batch_size):
-        x, y = inputs[:, start : start + batch_size], targets[:, start : start + batch_size]
-        logits = model(x)  # (L, n, VOCAB)
-        ce = nn.functional.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1), reduction="none").view(y.shape)
-        right = logits[-COPY_LENGTH:].argmax(-1) == y[-COPY_LENGTH:]  # (10, n)
-        sums["ce"] += float(ce.mean(0).sum())
-        sums["copy_ce"] += float(ce[-COPY_LENGTH:].mean(0).sum())
-        sums["accuracy"] += float(right.float().mean(0).sum())
-        sums["sequence_accuracy"] += float(right.all(0).float().sum())
-    model.train()
-    return {key: value / inputs.shape[1] for key, value in sums.items()}
-
-
-def chance_ce(blank_length: int) -> float:
-    """CE over all positions of a model that predicts every blank and guesses the symbols: 10 ln 8 / (T + 20)."""
-    return COPY_LENGTH * math.log(SYMBOLS) / sequence_length(blank_length)
-
-
-def _test_sets(settings: CopySettings, size: int) -> dict[int, tuple[Tensor, Tensor]]:
-    """The first ``size`` sequences of each fixed test set (one seed per blank length, whatever the run)."""
-    out = {}
-    for blank in settings.test_blanks:
-        inputs, targets = copying_dataset(settings.test_size, blank, TEST_SEED + blank)
-        out[blank] = inputs[:, :size], targets[:, :size]
-    return out
-
-
-def _settings_dict(settings: CopySettings) -> dict[str, Any]:
-    """JSON-able settings (tuples as lists)."""
-    return json.loads(json.dumps(asdict(settings)))
-
-
-def _check_same(saved: dict[str, Any], settings: CopySettings, where: Path) -> None:
-    """Refuse to continue a run folder of other settings."""
-    given = _settings_dict(settings)
-    diff = [k for k in given if saved.get(k) != given[k]]
-    if diff:
-        key = diff[0]
-        raise ValueError(
-            f"{where} holds a run with {key}={saved.get(key)!r}, this call asks for {key}={given[key]!r}: "
-            "use the same settings to continue it, or another --root"
+    if committed is None:
+        return
+    given = json.loads(json.dumps(given))  # tuples as lists, as committed
+    keys = list(dict.fromkeys([*committed, *given]))
+    differ = [f"{key}={committed.get(key)!r}" for key in keys if committed.get(key) != given.get(key)]
+    if differ:
+        asked = [f"{key}={given.get(key)!r}" for key in keys if committed.get(key) != given.get(key)]
+        raise CopyingTableError(
+            f"the table in {folder} was trained with {', '.join(differ)}; this call asks for {', '.join(asked)}: "
+            "pass the table's settings to add seeds to it, or another --out"
         )
 
 
-def train_run(name: str, seed: int, settings: CopySettings, run_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Train one model with one seed and test it; continue from the folder's checkpoint, if any.
+def _same_final(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(math.isclose(a[blank][m], b[blank][m], rel_tol=1e-9, abs_tol=1e-12) for blank in a for m in METRICS)
 
-    :param run_dir: the run folder (``checkpoint.pt``, ``result.json``).
-    :returns: the result: ``model``, ``seed``, ``settings``, ``final`` (``{blank: metrics}``),
-        ``curve`` (periodic evaluations), ``parameters``, ``seconds_per_step`` (wall) and
-        ``cpu_seconds_per_step`` (this process's CPU time).
-    :raises ValueError: an unknown model, or a run folder of other settings.
+
+def merge(held: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The committed results with this call's added (models in first-seen order, seeds sorted).
+
+    A seed in both keeps this call's run (it has its learning curve and its own time per step) when the
+    final values agree.
+
+    :raises CopyingTableError: a seed in both with other final values (naming model, seed, blank and metric).
     """
-    if (run_dir / RESULT).is_file():
-        result = json.loads((run_dir / RESULT).read_text())
-        _check_same(result["settings"], settings, run_dir)
-        return result
-    torch.manual_seed(seed)
-    model = CopyModel(name, settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    state: dict[str, Any] = {"step": 0, "curve": [], "seconds": 0.0, "cpu_seconds": 0.0, "window": []}
-    if (run_dir / CHECKPOINT).is_file():
-        saved = torch.load(run_dir / CHECKPOINT, weights_only=False)
-        _check_same(saved["settings"], settings, run_dir)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-        log.info("%s: continuing from step %d", run_dir, state["step"])
-    curve_sets = _test_sets(settings, settings.curve_size)
-    model.train()
-    with tqdm(total=settings.steps, initial=state["step"], desc=f"{name} s{seed}", disable=not progress) as bar:
-        while state["step"] < settings.steps:
-            wall, cpu = time.perf_counter(), time.process_time()
-            inputs, targets = copying_batch(settings.batch_size, settings.train_blank, generator)
-            loss = nn.functional.cross_entropy(model(inputs).reshape(-1, VOCAB), targets.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
-            optimizer.step()
-            state["seconds"] += time.perf_counter() - wall
-            state["cpu_seconds"] += time.process_time() - cpu
-            state["step"] += 1
-            state["window"].append(float(loss.detach()))
-            bar.update(1)
-            if state["step"] % settings.eval_every == 0 or state["step"] == settings.steps:
-                row = {"step": state["step"], "train_ce": sum(state["window"]) / len(state["window"])}
-                for blank, (x, y) in curve_sets.items():
-                    row.update({f"{key}_{blank}": v for key, v in evaluate(model, x, y).items()})
-                state["curve"].append(row)
-                state["window"] = []
-                bar.set_postfix(train_ce=f"{row['train_ce']:.3f}")
-                _save_checkpoint(run_dir, model, optimizer, generator, state, settings)
-    final = {str(blank): evaluate(model, x, y) for blank, (x, y) in _test_sets(settings, settings.test_size).items()}
-    steps = max(state["step"], 1)
-    result = {
-        "model": name,
-        "seed": seed,
-        "settings": _settings_dict(settings),
-        "final": final,
-        "curve": state["curve"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds_per_step": state["seconds"] / steps,
-        "cpu_seconds_per_step": state["cpu_seconds"] / steps,
-    }
-    atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
-    return result
+    by_key = {(r["model"], int(r["seed"])): dict(r) for r in held}
+    for result in new:
+        key = (result["model"], int(result["seed"]))
+        if key in by_key and not _same_final(by_key[key]["final"], result["final"]):
+            old, now = by_key[key]["final"], result["final"]
+            blank = next((b for b in now if b not in old or old[b] != now[b]), next(iter(now)))
+            raise CopyingTableError(
+                f"{key[0]} seed {key[1]} is in the table with CE {old.get(blank, {}).get('ce')!r} at blank {blank}, "
+                f"this run gives {now[blank]['ce']!r}: training did not reproduce it (another machine or library "
+                "version?); add only seeds the table lacks (--first-seed)"
+            )
+        by_key[key] = dict(result)
+    order = list(dict.fromkeys([*(r["model"] for r in held), *(r["model"] for r in new)]))
+    return sorted(by_key.values(), key=lambda r: (order.index(r["model"]), int(r["seed"])))
 
 
-def _save_checkpoint(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: dict[str, Any],
-    settings: CopySettings,
-) -> None:
-    """Write ``checkpoint.pt`` atomically: weights, optimizer, both RNG states, progress and settings."""
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
-        "settings": _settings_dict(settings),
-    }
-    with atomic_path(run_dir / CHECKPOINT) as tmp:
-        torch.save(payload, tmp)
+def record_rows(results: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of ``seeds.csv`` and ``curves.csv`` (:data:`SCORE_FIELDS`, :data:`CURVE_FIELDS`) of ``results``."""
+    scores, curves = [], []
+    for r in results:
+        base = {"model": r["model"], "seed": r["seed"]}
+        for blank, metrics in r["final"].items():
+            scores.append({**base, "blank": blank, **{m: metrics[m] for m in METRICS}, "parameters": r["parameters"],
+                           "seconds_per_step": r["seconds_per_step"], "cpu_seconds_per_step": r["cpu_seconds_per_step"],
+                           "source": r.get("source", "")})  # fmt: skip
+        for point in r["curve"]:
+            for blank in r["final"]:
+                values = {m: point[f"{m}_{blank}"] for m in METRICS}
+                curves.append({**base, "step": point["step"], "blank": blank, "train_ce": point["train_ce"], **values})
+    return scores, curves
+
+
+def save_record(results: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """Write ``seeds.csv`` and ``curves.csv`` of ``results`` into ``folder`` (atomically)."""
+    scores, curves = record_rows(results)
+    write_csv(folder / SCORES, scores, SCORE_FIELDS)
+    write_csv(folder / CURVES, curves, CURVE_FIELDS)
+    return [folder / SCORES, folder / CURVES]

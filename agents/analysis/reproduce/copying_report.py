@@ -19,13 +19,13 @@ import numpy as np
 from agents.analysis.compare.seed_tests import holm, min_p, permutation_p, pooled_improvement
 from agents.analysis.compare.seed_tests import verdict as seed_verdict
 from agents.experiment.atomic import atomic_path, atomic_write_text, write_csv
+from agents.experiment.copying import METRICS, chance_ce
 from agents.experiment.evaluation import bootstrap_ci
 
-from .copying import chance_ce
+from .copying import save_record
 from .meta import meta_lines, write_meta
 from .report import md_table
 
-METRICS = ("ce", "copy_ce", "accuracy", "sequence_accuracy")
 TITLES = {
     "ce": "CE, all positions (the paper's)",
     "copy_ce": "CE, copied positions",
@@ -65,6 +65,8 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "cpu_seconds_per_step": float(np.mean([r["cpu_seconds_per_step"] for r in runs])),
             "final": cells,
         }
+        if any(not r["curve"] for r in runs):
+            models[name]["seeds_without_curve"] = [r["seed"] for r in runs if not r["curve"]]
     return models
 
 
@@ -97,7 +99,8 @@ def verdicts(models: dict[str, Any], baseline: str = "lstm") -> list[dict[str, A
 
 
 def plot_curves(results: Sequence[dict[str, Any]], blanks: Sequence[int], path: Path) -> None:
-    """Training CE and periodic test CE per blank length against steps: mean over seeds, band from min to max."""
+    """Training CE and periodic test CE per blank length against steps: mean over seeds, band from min to max
+    (the seeds whose curve was kept; ``n`` in the legend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -106,13 +109,18 @@ def plot_curves(results: Sequence[dict[str, Any]], blanks: Sequence[int], path: 
     for i, (key, title) in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
         for name in dict.fromkeys(r["model"] for r in results):
-            curves = [r["curve"] for r in results if r["model"] == name]
+            curves = [r["curve"] for r in results if r["model"] == name and r["curve"]]
+            if not curves:
+                continue
             steps = [row["step"] for row in min(curves, key=len)]
             values = np.array([[row[key] for row in curve[: len(steps)]] for curve in curves])  # (seeds, points)
             ax.plot(steps, values.mean(0), marker=".", label=f"{name} (n={len(curves)})")
             ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
         ax.set(title=title, xlabel="training step", ylabel="cross entropy (nats)", yscale="log")
-        ax.legend(fontsize="small")
+        if ax.lines:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no learning curve kept", ha="center", va="center", transform=ax.transAxes)
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=110)
 
@@ -167,6 +175,15 @@ def render_readme_block(summary: dict[str, Any]) -> str:
     return "\n".join(text) + "\n"
 
 
+def _missing_curves(summary: dict[str, Any]) -> str:
+    """The seeds whose learning curve was not kept (tables trained before ``curves.csv``), per model."""
+    missing = {name: m["seeds_without_curve"] for name, m in summary["models"].items() if m.get("seeds_without_curve")}
+    if not missing:
+        return ""
+    listed = "; ".join(f"`{name}` {seeds}" for name, seeds in missing.items())
+    return f" Not kept (their run folders were removed before curves were recorded): {listed}."
+
+
 def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """``report.md`` of the copying table."""
     s = summary["settings"]
@@ -202,8 +219,8 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "## Cost on this machine",
         "\n".join(cost),
         "## Learning curves",
-        "Training CE and test CE on the periodic evaluations (mean over seeds, band: min to max):\n\n"
-        "![learning curves](learning_curves.png)",
+        "Training CE and test CE on the periodic evaluations (mean over seeds, band: min to max; per seed in "
+        f"`curves.csv`).{_missing_curves(summary)}\n\n![learning curves](learning_curves.png)",
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -225,7 +242,8 @@ def csv_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
 def write_copying(
     results: Sequence[dict[str, Any]], settings: dict[str, Any], meta: dict[str, Any], out_dir: Path
 ) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv``, ``learning_curves.png``, ``meta.json`` and ``report.md``."""
+    """Write ``summary.json``, ``summary.csv``, ``learning_curves.png``, ``meta.json``, ``report.md`` and the
+    per-seed record (``seeds.csv``, ``curves.csv``) of ``results`` (every seed of the table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     models = aggregate(results)
     summary = {"table": "copying", "settings": settings, "models": models, "verdicts": verdicts(models)}
@@ -235,6 +253,7 @@ def write_copying(
     with atomic_path(files[2]) as tmp:
         plot_curves(results, settings["test_blanks"], tmp)
     files.append(write_meta(meta, out_dir))
+    files += save_record(results, out_dir)
     report = out_dir / "report.md"
     atomic_write_text(report, render_report(summary, meta))
     return [report, *files]

@@ -93,6 +93,19 @@ def write_meta(data: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def training_batches(previous: dict[str, Any], batch: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training batches of a table: the previous ``meta.json``'s (itself, for one written before batches were
+    recorded) and this call's, if it trained or harvested runs (``None``: it did not)."""
+    if previous.get("batches") is not None:
+        batches = list(previous["batches"])
+    elif previous:
+        keys = ("commit", "date", "machine", "budget", "command", "sweeps", "cost")
+        batches = [{key: previous[key] for key in keys if key in previous}]
+    else:
+        batches = []
+    return [*batches, batch] if batch is not None else batches
+
+
 def meta_lines(data: dict[str, Any]) -> str:
     """A Markdown paragraph of :func:`meta` for a report."""
     m = data["machine"]

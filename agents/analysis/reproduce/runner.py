@@ -20,7 +20,7 @@ from typing import Any
 from agents.analysis.compare import Run, compare_runs, load_runs
 from agents.analysis.modularity import StatsSettings, sweep_stats
 
-from .meta import meta, repo_relative
+from .meta import meta, repo_relative, training_batches
 from .protocol import load_protocol
 from .report import write_table
 from .seed_store import SeedStore, with_shared
@@ -187,19 +187,6 @@ def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore,
     return store, with_shared(store, plan.preset.table), harvested
 
 
-def _batches(previous: dict[str, Any], batch: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The training batches of a table: the previous ``meta.json``'s (itself, for one written before batches were
-    recorded) and this call's, if it trained or harvested runs."""
-    if previous.get("batches") is not None:
-        batches = list(previous["batches"])
-    elif previous:
-        keys = ("commit", "date", "machine", "budget", "command", "sweeps", "cost")
-        batches = [{key: previous[key] for key in keys if key in previous}]
-    else:
-        batches = []
-    return [*batches, batch] if batch is not None else batches
-
-
 def reproduce_split(
     plan: Plan,
     out_dir: Path,
@@ -248,7 +235,8 @@ def reproduce_split(
             sweeps={m: c for m, c in sweep_commands(plan).items() if m in harvested},
             cost=run_cost(harvested, plan.jobs),
         )
-    data = meta(budget, argv, table=plan.preset.table, split=comparison.split, batches=_batches(previous, batch))
+    batches = training_batches(previous, batch)
+    data = meta(budget, argv, table=plan.preset.table, split=comparison.split, batches=batches)
     earlier = _read_json(out_dir / "summary.json").get("models", {})
     info = _model_info(plan, runs, earlier)
     files = write_table(comparison, modularity, data, info, notes, out_dir, protocol)

@@ -14,7 +14,7 @@ from agents.experiment.config.checks import ConfigError
 from agents.experiment.config.env import SplitConfig
 from agents.experiment.config.model import ModelConfig, RIMModelConfig
 from agents.experiment.config.run import CheckpointConfig, EvalConfig, NoLoggerConfig, TrainConfig, WandbLoggerConfig
-from agents.experiment.config.schema import typed_config
+from agents.experiment.config.schema import config_dict, config_yaml, typed_config
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"plain": ModelConfig, "rim": RIMModelConfig},
@@ -49,6 +49,8 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "WandbLoggerConfig",
+    "config_dict",
+    "config_yaml",
     "register",
     "typed_config",
 ]  # fmt: skip

@@ -3,6 +3,7 @@ with the relations between groups (:meth:`TrainConfig.check`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,13 @@ class TrainConfig:
     resume: Any = field(
         default=False, metadata={"help": "true: continue this folder's checkpoint; or a run folder path"}
     )
+    objective: str | None = field(
+        default=None,
+        metadata={
+            "help": "the evaluated condition whose final return a sweep optimises (the run's return value); "
+            "null: iid when evaluated, else the first evaluated condition"
+        },
+    )
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     model: Any = field(default=MISSING, metadata={"help": "the recurrent core (group model/)"})
@@ -161,9 +169,33 @@ class TrainConfig:
                         f"[1, {rollout}] (a minibatch is drawn from one rollout), got {size}; lower {key} or "
                         "raise agent.n_steps / n_envs"
                     )
+        tests = ["iid", *env.test, *(f"iid_{p}" for p in env.perturbations)]
+        names = tests + (["validation"] if env.validation_seeds is not None else [])
         if self.eval.conditions is not None:
-            names = ["iid", *env.test, *(f"iid_{p}" for p in env.perturbations)]
-            names += ["validation"] if env.validation_seeds is not None else []
             unknown = [n for n in self.eval.conditions if n not in names]
             if unknown:
                 raise ConfigError(f"eval.conditions must name conditions of split {env.name!r} {names}, got {unknown}")
+        evaluated = tests if self.eval.conditions is None else [n for n in names if n in self.eval.conditions]
+        if self.objective is not None and self.objective not in evaluated:
+            chosen = "eval.conditions" if self.eval.conditions is not None else "the split's test conditions"
+            hint = "; add it to eval.conditions to evaluate it" if self.objective in names else ""
+            raise ConfigError(
+                f"objective must be null or a condition the run evaluates ({chosen}: {evaluated}), "
+                f"got {self.objective!r}{hint}"
+            )
+
+
+def objective_condition(objective: str | None, evaluated: Sequence[str]) -> str:
+    """The condition whose final return a run gives a sweeper (``objective``, checked by :meth:`TrainConfig.check`).
+
+    :param objective: the config's ``objective``; ``None``: ``iid`` when evaluated, else the first of ``evaluated``.
+    :param evaluated: the conditions the run evaluated, in the split's order.
+    :raises ValueError: ``objective`` is not among ``evaluated`` (or nothing was evaluated).
+    """
+    if objective is None:
+        if not evaluated:
+            raise ValueError("objective: the run evaluated no condition")
+        return "iid" if "iid" in evaluated else evaluated[0]
+    if objective not in evaluated:
+        raise ValueError(f"objective must be one of the evaluated conditions {list(evaluated)}, got {objective!r}")
+    return objective

@@ -3,6 +3,9 @@
 :func:`typed_config` accepts what Hydra composes and also a plain ``DictConfig`` or mapping
 (``train(cfg)`` from Python): the node types follow ``model.core``, ``agent.name`` and
 ``logger.name``. An unknown key names itself and the node's valid keys; a wrong type names the key.
+It returns a :class:`~agents.experiment.config.run.TrainConfig` (every group its schema's dataclass),
+built once per run at the entry point and passed down as it is; :func:`config_yaml` and
+:func:`config_dict` give it back as the run folder's ``config.yaml`` and as plain containers.
 """
 
 from __future__ import annotations
@@ -42,12 +45,15 @@ def schema_node(plain: Mapping[str, Any]) -> DictConfig:
     return base
 
 
-def typed_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
+def typed_config(cfg: TrainConfig | DictConfig | Mapping[str, Any]) -> TrainConfig:
     """``cfg`` merged onto its schema and checked: every node's own ranges, then the relations.
 
-    :returns: the complete typed config (every key, defaults filled in).
+    :param cfg: a composed or plain config; a :class:`TrainConfig` (already typed and checked) is returned as it is.
+    :returns: the complete typed config (every key, defaults filled in, interpolations resolved).
     :raises ConfigError: an unknown key, a wrong type or a value out of range (the message names the key).
     """
+    if isinstance(cfg, TrainConfig):
+        return cfg
     if OmegaConf.is_config(cfg):  # without Hydra's own node (compose(..., return_hydra_config=True))
         plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     else:
@@ -66,7 +72,17 @@ def typed_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     except OmegaConfBaseException as error:
         raise _translate(error, base, plain) from error
     checked.check()
-    return merged
+    return checked
+
+
+def config_dict(typed: TrainConfig) -> dict[str, Any]:
+    """The typed config as plain dicts and lists (W&B's run config, resume's comparison)."""
+    return OmegaConf.to_container(OmegaConf.structured(typed))
+
+
+def config_yaml(typed: TrainConfig) -> str:
+    """The run folder's ``config.yaml``: every key of the typed config, in the schemas' order."""
+    return OmegaConf.to_yaml(typed)
 
 
 def _translate(

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rims.gates import gru_forward, gru_gates_backward, keep_inactive, lstm_forward, lstm_gates_backward
+from rims.mechanisms.dynamics import gru_forward, gru_gates_backward, keep_inactive, lstm_forward, lstm_gates_backward
 
 
 def schema_gates(gh: Tensor, part: Tensor, x_bias: Tensor | None, lstm: bool) -> tuple[Tensor, Tensor | None]:

@@ -1,9 +1,9 @@
-"""Settings and per-step buffers of one fused RIM training call (:mod:`rims.fused`).
+"""Settings and per-step buffers of one fused RIM training call (:mod:`rims.fast_paths.fused`).
 
 :class:`SequenceSpec` holds the static settings of a call; :class:`Buffers` the per-step values
 the backward needs, laid out ``(U, L, N, ...)`` so the weight gradients come from one batched
-matmul each. Both the C++ loops (:mod:`rims._native`) and the Python loops
-(:mod:`rims.fused_python`) fill the same buffers.
+matmul each. Both the C++ loops (:mod:`rims.fast_paths.native`) and the Python loops
+(:mod:`rims.fast_paths.python_loops`) fill the same buffers.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``K`` input key size, ``Hc``
 communication heads with key ``Kc`` and value ``Vc``.
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from rims import _workspace
+from rims.fast_paths import scratch
 
 
 class SequenceSpec(NamedTuple):
@@ -40,7 +40,7 @@ class SequenceSpec(NamedTuple):
 class Buffers:
     """Per-step values the backward needs, each ``(U, L, ...)`` unless noted.
 
-    All but ``hidden`` (an output of the autograd node) come from :mod:`rims._workspace` and go
+    All but ``hidden`` (an output of the autograd node) come from :mod:`rims.fast_paths.scratch` and go
     back to it when the autograd graph that holds them is freed.
     """
 
@@ -113,10 +113,10 @@ class Buffers:
         ]  # fmt: skip
 
     def _new(self, like: Tensor, *shape: int) -> Tensor:
-        tensor = _workspace.take(shape, like)
+        tensor = scratch.take(shape, like)
         self._owned.append(tensor)
         return tensor
 
     def __del__(self) -> None:
-        if _workspace is not None:  # None only at interpreter shutdown
-            _workspace.give(self._owned)
+        if scratch is not None:  # None only at interpreter shutdown
+            scratch.give(self._owned)

@@ -32,25 +32,26 @@ Shapes: ``U`` units, ``N`` batch, ``d`` unit size, ``S`` slots of size ``m``, ``
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from rims.cell import RIMCell
+from rims.mechanisms.layer import LayerParameters, LayerSpec
 
 
 class WorkspaceCommunication:
-    """Write -> gated update -> broadcast, for one layer and one forward call."""
+    """Write -> gated update -> broadcast, for one layer and one forward call.
+
+    :param spec: the layer's sizes and options; ``p`` its parameters; ``batch``: ``N``.
+    """
 
     updates_inactive = True  # the broadcast reaches every unit
 
-    def __init__(self, cell: RIMCell, batch: int) -> None:
-        self.cell, self.batch = cell, batch
-        self.key, self.value = cell.comm_key_size, cell.comm_value_size
-        self.write_k = cell.write_k
-        self.slot_size = cell.slot_size
+    def __init__(self, spec: LayerSpec, p: LayerParameters, batch: int) -> None:
+        self.p, self.batch, self.k = p, batch, spec.k
+        self.key, self.value = spec.options.comm_key_size, spec.options.comm_value_size
+        self.write_k = spec.write_k
+        self.slot_size = spec.options.slot_size
         self.scale = 1.0 / math.sqrt(self.key)
 
     def write(self, states: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -59,36 +60,36 @@ class WorkspaceCommunication:
         :param states: ``(U, N, d)`` the units' states after their own update.
         :param mask: ``(U, N, 1)`` bool active mask, or ``None`` when every unit is active.
         """
-        cell, m = self.cell, self.slot_size
-        slots = cell.workspace_slots  # (S, m)
-        query = slots @ cell.weight_write_query  # (S, Kc), the same for every batch element
-        kv = torch.bmm(states, cell.weight_write_kv)  # (U, N, Kc + m)
+        p, m = self.p, self.slot_size
+        slots = p.workspace_slots  # (S, m)
+        query = slots @ p.weight_write_query  # (S, Kc), the same for every batch element
+        kv = torch.bmm(states, p.weight_write_kv)  # (U, N, Kc + m)
         keys, values = kv[..., : self.key], kv[..., self.key :]
         scores = torch.einsum("sk,unk->nsu", query, keys) * self.scale  # (N, S, U)
         if mask is not None:
             scores = scores.masked_fill(~mask[..., 0].t().unsqueeze(1), float("-inf"))
-        writers = min(self.write_k, cell.k)
+        writers = min(self.write_k, self.k)
         top = scores.topk(writers, dim=-1).indices  # (N, S, write_k)
         chosen = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, top, True)
         weights = torch.softmax(scores.masked_fill(~chosen, float("-inf")), dim=-1)  # over the writers
         written = torch.bmm(weights, values.transpose(0, 1))  # (N, S, m)
         base = slots.unsqueeze(0).expand(self.batch, -1, -1)
-        gates = torch.cat([torch.tanh(base), written], dim=-1) @ cell.weight_workspace_gate  # (N, S, 2m)
-        if cell.bias_workspace_gate is not None:
-            gates = gates + cell.bias_workspace_gate
+        gates = torch.cat([torch.tanh(base), written], dim=-1) @ p.weight_workspace_gate  # (N, S, 2m)
+        if p.bias_workspace_gate is not None:
+            gates = gates + p.bias_workspace_gate
         write_gate, forget_gate = torch.sigmoid(gates).split(m, dim=-1)
         memory = write_gate * torch.tanh(base + written) + forget_gate * base
         return memory, chosen.any(1)
 
     def read(self, states: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Messages ``(U, N, d)`` read from ``memory`` ``(N, S, m)``, and the read attention ``(N, U, S)``."""
-        cell = self.cell
-        query = torch.bmm(states, cell.weight_read_query)  # (U, N, Kc)
-        kv = memory @ cell.weight_read_kv  # (N, S, Kc + Vc)
+        p = self.p
+        query = torch.bmm(states, p.weight_read_query)  # (U, N, Kc)
+        kv = memory @ p.weight_read_kv  # (N, S, Kc + Vc)
         scores = torch.bmm(query.transpose(0, 1), kv[..., : self.key].transpose(1, 2)) * self.scale  # (N, U, S)
         attention = torch.softmax(scores, dim=-1)
         read = torch.bmm(attention, kv[..., self.key :])  # (N, U, Vc)
-        return torch.bmm(read.transpose(0, 1), cell.weight_read_out), attention
+        return torch.bmm(read.transpose(0, 1), p.weight_read_out), attention
 
     def __call__(self, states: Tensor, mask: Tensor | None, record: bool) -> tuple[Tensor, dict[str, Tensor]]:
         """Messages to every unit ``(U, N, d)`` and, when recording, ``workspace_writes``

@@ -1,7 +1,7 @@
 """Communication among the units of a RIM layer, step 4 of the RIM step (pairwise attention).
 
 Active units read from all units by multi-head attention over their states (inactive units
-show their kept state) and add the result to their own state; see :mod:`rims.workspace_comm`
+show their kept state) and add the result to their own state; see :mod:`rims.mechanisms.workspace`
 for the alternative that routes messages through a small shared workspace.
 
 Shapes: ``U`` units, ``N`` batch, ``d`` unit size, ``Hc`` heads with key ``Kc`` and value ``Vc``.
@@ -10,16 +10,14 @@ Shapes: ``U`` units, ``N`` batch, ``d`` unit size, ``Hc`` heads with key ``Kc`` 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rims.unit_attention import unit_attention
-
-if TYPE_CHECKING:
-    from rims.cell import RIMCell
+from rims.mechanisms.layer import LayerParameters, LayerSpec
+from rims.mechanisms.unit_attention import unit_attention
 
 
 class PairwiseCommunication:
@@ -32,15 +30,18 @@ class PairwiseCommunication:
 
     updates_inactive = False  # inactive units keep their state
 
-    def __init__(self, cell: RIMCell, batch: int) -> None:
-        self.u, self.batch = cell.num_units, batch
-        self.heads, self.key, self.value = cell.num_comm_heads, cell.comm_key_size, cell.comm_value_size
-        self.weight_qkv = cell.weight_comm_qkv
-        self.weight_out = cell.weight_comm_out
-        self.dropout = cell.attention_dropout if cell.training else 0.0
+    def __init__(self, spec: LayerSpec, p: LayerParameters, batch: int, dropout: float) -> None:
+        """:param spec: the layer's sizes and options; ``p`` its parameters; ``batch``: ``N``;
+        ``dropout``: the attention dropout in effect (``0.0`` when not training)."""
+        self.u, self.batch = spec.num_units, batch
+        options = spec.options
+        self.heads, self.key, self.value = options.num_comm_heads, options.comm_key_size, options.comm_value_size
+        self.weight_qkv = p.weight_comm_qkv
+        self.weight_out = p.weight_comm_out
+        self.dropout = dropout
         self.grad = torch.is_grad_enabled()
-        self.block_grad = self.grad and cell.weight_comm_qkv.requires_grad
-        self.scale = 1.0 / math.sqrt(cell.comm_key_size)
+        self.block_grad = self.grad and p.weight_comm_qkv.requires_grad
+        self.scale = 1.0 / math.sqrt(options.comm_key_size)
         self.split = [self.heads * self.key, self.heads * self.key, self.heads * self.value]
 
     def __call__(self, states: Tensor, mask: Tensor | None, record: bool) -> tuple[Tensor, dict[str, Tensor]]:

@@ -1,11 +1,11 @@
-"""The fused RIM training path's time loops in Python (:mod:`rims.fused`).
+"""The fused RIM training path's time loops in Python (:mod:`rims.fast_paths.fused`).
 
-Used when the C++ loops (:mod:`rims._native`) cannot be built or ``RIMS_NATIVE=0``; both compute
-the same steps in the same order and fill the same :class:`rims.fused_buffers.Buffers`. The
+Used when the C++ loops (:mod:`rims.fast_paths.native`) cannot be built or ``RIMS_NATIVE=0``; both compute
+the same steps in the same order and fill the same :class:`rims.fast_paths.buffers.Buffers`. The
 forward runs the equations of :meth:`rims.RIMCell.sequence` without recording a graph; the
 backward walks the steps in reverse carrying only the state gradients.
 
-Shapes as in :mod:`rims.fused`.
+Shapes as in :mod:`rims.fast_paths.fused`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rims.fused_buffers import Buffers, SequenceSpec
-from rims.gates import gru_gates_backward, lstm_gates_backward
+from rims.fast_paths.buffers import Buffers, SequenceSpec
+from rims.mechanisms.dynamics import gru_gates_backward, lstm_gates_backward
 
 
 def forward_python(
@@ -213,7 +213,7 @@ def _lstm_forward(
 def _lstm_backward(
     g_tilde: Tensor, g_c: Tensor, mask: Tensor | None, buf: Buffers, t: int, g_hq: Tensor
 ) -> tuple[Tensor | None, Tensor]:
-    """Backward of :func:`_lstm_forward` (:func:`rims.gates.lstm_gates_backward`); writes the
+    """Backward of :func:`_lstm_forward` (:func:`rims.mechanisms.dynamics.lstm_gates_backward`); writes the
     gate gradient into ``g_hq[..., :4d]``.
 
     :param mask: ``(U, N, 1)`` float active mask (1.0 = active) or ``None``.
@@ -247,7 +247,7 @@ def _gru_forward(gx: Tensor, gh: Tensor, h: Tensor, mask: Tensor | None, buf: Bu
 def _gru_backward(
     g_tilde: Tensor, mask: Tensor | None, buf: Buffers, t: int, h: Tensor, g_x: Tensor, g_hq: Tensor
 ) -> Tensor:
-    """Backward of :func:`_gru_forward` (:func:`rims.gates.gru_gates_backward`); writes the
+    """Backward of :func:`_gru_forward` (:func:`rims.mechanisms.dynamics.gru_gates_backward`); writes the
     input-side gradient into ``g_x`` and the hidden-side one into ``g_hq[..., :3d]``. Returns the
     gradient on the previous state ``h`` that does not pass through ``W_hh``.
 

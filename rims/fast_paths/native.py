@@ -1,6 +1,6 @@
-"""Optional C++ time loops for :mod:`rims.fused`, built on first use.
+"""Optional C++ time loops for :mod:`rims.fast_paths.fused`, built on first use.
 
-``rims/csrc/fused_loop.cpp`` computes what the Python loops of :mod:`rims.fused_python` compute,
+``rims/fast_paths/csrc/fused_loop.cpp`` computes what the Python loops of :mod:`rims.fast_paths.python_loops` compute,
 without the interpreter's cost per operation (which dominates a RIM step at small batch sizes,
 e.g. recurrent PPO minibatches): the same matrix products, with some runs of small element-wise
 ATen operations done in one pass over the data. It is compiled once per machine with

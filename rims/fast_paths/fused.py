@@ -9,14 +9,14 @@ matmul per weight over all ``L * N`` rows.
 
 Used for one input head and without recording attention; everything else (LSTM and GRU
 dynamics, both selection rules, bias or not, attention dropout, ``k == num_units``) takes this
-path when gradients are recorded. The two time loops run in C++ (:mod:`rims._native`) when
-that can be built, else the Python loops of :mod:`rims.fused_python` run; both compute the
+path when gradients are recorded. The two time loops run in C++ (:mod:`rims.fast_paths.native`) when
+that can be built, else the Python loops of :mod:`rims.fast_paths.python_loops` run; both compute the
 same steps in the same order (the C++ loops do some runs of element-wise operations in one
 pass, sum in another order and, in float32, take the LSTM and GRU gates' exponentials from
 their own vectorised ``exp``, so results agree up to rounding). Random numbers for attention
 dropout are drawn in the same order and shapes as the step-by-step path, so every path gives
 the same result for a seed, up to rounding. The settings and buffers are in
-:mod:`rims.fused_buffers`.
+:mod:`rims.fast_paths.buffers`.
 
 Shapes: ``L`` steps, ``N`` batch, ``U`` units of width ``d``, ``G`` gate width (``4d`` LSTM,
 ``3d`` GRU), ``K`` input key size, ``Hc`` communication heads with key ``Kc`` and value ``Vc``.
@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rims import _native, _workspace
-from rims.fused_buffers import Buffers, SequenceSpec
-from rims.fused_python import backward_python, forward_python
+from rims.fast_paths import native, scratch
+from rims.fast_paths.buffers import Buffers, SequenceSpec
+from rims.fast_paths.python_loops import backward_python, forward_python
 
 
 def fused_sequence(
@@ -93,7 +93,7 @@ class _FusedSequence(torch.autograd.Function):
         w_out: Tensor,
     ) -> Tensor | tuple[Tensor, Tensor]:
         buf = Buffers(spec, proj, h0, c0)
-        loops = _native.loops_for(proj)
+        loops = native.loops_for(proj)
         if loops is None:
             forward_python(spec, buf, proj, keys, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
         else:
@@ -127,19 +127,19 @@ class _FusedSequence(torch.autograd.Function):
         u, d = spec.num_units, spec.unit_size
         seq_len, batch = proj.shape[0], proj.shape[1]
         gate_width = w_h.shape[2] - spec.key_size
-        grad_hq = _workspace.take((u, seq_len, batch, w_h.shape[2]), proj)  # gradient on h W_h + b per step
-        grad_qkv = _workspace.take((u, seq_len, batch, w_qkv.shape[2]), proj)
-        grad_msg = _workspace.take((u, seq_len, batch, d), proj)
-        scratch = [grad_hq, grad_qkv, grad_msg]
+        grad_hq = scratch.take((u, seq_len, batch, w_h.shape[2]), proj)  # gradient on h W_h + b per step
+        grad_qkv = scratch.take((u, seq_len, batch, w_qkv.shape[2]), proj)
+        grad_msg = scratch.take((u, seq_len, batch, d), proj)
+        borrowed = [grad_hq, grad_qkv, grad_msg]
         if spec.lstm:
             grad_x = grad_hq[..., :gate_width]
         else:
-            grad_x = _workspace.take((u, seq_len, batch, gate_width), proj)
-            scratch.append(grad_x)
+            grad_x = scratch.take((u, seq_len, batch, gate_width), proj)
+            borrowed.append(grad_x)
         grad_proj = torch.empty_like(proj)
         grad_keys = torch.empty_like(keys)
 
-        loops = _native.loops_for(proj) if ctx.native else None
+        loops = native.loops_for(proj) if ctx.native else None
         grads = (grad_hidden, grad_c, grad_hq, grad_x, grad_qkv, grad_msg, grad_proj, grad_keys)
         if loops is None:
             carry_h, carry_c = backward_python(spec, buf, grads, proj, keys, w_h, null_proj, w_qkv, w_out, hidden)
@@ -165,7 +165,7 @@ class _FusedSequence(torch.autograd.Function):
         grad_w_qkv = torch.bmm(tilde.view(u, rows, d).transpose(1, 2), grad_qkv.view(u, rows, -1))
         grad_w_out = torch.bmm(buf.read.view(u, rows, -1).transpose(1, 2), grad_msg.view(u, rows, d))
         grad_h0 = carry_h + grad_hidden[:, 0]
-        _workspace.give(scratch)
+        scratch.give(borrowed)
         return (
             None,
             grad_proj,

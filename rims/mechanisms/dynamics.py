@@ -56,7 +56,7 @@ def lstm_gates_backward(
     mask: Tensor | None,
     out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Gradients of :func:`lstm_gates` (also the Python loops of :mod:`rims.fused_python`).
+    """Gradients of :func:`lstm_gates` (also the Python loops of :mod:`rims.fast_paths.python_loops`).
 
     :param grad_h: ``(U, N, d)`` gradient on ``h'``; ``grad_c`` the same on ``c'``.
     :param sig: ``(U, N, 3d)`` sigmoid gates ``i, f, o``; ``g`` ``(U, N, d)`` the tanh gate.
@@ -92,7 +92,7 @@ def gru_gates_backward(
     mask: Tensor | None,
     out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of :func:`gru_gates` (also the Python loops of :mod:`rims.fused_python`).
+    """Gradients of :func:`gru_gates` (also the Python loops of :mod:`rims.fast_paths.python_loops`).
 
     :param grad: ``(U, N, d)`` gradient on ``h'``.
     :param rz: ``(U, N, 2d)`` sigmoid gates ``r, z``; ``n`` ``(U, N, d)`` the candidate.
@@ -125,7 +125,7 @@ def tanh_gate(x: Tensor) -> Tensor:
 
     ``torch.tanh`` on CPU costs about six ``sigmoid``s here (84 against 14 us for 32k float32
     values, one thread); the sigmoid form costs two. Its error is within 2e-7 absolute (relative
-    error grows near 0), as the C++ loops' ``tanh_gate`` (:mod:`rims._native`). Other devices
+    error grows near 0), as the C++ loops' ``tanh_gate`` (:mod:`rims.fast_paths.native`). Other devices
     and dtypes use ``torch.tanh``.
     """
     if x.dtype != torch.float32 or x.device.type != "cpu":

@@ -1,6 +1,6 @@
-// Time loops of the fused RIM training path (rims/fused.py), in C++.
+// Time loops of the fused RIM training path (rims/fast_paths/fused.py), in C++.
 //
-// The same computation, in the same order, as the Python loops of rims.fused, so the Python
+// The same computation, in the same order, as the Python loops of rims.fast_paths.fused, so the Python
 // interpreter's cost per operation goes away: a RIM step is some forty small operations, and at
 // small batch sizes that cost is a large part of the time. Where several ATen calls work on a few
 // hundred numbers, one pass over the data replaces them (LSTM/GRU gate backward, the input
@@ -518,7 +518,7 @@ void update_backward(const Tensor& g_h, const Tensor& h_next, const Tensor& mask
 
 }  // namespace
 
-// Forward loop. Buffers as in rims.fused._Buffers (optional ones may be None).
+// Forward loop. Buffers as in rims.fast_paths.fused._Buffers (optional ones may be None).
 void forward_loop(bool lstm, bool bounded, int64_t k, double dropout, int64_t heads, int64_t key, int64_t value, double scale,
                   const Tensor& proj, const Tensor& keys, const Tensor& w_h, const optional<Tensor>& h_bias,
                   const optional<Tensor>& x_bias, const optional<Tensor>& null_proj, const optional<Tensor>& null_key,

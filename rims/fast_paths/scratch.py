@@ -1,6 +1,6 @@
 """A small pool of scratch tensors reused between calls of the fused RIM sequence.
 
-The fused training path (:mod:`rims.fused`) keeps tens of megabytes of per-step values
+The fused training path (:mod:`rims.fast_paths.fused`) keeps tens of megabytes of per-step values
 between forward and backward. On CPU, allocations that large come straight from the
 operating system and every call pays for zero-filling fresh pages (for the seed configuration
 this was ~20% of a forward+backward). The pool hands such tensors back out once nothing refers
