@@ -72,15 +72,23 @@ def is_solvable(env: MiniGridEnv) -> bool:
 
 
 class _LevelPerturbation(gym.Wrapper):
-    """Base: perturb the grid after each reset with an RNG derived from the level."""
+    """Base: perturb the grid after each reset with an RNG derived from the level.
+
+    :ivar perturbed_cells: the ``(x, y)`` cells the last reset changed (read by :func:`envs.factors.env_factors`).
+    """
 
     salt = 0
+    perturbed_cells: frozenset[tuple[int, int]] = frozenset()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         _, info = self.env.reset(seed=seed, options=options)
         base = self.env.unwrapped
         level_seed = int(base.np_random.integers(2**31)) if seed is None else seed
+        before = list(base.grid.grid)  # objects by cell, row-major
         self._perturb(base, np.random.default_rng([level_seed, self.salt]))
+        width = base.grid.width
+        changed = (i for i, (old, new) in enumerate(zip(before, base.grid.grid, strict=True)) if old is not new)
+        self.perturbed_cells = frozenset((i % width, i // width) for i in changed)
         return base.gen_obs(), info
 
     def _perturb(self, env: MiniGridEnv, rng: np.random.Generator) -> None:

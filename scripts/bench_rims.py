@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rims import RIMGRU, RIMLSTM, _native
+from rims import RIMGRU, RIMLSTM
+from rims.fast_paths import native
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def main() -> None:
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
         f"median (and best) of {args.repeats} rounds; ratio = RIM / baseline; "
-        f"RIM training time loops: {'C++' if _native.native_loops() is not None else 'Python'}"
+        f"RIM training time loops: {'C++' if native.native_loops() is not None else 'Python'}"
     )
     if args.family:
         _family(args.repeats, args.min_seconds)

@@ -1,15 +1,18 @@
 """Which RIM units are active, as numbers: per-unit activation frequency, active units per step, switch rate.
 
 Nothing here renders: :func:`play_activations` plays a condition's episodes in parallel
-environments (one batched policy step for all of them) and keeps only actions, rewards and
-the active-unit masks, and :func:`summarize_activations` turns those into statistics. ``R``
-below is ``num_units`` for a one-layer core, ``num_layers * num_units`` (layer-major)
+environments (one batched policy step for all of them) and keeps only actions, rewards, the
+active-unit masks and the environment factors (:mod:`envs.factors`), and :func:`summarize_activations`
+turns those into statistics. ``R`` below is ``num_units`` for a one-layer core, ``num_layers * num_units`` (layer-major)
 otherwise; ``T`` is the number of steps of an episode.
 
-A selection that has *collapsed* (a unit active in more than 99% or fewer than 1% of the
-steps, or a switch rate near 0) makes the RIM a smaller LSTM in effect; :func:`collapse_reasons`
-says which of these holds (Goyal et al. 2019, *Recurrent Independent Mechanisms*, sec. 2:
-the point of the top-k competition is that different units handle different inputs).
+A selection counts as *collapsed* when a unit is active in more than 99% or fewer than 1% of the steps,
+or the switch rate is near 0; :func:`collapse_reasons` says which of these holds (Goyal et al. 2019,
+*Recurrent Independent Mechanisms*, sec. 2: the point of the top-k competition is that different units
+handle different inputs). Those reasons do not say *how* it collapsed (one always-on unit counts, while the
+others rotate): ``selection_case`` does (``fixed``, ``per-episode`` or ``switching``,
+:func:`agents.experiment.selection_stats.selection_case`), with the always-on and never-on units apart. Only
+the ``fixed`` case makes the RIM a smaller LSTM in effect.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from agents.analysis.specialisation import specialisation
+from agents.experiment import selection_stats as sel
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.recording import Recording, is_rim_core, policy_step, zero_state
 from agents.policies import RecurrentPolicy
+from envs.factors import env_factors, factor_array
 from envs.levels import make_condition_env
 from envs.splits import Condition, Split
 
@@ -36,8 +42,8 @@ log = logging.getLogger(__name__)
 
 RIM_CORES: tuple[str, ...] = ("rim", "rim_gru")
 STATS_STEM = "activation_stats"
-ALWAYS_ACTIVE = 0.99  # a unit active in more than this fraction of steps counts as always active
-NEVER_ACTIVE = 0.01  # ... in fewer than this fraction as never active
+ALWAYS_ACTIVE = sel.ALWAYS_ON  # a unit active in more than this fraction of steps counts as always active
+NEVER_ACTIVE = sel.NEVER_ON  # ... in fewer than this fraction as never active
 MIN_SWITCH_RATE = 0.01  # a switch rate below this counts as a selection that does not change
 
 
@@ -71,7 +77,8 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         changed between consecutive steps, pooled over all step pairs; 0 if no episode has
         two steps); for the models after RIMs also ``write_frequency`` (``R`` fractions of steps
         each unit wrote into the shared workspace) and ``schema_frequency`` (``R`` lists: the
-        fraction of a unit's active steps that used each schema).
+        fraction of a unit's active steps that used each schema); when the recordings hold environment factors
+        (:mod:`envs.factors`), ``factor_mean`` and ``specialisation`` (:mod:`agents.analysis.specialisation`).
     :raises ValueError: no recordings, one without an active-unit mask, or masks of different widths.
     """
     if not recordings:
@@ -82,8 +89,6 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         raise ValueError(f"recordings have different (num_layers, num_units): {sorted(widths)}")
     num_layers, num_units = masks[0].shape[1:]
     stacked = np.concatenate(masks)  # (steps, num_layers, U)
-    changes = sum(int(np.sum(m[1:] != m[:-1])) for m in masks)
-    pairs = sum(max(len(m) - 1, 0) for m in masks) * num_layers * num_units
     returns = [r.total_return for r in recordings]
     return {
         "condition": recordings[0].condition,
@@ -97,8 +102,52 @@ def summarize_activations(recordings: Sequence[Recording]) -> dict[str, Any]:
         "units": unit_labels(num_layers, num_units),
         "unit_frequency": [float(f) for f in stacked.mean(axis=0).reshape(-1)],
         "mean_active": float(stacked.sum(axis=2).mean()),
-        "switch_rate": changes / pairs if pairs else 0.0,
+        **_selection_statistics(stacked, [len(m) for m in masks], unit_labels(num_layers, num_units)),
         **_choice_statistics(recordings),
+        **_factor_statistics(recordings, stacked, unit_labels(num_layers, num_units)),
+    }
+
+
+def _factor_statistics(recordings: Sequence[Recording], stacked: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """``factor_mean`` (``{factor: mean value}``) and ``specialisation``
+    (:func:`agents.analysis.specialisation.specialisation` rows) when every recording has its factors.
+
+    :param stacked: ``(steps, num_layers, U)`` bool, the recordings' masks laid end to end.
+    """
+    if not all(r.factors for r in recordings):
+        return {}
+    names = list(recordings[0].factors)
+    factors = {name: np.concatenate([r.factors[name] for r in recordings]) for name in names}  # each (steps,)
+    flat = stacked.reshape(len(stacked), -1)  # (steps, R)
+    return {
+        "factor_mean": {name: float(values.mean()) for name, values in factors.items()},
+        "specialisation": specialisation(flat, factors, [r.length for r in recordings], labels),
+    }
+
+
+def _selection_statistics(stacked: np.ndarray, lengths: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
+    """The :mod:`agents.experiment.selection_stats` of episodes laid end to end.
+
+    :param stacked: ``(steps, num_layers, U)`` bool, the episodes one after the other.
+    :param lengths: the episodes' lengths (summing to ``steps``).
+    """
+    flat = stacked.reshape(len(stacked), -1)  # (S, R)
+    starts = np.zeros(len(flat), dtype=bool)
+    starts[np.cumsum([0, *lengths[:-1]])[np.asarray(lengths) > 0]] = True
+    codes = sel.set_codes(flat)  # (S,)
+    overall, within = sel.held_shares(codes, np.cumsum(starts), starts)
+    frequency = sel.unit_frequency(flat)
+    always, never = sel.always_never(frequency)
+    return {
+        "switch_rate": sel.switch_rate(flat[:, None], starts[:, None]),
+        "usage_entropy": sel.usage_entropy(frequency),
+        "collapse": sel.collapse_metric(frequency, round(float(flat.sum(axis=1).mean()))),
+        "distinct_sets": sel.distinct_sets(codes),
+        "modal_share": overall,
+        "episode_share": within,
+        "selection_case": sel.selection_case(overall, within),
+        "always_on": [labels[i] for i in always],
+        "never_on": [labels[i] for i in never],
     }
 
 
@@ -131,6 +180,7 @@ class _Slot:
         self.rewards: list[float] = []
         self.masks: list[np.ndarray] = []
         self.choices: dict[str, list[np.ndarray]] = {}
+        self.factors: list[dict[str, int]] = []
 
     @property
     def live(self) -> bool:
@@ -154,9 +204,10 @@ class _Slot:
             active_layers=np.stack(self.masks) if self.masks else None,
             terminated=terminated,
             choices={key: np.stack(values) for key, values in self.choices.items()},
+            factors=factor_array(self.factors) if self.factors else {},
         )
         self.done += 1
-        self.actions, self.rewards, self.masks, self.choices = [], [], [], {}
+        self.actions, self.rewards, self.masks, self.choices, self.factors = [], [], [], {}, []
         if self.live:
             self.obs, info = self.env.reset()
             self.level_seed = int(info["level_seed"])
@@ -205,6 +256,7 @@ def play_activations(
                 for j, slot in enumerate(slots):
                     if not slot.live:
                         continue
+                    slot.factors.append(env_factors(slot.env))
                     slot.obs, reward, terminated, truncated, _ = slot.env.step(int(actions[j]))
                     slot.actions.append(int(actions[j]))
                     slot.rewards.append(float(reward))
@@ -282,9 +334,13 @@ def check_conditions(split: Split, conditions: Sequence[str] | None) -> list[str
     return names
 
 
+NESTED = ("specialisation", "factor_mean")  # keys of a condition's statistics that the flat CSV row leaves out
+
+
 def _stats_row(stats: dict[str, Any]) -> dict[str, Any]:
-    """One flat CSV row: scalar statistics, then one ``freq_<unit>`` column per unit."""
-    row = {key: value for key, value in stats.items() if key not in ("units", "unit_frequency")}
+    """One flat CSV row: scalar statistics (unit lists joined by spaces), then one ``freq_<unit>`` column per unit."""
+    row = {key: value for key, value in stats.items() if key not in ("units", "unit_frequency", *NESTED)}
+    row.update({key: " ".join(stats[key]) for key in ("always_on", "never_on") if key in stats})
     row.update({f"freq_{u}": f for u, f in zip(stats["units"], stats["unit_frequency"], strict=True)})
     return row
 
@@ -292,7 +348,7 @@ def _stats_row(stats: dict[str, Any]) -> dict[str, Any]:
 def format_stats_table(stats: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of :func:`summarize_activations` results, one row per condition."""
     units = list(stats[0]["units"]) if stats else []
-    header = ["condition", "episodes", "return", "success", "mean active", "switch rate", *units]
+    header = ["condition", "episodes", "return", "success", "mean active", "switch rate", "case", *units]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in stats:
         cells = [
@@ -302,6 +358,7 @@ def format_stats_table(stats: Sequence[dict[str, Any]]) -> str:
             f"{s['mean_success']:.2f}",
             f"{s['mean_active']:.2f}",
             f"{s['switch_rate']:.3f}",
+            s.get("selection_case", "-"),
             *(f"{f:.2f}" for f in s["unit_frequency"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -27,12 +27,15 @@ from tqdm import tqdm
 from agents.analysis.activations import RIM_CORES, STATS_STEM, activation_stats, check_conditions, collapse_reasons
 from agents.analysis.activations import write_activation_stats as _write_stats
 from agents.analysis.compare.runs import Run, find_runs, label_runs
+from agents.analysis.specialisation import aggregate_specialisation
 from agents.experiment.atomic import atomic_write_text
 from agents.experiment.run_folder import MODEL_FILE, load_run
+from agents.experiment.selection_stats import CASES
 
 log = logging.getLogger(__name__)
 
 SUMMARY_STEM = "activation_summary"
+CACHED_KEYS = ("selection_case", "specialisation")  # statistics a kept activation_stats.json must hold to be read back
 
 
 @dataclass
@@ -64,6 +67,8 @@ def _cached(path: Path, names: Sequence[str], episodes: int, max_steps: int | No
     by_name = {s.get("condition"): s for s in stats if isinstance(s, dict)}
     wanted = [by_name.get(name) for name in names]
     if any(s is None or s.get("episodes") != episodes or s.get("max_steps", None) != max_steps for s in wanted):
+        return None
+    if any(key not in s for s in wanted for key in CACHED_KEYS):  # written before these statistics existed
         return None
     return wanted
 
@@ -135,8 +140,11 @@ def aggregate_stats(per_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[st
         ``condition``, ``n_runs``, ``units``, ``unit_frequency`` (mean per unit index),
         ``sorted_frequency`` (mean per rank, busiest unit first), ``mean_active``, ``switch_rate``
         (mean), ``switch_rate_std``, ``switch_rates`` and ``mean_returns`` (per run),
-        ``collapsed_runs`` (how many runs :func:`agents.analysis.activations.collapse_reasons` flags) and
-        ``collapse_reasons`` (per run).
+        ``collapsed_runs`` (how many runs :func:`agents.analysis.activations.collapse_reasons` flags),
+        ``collapse_reasons`` (per run), ``cases`` (per run: ``fixed``, ``per-episode``, ``switching``, or
+        ``None`` where not recorded), ``case_counts`` (``{case: runs}``, the cases recorded) and ``always_on`` /
+        ``never_on`` (per run, unit labels; :mod:`agents.experiment.selection_stats`) and ``specialisation``
+        (:func:`agents.analysis.specialisation.aggregate_specialisation`).
     """
     order = list(dict.fromkeys(s["condition"] for stats in per_run for s in stats))
     out = []
@@ -159,9 +167,25 @@ def aggregate_stats(per_run: Sequence[Sequence[dict[str, Any]]]) -> list[dict[st
                 "mean_returns": [float(s["mean_return"]) for s in rows],
                 "collapsed_runs": sum(bool(r) for r in reasons),
                 "collapse_reasons": reasons,
+                **case_aggregate([s.get("selection_case") for s in rows]),
+                "always_on": [list(s.get("always_on", [])) for s in rows],
+                "never_on": [list(s.get("never_on", [])) for s in rows],
+                "specialisation": aggregate_specialisation([s.get("specialisation", []) for s in rows]),
             }
         )
     return out
+
+
+def case_aggregate(cases: Sequence[str | None]) -> dict[str, Any]:
+    """``cases`` (per run, ``None`` where unknown) and ``case_counts`` (``{case: runs}`` in
+    :data:`agents.experiment.selection_stats.CASES` order, known cases only)."""
+    counts = {case: sum(c == case for c in cases) for case in CASES}
+    return {"cases": list(cases), "case_counts": {case: n for case, n in counts.items() if n}}
+
+
+def format_cases(counts: dict[str, int]) -> str:
+    """``fixed 3, switching 2`` (``-`` when no case is known)."""
+    return ", ".join(f"{case} {n}" for case, n in counts.items()) or "-"
 
 
 def rim_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -212,7 +236,7 @@ def format_summary_table(models: dict[str, ModelStats]) -> str:
     """Markdown table of the aggregates: a row per model x condition (``-`` where no seed recorded a value; unit
     frequencies recorded by only some seeds say how many)."""
     header = ["model", "condition", "seeds", "mean active", "switch rate (mean ± sd)", "unit frequency, busiest first",
-              "collapsed seeds"]  # fmt: skip
+              "collapsed seeds", "cases (seeds)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, model in models.items():
         for agg in model.aggregate:
@@ -229,8 +253,27 @@ def format_summary_table(models: dict[str, ModelStats]) -> str:
                 f"{agg['switch_rate']:.3f} ± {agg['switch_rate_std']:.3f}",
                 frequency,
                 f"{agg['collapsed_runs']}/{agg['n_runs']}",
+                format_cases(agg.get("case_counts", {})),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_specialisation_table(models: dict[str, ModelStats]) -> str:
+    """Markdown table of the specialisation aggregates, a row per model x condition x factor; empty when no run
+    recorded any (:func:`agents.analysis.specialisation.aggregate_specialisation`)."""
+    rows = [(label, agg["condition"], spec) for label, model in models.items() for agg in model.aggregate
+            for spec in agg.get("specialisation", [])]  # fmt: skip
+    if not rows:
+        return ""
+    header = ["model", "condition", "factor", "seeds", "set: excess MI (bits)", "best unit: excess MI (bits)",
+              "seeds with set MI > baseline p95", "seeds with a unit's MI > baseline p95"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, condition, spec in rows:
+        cells = [label, condition, spec["factor"], str(spec["n_runs"]), f"{spec['set_excess_bits']:.3f}",
+                 f"{spec['best_unit_excess_bits']:.3f}", f"{spec['set_above_p95']}/{spec['n_runs']}",
+                 f"{spec['units_above_p95']}/{spec['n_runs']}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -251,9 +294,10 @@ def write_summary(models: dict[str, ModelStats], out_dir: str | Path) -> list[Pa
     """Write ``activation_summary.json`` and ``activation_summary.md`` into ``out_dir`` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tables = [format_summary_table(models), format_specialisation_table(models)]
     texts = {
         out / f"{SUMMARY_STEM}.json": json.dumps(summary_json(models), indent=2) + "\n",
-        out / f"{SUMMARY_STEM}.md": format_summary_table(models) + "\n",
+        out / f"{SUMMARY_STEM}.md": "\n\n".join(table for table in tables if table) + "\n",
     }
     for path, text in texts.items():
         atomic_write_text(path, text)

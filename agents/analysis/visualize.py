@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import LinearSegmentedColormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from minigrid.core.actions import Actions
@@ -56,6 +56,7 @@ GIF_FIGSIZE: tuple[float, float] = (10.0, 4.0)
 GIF_DPI = 72
 _CMAP = ListedColormap(["#eeeeee", "#2166ac"]).with_extremes(bad="white")
 _MARKER_COLOR = "#d6604d"
+_FACTOR_CMAP = LinearSegmentedColormap.from_list("factor", ["#ffffff", "#e08214"])
 
 
 def _activity(recording: Recording) -> tuple[np.ndarray, list[str]]:
@@ -175,21 +176,47 @@ def _save_figure(fig: Figure, path: str | Path) -> Path:
     return target
 
 
+def _factor_rows(recording: Recording) -> tuple[np.ndarray, list[str]]:
+    """The factors of a recording as heatmap rows ``(F, T)`` in [0, 1] (each divided by its largest value; ``room``
+    shades from the first room, white, to the last) and their labels (``room`` says its range)."""
+    rows, labels = [], []
+    for name, values in recording.factors.items():
+        top = float(np.max(values)) if len(values) else 0.0
+        rows.append(values / top if top > 0 else values.astype(float))
+        labels.append(f"{name} (0-{int(top)})" if top > 1 else name)
+    return np.array(rows, dtype=float), labels
+
+
 def save_activation_heatmap(recording: Recording, path: str | Path) -> Path:
     """Write the full-episode units x steps heatmap of a RIM recording as a PNG.
 
-    Steps that received a non-zero reward are marked by a vertical line.
+    Steps that received a non-zero reward are marked by a vertical line. When the recording holds environment
+    factors (:mod:`envs.factors`), they are extra rows under the units (orange: the factor holds), on the
+    same steps.
 
     :returns: ``path``.
     :raises ValueError: the recording has no active-unit mask.
     """
     activity, labels = _activity(recording)
+    factors, factor_labels = _factor_rows(recording) if recording.factors else (np.zeros((0, 0)), [])
     steps = activity.shape[1]
-    fig = Figure(figsize=(min(max(6.0, 2.0 + 0.08 * steps), 16.0), max(2.5, 1.4 + 0.3 * len(labels))), dpi=100)
-    ax = fig.subplots()
+    rows = len(labels) + len(factor_labels)
+    fig = Figure(figsize=(min(max(6.0, 2.0 + 0.08 * steps), 16.0), max(2.5, 1.4 + 0.3 * rows)), dpi=100)
+    if factor_labels:
+        ax, factor_ax = fig.subplots(2, 1, sharex=True, height_ratios=[len(labels), len(factor_labels)])
+        factor_ax.imshow(factors, aspect="auto", interpolation="nearest", cmap=_FACTOR_CMAP, vmin=0.0, vmax=1.0)
+        factor_ax.set_yticks(range(len(factor_labels)), factor_labels)
+        factor_ax.set_xlabel("step")
+        factor_ax.set_ylabel("factor")
+    else:
+        ax = fig.subplots()
     _draw_heatmap(ax, activity, labels)
+    axes = [ax, factor_ax] if factor_labels else [ax]
     for step in np.flatnonzero(recording.rewards):
-        ax.axvline(float(step), color=_MARKER_COLOR, linewidth=1.5)
+        for each in axes:
+            each.axvline(float(step), color=_MARKER_COLOR, linewidth=1.5)
+    if factor_labels:
+        ax.set_xlabel("")
     ax.set_title(
         f"{recording.condition}  level {recording.level_seed}  {steps} steps  return {recording.total_return:.2f}"
     )

@@ -14,6 +14,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.experiment.atomic import atomic_write_text, write_csv
+from agents.experiment.selection_log import EvalMasks
 from envs.levels import make_condition_vec_env
 from envs.splits import Condition, Split
 
@@ -27,6 +28,7 @@ class Episodes:
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     level_seeds: list[int] = field(default_factory=list)
+    selection: dict[str, float] = field(default_factory=dict)
 
     @property
     def successes(self) -> list[float]:
@@ -54,7 +56,8 @@ def run_episodes(
 
     Copy ``j`` of the ``n_envs`` parallel environments plays seeds ``j, j + n_envs, ...``;
     each stops counting once its share is done, so the result covers exactly the seeds
-    ``condition.seeds.start .. + episodes - 1`` whatever ``n_envs`` is.
+    ``condition.seeds.start .. + episodes - 1`` whatever ``n_envs`` is. For a RIM core, ``selection`` holds
+    the selection statistics of those episodes (:class:`agents.experiment.selection_log.EvalMasks`).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -67,8 +70,11 @@ def run_episodes(
     state = None
     starts = np.ones(n_envs, dtype=bool)
     seeds = [condition.seeds.start + j for j in range(n_envs)]
+    masks = EvalMasks(model.policy)
     while any(d < q for d, q in zip(done_per_env, quota, strict=True)):
+        previous = state
         actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        masks.add(previous, state, starts, np.less(done_per_env, quota))
         obs, _, dones, infos = env.step(actions)
         for j, (done, info) in enumerate(zip(dones, infos, strict=True)):
             if done and done_per_env[j] < quota[j]:
@@ -83,6 +89,7 @@ def run_episodes(
         result.returns.append(found[level_seed][0])
         result.lengths.append(found[level_seed][1])
         result.level_seeds.append(level_seed)
+    result.selection = masks.summary()
     return result
 
 
@@ -136,10 +143,11 @@ def evaluate_split(
 
 
 def write_results(rows: list[dict[str, Any]], directory: Path, stem: str = "eval") -> tuple[Path, Path]:
-    """Write ``rows`` as ``<stem>.json`` and ``<stem>.csv`` in ``directory`` (atomically)."""
+    """Write ``rows`` as ``<stem>.json`` and ``<stem>.csv`` in ``directory`` (atomically); the CSV's columns
+    are every key of any row, in first-seen order."""
     json_path, csv_path = directory / f"{stem}.json", directory / f"{stem}.csv"
     atomic_write_text(json_path, json.dumps(rows, indent=2))
-    write_csv(csv_path, rows, list(rows[0]))
+    write_csv(csv_path, rows, list(dict.fromkeys(key for row in rows for key in row)))
     return json_path, csv_path
 
 
@@ -159,10 +167,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 class OODEvalCallback(BaseCallback):
     """Every ``every_frames`` frames, evaluate a few episodes per test condition (deterministic)
-    and log ``ood/<condition>/mean_return`` and ``ood/<condition>/success`` to the SB3 logger.
+    and log ``ood/<condition>/mean_return`` and ``ood/<condition>/success`` to the SB3 logger; for a RIM
+    core also the selection statistics of those episodes as ``sel/<condition>/<statistic>``
+    (:func:`agents.experiment.selection_stats.selection_summary`).
 
-    ``history`` keeps one row per evaluation and condition (frames, condition, numbers), so
-    learning curves per condition exist even without a logger backend.
+    ``history`` keeps one row per evaluation and condition (frames, condition, numbers, and the selection
+    statistics as ``sel_<statistic>``), so learning curves per condition exist even without a logger backend.
     """
 
     def __init__(
@@ -195,7 +205,10 @@ class OODEvalCallback(BaseCallback):
             for name in self.conditions:
                 played = run_episodes(self.model, self.split.condition(name), self.episodes, True, self.n_envs)
                 row = {"frames": self.num_timesteps, "condition": name, **summarize(played)}
+                row.update({f"sel_{key}": value for key, value in played.selection.items()})
                 self.history.append(row)
                 self.logger.record(f"ood/{name}/mean_return", row["mean_return"])
                 self.logger.record(f"ood/{name}/success", row["mean_success"])
+                for key, value in played.selection.items():
+                    self.logger.record(f"sel/{name}/{key}", value)
         return True

@@ -22,6 +22,7 @@ from torch import Tensor
 from agents.cores import RecurrentCore
 from agents.experiment.atomic import atomic_path
 from agents.policies import RecurrentPolicy
+from envs.factors import env_factors, factor_array
 from envs.levels import make_condition_env
 from envs.splits import Condition
 from rims import RIMGRU, RIMLSTM
@@ -52,6 +53,8 @@ class Recording:
     :ivar choices: what the models after RIMs chose per step, ``(T, Ly, U)`` each:
         ``"schema"`` (int, -1 for inactive units; SCOFF) and ``"workspace_writes"`` (bool;
         shared workspace); empty for the other cores.
+    :ivar factors: ``{factor: (T,) int64}``, the environment factors (:mod:`envs.factors`) of the state each
+        action was chosen in; empty when not recorded.
     """
 
     condition: str
@@ -63,6 +66,7 @@ class Recording:
     active_layers: np.ndarray | None = None
     terminated: bool = False
     choices: dict[str, np.ndarray] = field(default_factory=dict)
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -190,6 +194,7 @@ def _play(
     rewards: list[float] = []
     masks: list[np.ndarray] = []
     choices: dict[str, list[np.ndarray]] = {}
+    factors: list[dict[str, int]] = []
     states = zero_state(policy)
     terminated = truncated = False
     with torch.no_grad():
@@ -200,6 +205,7 @@ def _play(
             for key, value in chosen.items():
                 choices.setdefault(key, []).append(value[:, 0])
             action = int(batch_actions[0])
+            factors.append(env_factors(env))
             obs, reward, terminated, truncated, _ = env.step(action)
             if render:
                 frames.append(_frame(env))
@@ -218,6 +224,7 @@ def _play(
         active_layers=layers,
         terminated=bool(terminated),
         choices={key: np.stack(values) for key, values in choices.items()},
+        factors=factor_array(factors) if factors else {},
     )
 
 

@@ -7,8 +7,9 @@ Run folder: ``config.yaml`` (resolved), ``checkpoint.pt`` and the ``checkpoint.k
 (``checkpoint.1.pt``, ...; see :mod:`agents.experiment.checkpoint`), ``manifest.json`` (their checksums
 and ``model.zip``'s, :mod:`agents.experiment.manifest`), ``metrics.csv`` (training scalars per update),
 ``ood_curves.{json,csv}`` (periodic OOD evaluation), ``model.zip``, ``eval.{json,csv}`` and
-``metrics.json`` (final evaluation), ``media/<condition>.gif`` (one evaluation episode per condition)
-and ``wandb/``; ``FAILED`` when training raised (:mod:`agents.experiment.faults`: a failure of the
+``metrics.json`` (final evaluation; RIM cores add selection statistics to ``metrics.csv`` and
+``ood_curves``, :mod:`agents.experiment.selection_log`), ``media/<condition>.gif`` (one evaluation episode
+per condition) and ``wandb/``; ``FAILED`` when training raised (:mod:`agents.experiment.faults`: a failure of the
 environment resumes, one of the config or code does not).
 """
 
@@ -40,6 +41,7 @@ from agents.experiment.interrupt import GracefulInterrupt
 from agents.experiment.metrics_log import MetricsLog
 from agents.experiment.recording import record_episode, save_gif
 from agents.experiment.resume import exclusive, holds_run_error, previous_run
+from agents.experiment.selection_log import SelectionStatsCallback
 from agents.experiment.wandb_logger import WandbRun
 from agents.ppo import RecurrentPPO
 from envs.levels import make_condition_vec_env
@@ -261,7 +263,7 @@ def _train(
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[saver, ood, *callbacks],
+                callback=[saver, ood, SelectionStatsCallback(), *callbacks],
                 reset_num_timesteps=state is None,
                 progress_bar=show_progress,
             )

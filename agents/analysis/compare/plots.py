@@ -14,6 +14,12 @@ import numpy as np
 from .stats import Comparison
 from .tables import METRIC_TITLES, _condition_title
 
+SELECTION_TITLES = {
+    "switch_rate": "selection: within-episode switch rate (rollouts)",
+    "usage_entropy": "selection: usage entropy (rollouts)",
+    "collapse": "selection: collapse, Mod_Arch-style (rollouts)",
+}
+
 
 def _grid(n: int) -> tuple[int, int]:
     """``(rows, cols)`` for ``n`` subplots, at most 3 columns."""
@@ -30,22 +36,27 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_learning_curves(comparison: Comparison, path: Path) -> None:
-    """One subplot per condition, a line per model (mean return over seeds) with its 95% band."""
+    """One subplot per condition, a line per model (mean return over seeds) with its 95% band; when RIM models
+    recorded the selection statistics of their training rollouts, one more subplot per statistic beside them
+    (the modularity curves: switch rate, usage entropy, collapse; :data:`SELECTION_TITLES`)."""
     from matplotlib.figure import Figure
 
     conditions = [c for c in comparison.conditions if any(curve.condition == c for curve in comparison.curves)]
-    rows, cols = _grid(len(conditions))
+    statistics = [s for s in SELECTION_TITLES if any(c.condition == s for c in comparison.selection_curves)]
+    rows, cols = _grid(len(conditions) + len(statistics))
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
     if not conditions:
         fig.text(0.5, 0.5, "no learning curves (no ood_curves.json)", ha="center", va="center")
     colors = _model_colors(comparison)
-    for i, condition in enumerate(conditions):
+    panels = [(c, comparison.curves, c, "mean return") for c in conditions]
+    panels += [(s, comparison.selection_curves, SELECTION_TITLES[s], s.replace("_", " ")) for s in statistics]
+    for i, (name, curves, title, ylabel) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for curve in (c for c in comparison.curves if c.condition == condition):
+        for curve in (c for c in curves if c.condition == name):
             label = f"{curve.model} (n={curve.n_seeds})"
             ax.plot(curve.frames, curve.mean, marker=".", label=label, color=colors[curve.model])
             ax.fill_between(curve.frames, curve.low, curve.high, alpha=0.2, color=colors[curve.model])
-        ax.set(title=condition, xlabel="frames", ylabel="mean return")
+        ax.set(title=title, xlabel="frames", ylabel=ylabel)
         ax.legend(fontsize="small")
     _save(fig, path)
 

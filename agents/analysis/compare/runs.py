@@ -2,21 +2,24 @@
 
 A run folder (written by :func:`agents.experiment.run.train`) holds ``config.yaml`` and ``eval.json``
 (the final deterministic evaluation of every test condition), and usually ``ood_curves.json``
-(periodic evaluations during training).
+(periodic evaluations during training) and ``metrics.csv`` (per update; a RIM core's selection statistics of
+each rollout, ``sel/rollout/<statistic>``, are read from it for the modularity curves).
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 log = logging.getLogger("agents.analysis.compare")  # the package logger, as before the split into modules
@@ -30,6 +33,10 @@ _IGNORED_LEAVES = frozenset({"run_name", "run_dir", "out_dir", "output_dir", "di
 _SHORT_KEYS = {"model.num_units": "u", "model.k": "k", "model.hidden_size": "h", "agent.name": ""}
 _GROUP_ORDER = {"model": 0, "agent": 1}
 _SKIPPED_DIRS = frozenset({"wandb", "__pycache__"})
+SELECTION_CURVES: tuple[str, ...] = ("switch_rate", "usage_entropy", "collapse")
+"""Selection statistics of the training rollouts (``sel/rollout/<statistic>`` of ``metrics.csv``) read as curves."""
+MAX_CURVE_POINTS = 50
+"""Points kept of each selection curve (evenly spaced updates, the last included)."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +48,15 @@ class Run:
     :param scores: ``{condition: {"return": ..., "success": ...}}`` of the final deterministic evaluation,
         conditions in ``eval.json`` order.
     :param curves: ``{condition: {frames: mean_return}}`` from ``ood_curves.json`` (empty if missing).
+    :param selection: ``{statistic: {frames: value}}`` of the training rollouts (:data:`SELECTION_CURVES`, from
+        ``metrics.csv``; empty for non-RIM cores and runs from before these statistics).
     """
 
     path: Path
     config: dict[str, Any]
     scores: dict[str, dict[str, float]]
     curves: dict[str, dict[int, float]]
+    selection: dict[str, dict[int, float]] = field(default_factory=dict)
 
     @property
     def core(self) -> str:
@@ -125,7 +135,23 @@ def load_run(path: Path) -> Run:
     if (path / "ood_curves.json").is_file():
         for row in _read_json_rows(path / "ood_curves.json"):
             curves.setdefault(str(row["condition"]), {})[int(row["frames"])] = float(row["mean_return"])
-    return Run(path=path, config=config, scores=scores, curves=curves)
+    return Run(path=path, config=config, scores=scores, curves=curves, selection=selection_curves(path / "metrics.csv"))
+
+
+def selection_curves(path: Path) -> dict[str, dict[int, float]]:
+    """``{statistic: {frames: value}}`` of :data:`SELECTION_CURVES` in a ``metrics.csv`` (empty when it has none),
+    thinned to :data:`MAX_CURVE_POINTS` updates."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    out = {}
+    for name in SELECTION_CURVES:
+        points = [(int(r["frames"]), float(r[f"sel/rollout/{name}"])) for r in rows if r.get(f"sel/rollout/{name}")]
+        if points:
+            keep = np.unique(np.linspace(0, len(points) - 1, min(MAX_CURVE_POINTS, len(points))).round().astype(int))
+            out[name] = dict(points[i] for i in keep)
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from rliable import library as rly
@@ -93,6 +93,8 @@ class Comparison:
     :param improvements: P(improvement) per candidate x baseline x condition x metric.
     :param curves: learning curves per model x condition.
     :param notes: caveats for the report.
+    :param selection_curves: per RIM model, the selection statistics of its training rollouts (``condition`` names
+        the statistic: ``switch_rate``, ...), plotted beside the learning curves.
     """
 
     split: str
@@ -105,6 +107,7 @@ class Comparison:
     seed: int
     notes: list[str] = field(default_factory=list)
     pooled: list[str] = field(default_factory=list)
+    selection_curves: list[Curve] = field(default_factory=list)
 
     @property
     def runs(self) -> list[Run]:
@@ -343,4 +346,13 @@ def compare_runs(
         seed,
         notes,
         pooled_names if has_pooled else [],
+        [c for label, runs in models.items() for c in _selection_curves(label, runs, reps, seed)],
     )
+
+
+def _selection_curves(label: str, runs: Sequence[Run], reps: int, seed: int) -> list[Curve]:
+    """The selection statistics of the training rollouts of one model as :class:`Curve` s (``condition``: the
+    statistic), mean over the seeds that recorded them, with a 95% band."""
+    recorded = [run for run in runs if run.selection]
+    shadows = [replace(run, curves=run.selection, scores={name: {} for name in run.selection}) for run in recorded]
+    return _model_curves(label, shadows, reps, seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.analysis.compare import ALL_OOD, METRIC_TITLES, Comparison, plot_learning_curves, plot_ood_bars
-from agents.analysis.modularity import ModelStats, format_summary_table
+from agents.analysis.modularity import ModelStats, format_specialisation_table, format_summary_table
 from agents.experiment.atomic import atomic_path, atomic_write_text, write_csv
 
 from .meta import meta_lines, write_meta
@@ -144,8 +144,25 @@ def _modularity_section(modularity: dict[str, ModelStats], episodes: int) -> str
         "units whose active flag changes between consecutive steps) and each unit's share of steps, busiest unit "
         "first (units are exchangeable between seeds, so frequencies are sorted per seed, then averaged). A seed "
         "counts as *collapsed* on a condition when a unit is active in > 99% or < 1% of the steps or the switch "
-        "rate is < 0.01: its selection does not adapt, and the RIM is in effect a smaller LSTM.\n\n"
-        + format_summary_table(modularity)
+        "rate is < 0.01; that alone does not say the selection never changes (one always-on unit, or a set chosen "
+        "per episode and then held, also count). The *cases* say how: `fixed` (one active set covers >= 99% of "
+        "the steps of every episode: the RIM is in effect a smaller LSTM), `per-episode` (each episode's own set "
+        "covers >= 99% of its steps) or `switching` (the set changes within episodes); each episode's first step is "
+        "left out. Seeds harvested before the cases were recorded show only the cases their switch rate and unit "
+        "frequencies determine.\n\n" + format_summary_table(modularity) + _specialisation_text(modularity)
+    )
+
+
+def _specialisation_text(modularity: dict[str, ModelStats]) -> str:
+    """The specialisation table (:func:`agents.analysis.modularity.format_specialisation_table`) with its
+    explanation, or nothing when no seed recorded it."""
+    table = format_specialisation_table(modularity)
+    if not table:
+        return ""
+    return (
+        "\n\nSpecialisation: mutual information (bits) between each unit's activity, and the active set, and each "
+        "environment factor, minus its circular-shift baseline's mean (per seed in `specialisation.csv`; "
+        "`agents/analysis/specialisation.py`).\n\n" + table
     )
 
 

@@ -2,13 +2,19 @@
 
 Run folders are not committed, and a table grows over time (more seeds, in later sessions, on other
 machines), so its statistics are computed from this record rather than from whatever run folders exist.
-Three compact CSV files sit beside a table's ``summary.json``:
+Compact CSV files sit beside a table's ``summary.json``:
 
 - ``seeds.csv``: one row per model x seed x condition: final deterministic ``return`` and ``success``
   (100 episodes), the model's ``core`` and ``learning_rate``, and ``source`` (the run folder it was read from);
 - ``curves.csv``: one row per model x seed x condition x evaluation: the periodic ``mean_return``;
 - ``selection.csv``: one row per RIM model x seed x condition: the activation statistics of
-  :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons).
+  :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons, and
+  from issue 26 on the selection case, distinct sets, usage entropy, collapse metric, always-on and never-on
+  units; rows harvested before have these cells empty, and :func:`derived_case` recovers the case where the
+  older columns determine it);
+- ``specialisation.csv`` (from issue 26 on; written once a harvest records any row): one row per RIM model x seed
+  x condition x variable (each unit, and ``set``) x environment factor: the mutual information and its
+  permutation baseline (:func:`agents.analysis.specialisation.specialisation`).
 
 Finished run folders are added with :meth:`SeedStore.add_runs` (their rows replace any earlier rows of the
 same model and seed); :meth:`SeedStore.runs` gives the record back as :class:`~agents.analysis.compare.Run`
@@ -27,17 +33,24 @@ import numpy as np
 
 from agents.analysis.activations import collapse_reasons
 from agents.analysis.compare import Run
-from agents.analysis.modularity import ModelStats
+from agents.analysis.modularity import ModelStats, case_aggregate
+from agents.analysis.specialisation import aggregate_specialisation
 from agents.experiment.atomic import write_csv
+from agents.experiment.selection_stats import selection_case
 
 from .meta import repo_relative
 from .tables import RESULTS_DIR, SHARED_SWEEPS
 
-SCORES, CURVES, SELECTION = "seeds.csv", "curves.csv", "selection.csv"
+SCORES, CURVES, SELECTION, SPECIALISATION = "seeds.csv", "curves.csv", "selection.csv", "specialisation.csv"
 SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "learning_rate", "source")
 CURVE_FIELDS = ("model", "seed", "condition", "frames", "mean_return")
 SELECTION_FIELDS = (
     "model", "seed", "condition", "switch_rate", "mean_active", "unit_frequency", "collapse_reasons", "mean_return",
+    "selection_case", "distinct_sets", "usage_entropy", "collapse", "always_on", "never_on",
+)  # fmt: skip
+SPECIALISATION_FIELDS = (
+    "model", "seed", "condition", "variable", "factor", "mi_bits", "baseline_mean", "baseline_p95", "excess_bits",
+    "p_value", "factor_entropy_bits",
 )  # fmt: skip
 LIST_SEP = " "  # unit frequencies in one cell
 REASON_SEP = "; "  # collapse reasons in one cell
@@ -65,14 +78,17 @@ class SeedStore:
     scores: list[dict[str, Any]] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)
     selection: list[dict[str, Any]] = field(default_factory=list)
+    specialisation: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: Path, split: str) -> SeedStore:
         """The record committed in ``folder`` (empty when it has none)."""
-        return cls(split, _read(folder / SCORES), _read(folder / CURVES), _read(folder / SELECTION))
+        files = (SCORES, CURVES, SELECTION, SPECIALISATION)
+        return cls(split, *(_read(folder / name) for name in files))
 
     def save(self, folder: Path) -> list[Path]:
-        """Write the three CSV files atomically, rows sorted by model, seed, condition (and frames)."""
+        """Write the CSV files atomically, rows sorted by model, seed, condition (and frames); ``specialisation.csv``
+        only when it has rows."""
         folder.mkdir(parents=True, exist_ok=True)
         order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in self.scores))}
 
@@ -84,7 +100,10 @@ class SeedStore:
             (SCORES, self.scores, SCORE_FIELDS),
             (CURVES, self.curves, CURVE_FIELDS),
             (SELECTION, self.selection, SELECTION_FIELDS),
+            (SPECIALISATION, self.specialisation, SPECIALISATION_FIELDS),
         ):
+            if name == SPECIALISATION and not rows:
+                continue
             write_csv(folder / name, sorted(rows, key=sort_key), fields)
             written.append(folder / name)
         return written
@@ -135,12 +154,21 @@ class SeedStore:
         """Record the activation statistics of runs of ``model`` (per run, one dict per condition)."""
         for seed, stats in zip(seeds, per_run, strict=True):
             self.selection = [r for r in self.selection if _key(r) != (model, seed)]
+            self.specialisation = [r for r in self.specialisation if _key(r) != (model, seed)]
             for s in stats:
+                self.specialisation += [
+                    {"model": model, "seed": seed, "condition": s["condition"], **row}
+                    for row in s.get("specialisation", [])
+                ]
                 self.selection.append(
                     {"model": model, "seed": seed, "condition": s["condition"], "switch_rate": s["switch_rate"],
                      "mean_active": s["mean_active"],
                      "unit_frequency": LIST_SEP.join(f"{f:.6g}" for f in s["unit_frequency"]),
-                     "collapse_reasons": REASON_SEP.join(collapse_reasons(s)), "mean_return": s["mean_return"]}
+                     "collapse_reasons": REASON_SEP.join(collapse_reasons(s)), "mean_return": s["mean_return"],
+                     "selection_case": s.get("selection_case", ""), "distinct_sets": s.get("distinct_sets", ""),
+                     "usage_entropy": s.get("usage_entropy", ""), "collapse": s.get("collapse", ""),
+                     "always_on": LIST_SEP.join(s.get("always_on", [])),
+                     "never_on": LIST_SEP.join(s.get("never_on", []))}
                 )  # fmt: skip
 
     def runs(self, models: Sequence[str] | None = None) -> dict[str, list[Run]]:
@@ -169,6 +197,11 @@ class SeedStore:
                 out[model].append(Run(Path(str(first["source"])), config, scores, curves))
         return out
 
+    def _specialisation(self, model: str, condition: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+        """Per seed, the ``specialisation.csv`` rows of ``model`` on ``condition`` (numbers as floats)."""
+        mine = [r for r in self.specialisation if r["model"] == model and r["condition"] == condition]
+        return [[_float_row(r) for r in mine if int(r["seed"]) == seed] for seed in seeds]
+
     def selection_stats(self, models: Sequence[str]) -> dict[str, ModelStats]:
         """The selection statistics of ``models`` averaged over their recorded seeds, per condition.
 
@@ -183,19 +216,30 @@ class SeedStore:
             seeds = sorted({int(r["seed"]) for r in rows})
             aggregate = [_aggregate(c, [r for r in rows if r["condition"] == c], seeds)
                          for c in dict.fromkeys(r["condition"] for r in rows)]  # fmt: skip
+            for agg in aggregate:
+                agg["specialisation"] = aggregate_specialisation(self._specialisation(model, agg["condition"], seeds))
             out[model] = ModelStats(model, [], seeds, [], aggregate)
         return out
+
+
+def _float_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``specialisation.csv`` row with its numbers as floats."""
+    return {key: (value if key in ("model", "seed", "condition", "variable", "factor") else float(value))
+            for key, value in row.items()}  # fmt: skip
 
 
 def with_shared(store: SeedStore, table: str, results: Path = RESULTS_DIR) -> SeedStore:
     """``store`` (the record of ``table``) plus the rows of the models it shares with other tables
     (:data:`~agents.analysis.reproduce.tables.SHARED_SWEEPS`), read from their own tables' records."""
-    view = SeedStore(store.split, list(store.scores), list(store.curves), list(store.selection))
+    view = SeedStore(
+        store.split, list(store.scores), list(store.curves), list(store.selection), list(store.specialisation)
+    )
     for model, other_table in SHARED_SWEEPS.get(table, {}).items():
         other = SeedStore.load(results / other_table, store.split)
         view.scores += [r for r in other.scores if r["model"] == model]
         view.curves += [r for r in other.curves if r["model"] == model]
         view.selection += [r for r in other.selection if r["model"] == model]
+        view.specialisation += [r for r in other.specialisation if r["model"] == model]
     return view
 
 
@@ -221,5 +265,54 @@ def _aggregate(condition: str, rows: list[dict[str, Any]], seeds: list[int]) -> 
         "mean_returns": [float(r["mean_return"]) for r in rows],
         "collapsed_runs": sum(bool(r) for r in reasons),
         "collapse_reasons": reasons,
+        **case_aggregate([derived_case(r) for r in rows]),
         "seeds": [int(r["seed"]) for r in rows],
     }
+
+
+def _number(cell: Any) -> float | None:
+    """A float from a CSV cell; ``None`` for an empty or unparsable one."""
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return None
+
+
+def derived_case(row: dict[str, Any]) -> str | None:
+    """The selection case of a ``selection.csv`` row (:func:`agents.experiment.selection_stats.selection_case`).
+
+    The ``selection_case`` cell when the row has one. Rows harvested before it existed hold the switch rate,
+    the collapse reasons and sometimes the unit frequencies; with a switch rate of exactly 0 each episode holds
+    one set, and the share of steps in the most common set follows from the frequencies when ``k`` is 1 or
+    ``num_units - 1`` (the frequency of the busiest unit, or 1 minus that of the idlest), or from the reasons
+    when they list every unit as always or never active with one of those ``k``. Otherwise (a switch rate
+    above 0 leaves the within-episode share open): ``None``.
+    """
+    case = str(row.get("selection_case") or "").strip()
+    if case:
+        return case
+    if _number(row.get("switch_rate")) != 0.0:
+        return None
+    freqs = [float(f) for f in str(row.get("unit_frequency") or "").split()]
+    if freqs:
+        units, k = len(freqs), round(sum(freqs))
+        if k == 1:
+            share = max(freqs)
+        elif k == units - 1:
+            share = 1.0 - min(freqs)
+        else:
+            return "fixed" if all(f in (0.0, 1.0) for f in freqs) else None
+        return selection_case(share, 1.0)
+    reasons = str(row.get("collapse_reasons") or "")
+    listed = [_units(part) for part in reasons.split(REASON_SEP)]
+    always = next((units for kind, units in listed if kind == "always active"), [])
+    never = next((units for kind, units in listed if kind == "never active"), [])
+    if always and never and min(len(always), len(never)) == 1:
+        return "fixed"  # every unit listed, and the one odd unit is off (or on) in > 99% of the steps
+    return None
+
+
+def _units(part: str) -> tuple[str, list[str]]:
+    """``"always active: u0, u1"`` -> ``("always active", ["u0", "u1"])``."""
+    kind, _, units = part.partition(": ")
+    return kind.strip(), [u for u in units.split(", ") if u]
