@@ -91,7 +91,8 @@ class RecurrentA2C(RecurrentPPO):
         self.logger.record("train/entropy_loss", entropy_loss.item())
 
     def _rollout_loss(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A2C's loss on the whole rollout and its policy, value and entropy terms (scalars)."""
+        """A2C's loss on the whole rollout and its policy, value and entropy terms (scalars); the loss
+        includes the core's own term (:meth:`RecurrentPPO._core_aux_loss`), logged as ``train/aux_loss``."""
         values, log_prob, entropy, advantages, returns = self._evaluate_rollout()
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -99,6 +100,10 @@ class RecurrentA2C(RecurrentPPO):
         value_loss = F.mse_loss(returns, values)
         entropy_loss = -entropy.mean() if entropy is not None else log_prob.mean()
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        aux = self._core_aux_loss()  # the core's loss term of the forward just run (e.g. model.balance_loss)
+        if aux is not None:
+            loss = loss + aux
+            self.logger.record("train/aux_loss", aux.item())
         return loss, policy_loss, value_loss, entropy_loss
 
     def _evaluate_rollout(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:

@@ -48,6 +48,13 @@ class RecurrentCore(nn.Module):
     GRU-type cores carry a zero ``c`` so that every core fits sb3-contrib's recurrent rollout
     buffer, which stores two state tensors.
 
+    Two hooks a module may offer: ``initial_state(batch, like)`` (the state of an episode's first
+    step, ``(h_0, c_0)`` or ``(h_0,)`` each ``(num_layers, batch, hidden_size)``; used at every episode
+    start when the module's ``options.initial_state`` is not ``"zeros"``, as for
+    :class:`rims.RIMLSTM` with ``initial_state="learned"`` or ``"random"``), and ``aux_loss()`` (a
+    scalar loss term from its last training forward, already weighted, or ``None``; see
+    :meth:`aux_loss`).
+
     :param module: an ``nn.LSTM``/``nn.GRU``-compatible module (time-major).
     :param has_cell: whether ``module`` takes and returns ``(h, c)``.
     """
@@ -65,6 +72,8 @@ class RecurrentCore(nn.Module):
             and not module.batch_first
             and getattr(module, "proj_size", 0) == 0
         )
+        # the module's own initial state at episode starts (rims: initial_state="learned" / "random")
+        self._own_initial_state = getattr(getattr(module, "options", None), "initial_state", "zeros") != "zeros"
 
     def forward(
         self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
@@ -83,13 +92,34 @@ class RecurrentCore(nn.Module):
         """
         if episode_starts.shape[0] == 1 or not torch.any(episode_starts[1:] > 0):
             keep = (1.0 - episode_starts[0]).view(1, -1, 1)
-            return self._call(features, (states[0] * keep, states[1] * keep))
+            return self._call(features, self._reset(states, keep))
         outputs = []
         for t in range(features.shape[0]):
             keep = (1.0 - episode_starts[t]).view(1, -1, 1)
-            out, states = self._call(features[t : t + 1], (states[0] * keep, states[1] * keep))
+            out, states = self._call(features[t : t + 1], self._reset(states, keep))
             outputs.append(out)
         return torch.cat(outputs), states
+
+    def _reset(self, states: tuple[Tensor, Tensor], keep: Tensor) -> tuple[Tensor, Tensor]:
+        """The states with the rows where an episode starts reset: to zeros, or to the module's
+        ``initial_state`` (drawn afresh for a random one, at every reset).
+
+        :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``; ``keep``: ``(1, N, 1)``, 0.0 at a start.
+        """
+        kept = (states[0] * keep, states[1] * keep)
+        if not self._own_initial_state or not bool(torch.any(keep == 0)):
+            return kept
+        start = 1.0 - keep
+        initial = self.module.initial_state(keep.shape[1], states[0])  # (h_0[, c_0]) (num_layers, N, hidden)
+        h = torch.addcmul(kept[0], start, initial[0])
+        c = torch.addcmul(kept[1], start, initial[1]) if len(initial) > 1 else kept[1]
+        return h, c
+
+    def aux_loss(self) -> Tensor | None:
+        """The module's loss term from its last training forward (``module.aux_loss()``, e.g. the RIM's
+        balance loss, option ``balance_loss``), or ``None``: what PPO and A2C add to their loss."""
+        hook = getattr(self.module, "aux_loss", None)
+        return None if hook is None else hook()
 
     def _call(self, features: Tensor, states: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if features.shape[0] == 1 and self._single_cell:

@@ -175,6 +175,11 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(latent_pi)
         return self.value_net(latent_vf).flatten(), distribution.log_prob(actions), distribution.entropy()
 
+    def aux_loss(self) -> Tensor | None:
+        """The core's loss term from the last training forward (:meth:`agents.cores.RecurrentCore.aux_loss`),
+        or ``None``; the algorithms add it to their loss and log it as ``train/aux_loss``."""
+        return self.core.aux_loss()
+
     def evaluate_actions(
         self, obs: Tensor, actions: Tensor, lstm_states: RNNStates, episode_starts: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:

@@ -149,7 +149,7 @@ class RecurrentPPO(_ContribRecurrentPPO):
         progress = self._current_progress_remaining
         clip_range = self.clip_range(progress)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
-        logs: dict[str, list[float]] = {"entropy": [], "policy": [], "value": [], "clip": [], "kl": []}
+        logs: dict[str, list[float]] = {"entropy": [], "policy": [], "value": [], "clip": [], "kl": [], "aux": []}
         batch_size = self.batch_size
         if self.fast_slow is not None and self.fast_slow.inner_batch_size is not None:
             batch_size = self.fast_slow.inner_batch_size
@@ -181,6 +181,8 @@ class RecurrentPPO(_ContribRecurrentPPO):
         self.logger.record("train/value_loss", np.mean(logs["value"]))
         self.logger.record("train/approx_kl", np.mean(logs["kl"]))
         self.logger.record("train/clip_fraction", np.mean(logs["clip"]))
+        if logs["aux"]:
+            self.logger.record("train/aux_loss", np.mean(logs["aux"]))
         self.logger.record("train/loss", loss.item())
         self.logger.record(
             "train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten())
@@ -214,4 +216,15 @@ class RecurrentPPO(_ContribRecurrentPPO):
             approx_kl = ((ratio - 1) - log_ratio).mean().item()
             clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().item()
         terms = {"policy": policy_loss.item(), "value": value_loss.item(), "entropy": entropy_loss.item()}
+        aux = self._core_aux_loss()
+        if aux is not None:
+            loss = loss + aux
+            terms["aux"] = aux.item()
         return loss, {**terms, "clip": clip_fraction, "kl": approx_kl}
+
+    def _core_aux_loss(self) -> torch.Tensor | None:
+        """The recurrent core's loss term from the forward just run (the hook
+        :meth:`agents.cores.RecurrentCore.aux_loss`; e.g. the RIM's balance loss, ``model.balance_loss``),
+        already weighted by its own coefficient; ``None`` for a core without one."""
+        hook = getattr(self.policy, "aux_loss", None)
+        return None if hook is None else hook()

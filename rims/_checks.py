@@ -37,6 +37,37 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
+def check_non_negative_float(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite real number >= 0, else raise.
+
+    :raises TypeError: if ``value`` is not a real number; :raises ValueError: if it is negative or not finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float >= 0, got {value!r} of type {type(value).__name__}")
+    if not 0.0 <= float(value) < float("inf"):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value}")
+    return float(value)
+
+
+def check_non_negative_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an ``int`` >= 0, else raise.
+
+    :raises TypeError: if ``value`` is not an ``int`` (``bool`` is rejected too); :raises ValueError: if < 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {value!r} of type {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` (expected vs given)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise a ``ValueError`` listing them."""
     if value not in choices:

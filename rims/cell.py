@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rims import remedies
 from rims._checks import check_positive_int
 from rims.fast_paths.dispatch import (
     FUSED_NATIVE,
@@ -59,6 +60,7 @@ from rims.fast_paths.dispatch import (
 )
 from rims.fast_paths.native import loops_for
 from rims.info import RIMInfo
+from rims.mechanisms.input_attention import Selection
 from rims.mechanisms.layer import LayerParameters, LayerSpec
 from rims.mechanisms.stepwise import StepRunner
 from rims.mechanisms.weights import Weights, build_weights, combined_if_cheaper
@@ -179,10 +181,15 @@ class RIMCell(nn.Module):
         self._optional("weight_read_query", (u, d, kc), workspace, kw)
         self._optional("weight_read_kv", (m, kc + vc), workspace, kw)
         self._optional("weight_read_out", (u, vc, d), workspace, kw)
+        remedies.register_remedies(self, kw)  # after the others: saved optimizer states keep their indices
         self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
         self.reset_parameters()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deep-copy without the last call's balance loss (part of a graph, not state)."""
+        return {k: v for k, v in super().__getstate__().items() if k != "_aux_loss"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a layer pickled before the options contract: its options are rebuilt from
@@ -257,6 +264,7 @@ class RIMCell(nn.Module):
         if self.bias_workspace_gate is not None:
             with torch.no_grad():
                 self.bias_workspace_gate[self.slot_size :] += 1.0
+        remedies.reset_remedies(self)
 
     def extra_repr(self) -> str:
         s = (
@@ -295,8 +303,7 @@ class RIMCell(nn.Module):
         """Normalise a cell-level state to a tuple of ``(N, hidden_size)`` tensors."""
         n_states = 2 if self.dynamics == "lstm" else 1
         if hx is None:
-            zeros = x.new_zeros(x.shape[0], self.hidden_size)
-            return (zeros,) * n_states
+            return remedies.initial_states(self, x.shape[0], x)
         states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != n_states:
             raise ValueError(f"RIMCell ({self.dynamics}): expected hx with {n_states} tensor(s), got {len(states)}")
@@ -330,30 +337,44 @@ class RIMCell(nn.Module):
             raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
         path = self.path(x, record)
+        selection = remedies.begin_selection(self, seq_len, batch, x)  # remedies: noise drawn before any dropout
         if path in (FUSED_NATIVE, FUSED_PYTHON):
-            return fused_call(self.spec, self.layer_parameters(), x, states, self._weights(fold=not dropping), dropping)
-        if path == NATIVE_STEP:  # acting: one C++ call for the step
+            result = fused_call(
+                self.spec, self.layer_parameters(), x, states, self._weights(fold=not dropping), dropping, selection
+            )
+        elif path == NATIVE_STEP:  # acting: one C++ call for the step
             loops = loops_for(x)
             assert loops is not None  # path() saw them
-            return native_step(self.spec, self.layer_parameters(), loops, x[0], states, self._weights(fold=True))
-        runner = self.step_runner(states, x, record)
-        for t in range(seq_len):
-            runner.step(t)
-        return runner.finish()
+            weights = self._weights(fold=True)
+            result = native_step(self.spec, self.layer_parameters(), loops, x[0], states, weights, selection)
+        else:
+            runner = self.step_runner(states, x, record, selection=selection)
+            for t in range(seq_len):
+                runner.step(t)
+            result = runner.finish()
+        return remedies.finish_call(self, selection, result)
 
     def step_runner(
-        self, states: tuple[Tensor, ...], x: Tensor | None, record: bool, top_down: bool = False, steps: int = 1
+        self,
+        states: tuple[Tensor, ...],
+        x: Tensor | None,
+        record: bool,
+        top_down: bool = False,
+        steps: int = 1,
+        selection: Selection | None = None,
     ) -> StepRunner:
         """The step-by-step path (:class:`rims.mechanisms.stepwise.StepRunner`) of this layer over one
         sequence, in its current mode (attention dropout only in training).
 
         :param states: ``(h, c)`` or ``(h,)``, each ``(N, hidden_size)``; ``x``: ``(L, N, input_size)``
             or ``None`` to pass the input per step; ``record``, ``top_down``, ``steps``: as for
-            :class:`~rims.mechanisms.stepwise.StepRunner`.
+            :class:`~rims.mechanisms.stepwise.StepRunner`; ``selection``: the remedies' score offset
+            (:func:`rims.remedies.begin_selection`), or ``None``.
         """
         dropout = self.attention_dropout if self.training and self.attention_dropout > 0.0 else 0.0
         weights = self._weights(fold=dropout == 0.0)
-        return StepRunner(self.spec, self.layer_parameters(), weights, states, x, record, dropout, top_down, steps)
+        p = self.layer_parameters()
+        return StepRunner(self.spec, p, weights, states, x, record, dropout, top_down, steps, selection)
 
     def path(self, x: Tensor, record: bool = False) -> str:
         """Which path :meth:`sequence` takes for ``x`` in the current mode (training or eval, gradients

@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rims._checks import check_choice, check_positive_int, check_probability
+from rims._checks import (
+    check_bool,
+    check_choice,
+    check_non_negative_float,
+    check_non_negative_int,
+    check_positive_int,
+    check_probability,
+)
 
 SELECTION_RULES: tuple[str, ...] = ("null_attention", "input_score")
 """Names of the top-k selection rules.
@@ -43,17 +50,28 @@ write/broadcast through a shared ``workspace`` (Goyal et al. 2022)."""
 DYNAMICS: tuple[str, ...] = ("lstm", "gru")
 """Names of the per-unit recurrent dynamics."""
 
+INITIAL_STATES: tuple[str, ...] = ("zeros", "learned", "random")
+"""The state a layer starts from (``hx=None``; in the agents, at every episode start).
+
+``zeros`` (default, as ``nn.LSTM``); ``learned``: a learned vector per layer (``initial_h``, and
+``initial_c`` with LSTM dynamics, each ``(hidden_size,)``, i.e. a state per unit), expanded to the
+batch; ``random``: a fresh draw ``N(0, initial_state_std^2)`` per element at every reset, from
+torch's default generator on the input's device (see :mod:`rims.remedies`).
+"""
+
 _CHOICES: dict[str, str] = {
     "dynamics": "DYNAMICS",
     "selection": "SELECTION_RULES",
     "communication_update": "COMMUNICATION_UPDATES",
     "communication": "COMMUNICATIONS",
+    "initial_state": "INITIAL_STATES",
 }  # option -> name of the module-level tuple of its allowed values (read at call time)
 
 
 def _option(default: Any, kind: str, help: str) -> Any:
     """A dataclass field of the contract: ``kind`` is ``choice``, ``positive_int``,
-    ``optional_positive_int`` or ``probability``; ``help`` is shown by ``rims-train --info``."""
+    ``optional_positive_int``, ``probability``, ``non_negative_float``, ``non_negative_int`` or
+    ``bool``; ``help`` is shown by ``rims-train --info``."""
     return field(default=default, metadata={"kind": kind, "help": help})
 
 
@@ -88,6 +106,24 @@ class RIMOptions:
         int ``1 <= S <= num_units``: the units share ``S`` weight sets and each active unit
         picks one per step (SCOFF, Goyal et al. 2021: :mod:`rims.mechanisms.schemata`).
     :param schema_key_size: key size of the schema choice.
+
+    Remedies against a selection that collapses onto a fixed set of units (:mod:`rims.remedies`;
+    every one off by default, so the defaults compute what the layer computed before them):
+
+    :param selection_noise: standard deviation of Gaussian noise added to the ranking score in
+        training mode only, for the top-k choice only (noisy top-k, Shazeer et al. 2017); 0: off.
+    :param selection_noise_learned: scale the noise per unit by ``exp(s_i)``, ``s`` a learned
+        parameter ``selection_noise_log_scale (U,)`` starting at 0.
+    :param selection_noise_anneal: decay the noise linearly to 0 over this many training calls of
+        the layer (counted in the buffer ``selection_noise_calls``); 0: constant.
+    :param balance_rate: loss-free balancing (Wang et al. 2024): a per-unit bias buffer
+        ``selection_bias (U,)`` added to the ranking score for the top-k choice, moved by this
+        rate toward equal load after every training call; 0: off.
+    :param balance_loss: coefficient ``alpha`` of the Switch-style balance loss
+        ``alpha * U * sum_i f_i P_i`` (Fedus et al. 2021) that :meth:`rims.RIMLSTM.aux_loss`
+        returns after a training call; 0: off.
+    :param initial_state: one of :data:`INITIAL_STATES`.
+    :param initial_state_std: standard deviation of the ``random`` initial state.
     """
 
     dynamics: str = _option("lstm", "choice", "per-unit recurrent dynamics: lstm or gru")
@@ -112,6 +148,21 @@ class RIMOptions:
         None, "optional_positive_int", "SCOFF: shared weight sets, in [1, num_units]; null: per-unit weights"
     )
     schema_key_size: int = _option(32, "positive_int", "SCOFF: schema key size")
+    selection_noise: float = _option(
+        0.0, "non_negative_float", "noisy top-k: std of training-time noise on the ranking score; 0: off"
+    )
+    selection_noise_learned: bool = _option(False, "bool", "noisy top-k: learned per-unit log-scale of the noise")
+    selection_noise_anneal: int = _option(
+        0, "non_negative_int", "noisy top-k: training calls over which the noise decays linearly to 0; 0: constant"
+    )
+    balance_rate: float = _option(
+        0.0, "non_negative_float", "loss-free balancing: update rate of the per-unit selection bias; 0: off"
+    )
+    balance_loss: float = _option(
+        0.0, "non_negative_float", "Switch balance loss coefficient alpha (the core's aux loss); 0: off"
+    )
+    initial_state: str = _option("zeros", "choice", "initial state: zeros, learned (per unit) or random (per reset)")
+    initial_state_std: float = _option(0.1, "non_negative_float", "std of the random initial state")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -174,7 +225,8 @@ def allowed_values(name: str) -> tuple[str, ...]:
 
 
 def option_kind(name: str) -> str:
-    """How option ``name`` is validated: ``choice``, ``positive_int``, ``optional_positive_int``, ``probability``."""
+    """How option ``name`` is validated: ``choice``, ``positive_int``, ``optional_positive_int``, ``probability``,
+    ``non_negative_float``, ``non_negative_int`` or ``bool``."""
     return _FIELDS[name].metadata["kind"]
 
 
@@ -193,6 +245,12 @@ def check_option(name: str, value: object) -> object:
         return check_choice(name, value, allowed_values(name))
     if kind == "probability":
         return check_probability(name, value)
+    if kind == "non_negative_float":
+        return check_non_negative_float(name, value)
+    if kind == "non_negative_int":
+        return check_non_negative_int(name, value)
+    if kind == "bool":
+        return check_bool(name, value)
     if kind == "optional_positive_int" and value is None:
         return None
     return check_positive_int(name, value)

@@ -17,7 +17,9 @@ from torch.nn.utils.rnn import PackedSequence
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.cell import RIMCell
 from rims.info import RIMInfo
+from rims.mechanisms.zero_grad import attach_zero_grad
 from rims.options import DEFAULTS, STACK_OPTIONS, RIMOptions
+from rims.remedies import aux_loss, begin_selection, finish_selection, initial_states, remedy_parameters
 
 
 class _RIMBase(nn.Module):
@@ -53,6 +55,13 @@ class _RIMBase(nn.Module):
         write_k: int | None = DEFAULTS.write_k,
         num_schemata: int | None = DEFAULTS.num_schemata,
         schema_key_size: int = DEFAULTS.schema_key_size,
+        selection_noise: float = DEFAULTS.selection_noise,
+        selection_noise_learned: bool = DEFAULTS.selection_noise_learned,
+        selection_noise_anneal: int = DEFAULTS.selection_noise_anneal,
+        balance_rate: float = DEFAULTS.balance_rate,
+        balance_loss: float = DEFAULTS.balance_loss,
+        initial_state: str = DEFAULTS.initial_state,
+        initial_state_std: float = DEFAULTS.initial_state_std,
         top_down: bool = STACK_OPTIONS["top_down"],
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -86,6 +95,13 @@ class _RIMBase(nn.Module):
             write_k=write_k,
             num_schemata=num_schemata,
             schema_key_size=schema_key_size,
+            selection_noise=selection_noise,
+            selection_noise_learned=selection_noise_learned,
+            selection_noise_anneal=selection_noise_anneal,
+            balance_rate=balance_rate,
+            balance_loss=balance_loss,
+            initial_state=initial_state,
+            initial_state_std=initial_state_std,
         )
         kw: dict[str, Any] = {"options": options, "device": device, "dtype": dtype}
         if not isinstance(top_down, bool):
@@ -108,6 +124,26 @@ class _RIMBase(nn.Module):
     def options(self) -> RIMOptions:
         """The options of every layer (:class:`rims.options.RIMOptions`), built once from the keywords."""
         return self.layers[0].options
+
+    def initial_state(self, batch: int, like: Tensor) -> tuple[Tensor, ...]:
+        """The state a call without ``hx`` starts from, per the ``initial_state`` option (zeros,
+        learned or random; :mod:`rims.remedies`): ``(h_0, c_0)`` (LSTM) or ``(h_0,)`` (GRU), each
+        ``(num_layers, batch, hidden_size)`` on ``like``'s device and dtype. The agents call it at
+        every episode start (:class:`agents.cores.RecurrentCore`).
+        """
+        if self.options.initial_state == "zeros":
+            zeros = like.new_zeros(self.num_layers, batch, self.hidden_size)
+            return (zeros,) * self._n_states
+        per_layer = [initial_states(layer, batch, like) for layer in self.layers]
+        return tuple(torch.stack([states[j] for states in per_layer]) for j in range(self._n_states))
+
+    def aux_loss(self) -> Tensor | None:
+        """The sum over layers of the balance loss of the last call in training mode with gradients
+        recorded (option ``balance_loss``, :func:`rims.remedies.switch_balance_loss`; a scalar,
+        already weighted), or ``None`` when no layer computed one. What a trainer adds to its loss.
+        """
+        losses = [loss for loss in (aux_loss(layer) for layer in self.layers) if loss is not None]
+        return None if not losses else torch.stack(losses).sum()
 
     def _refuse_unsupported(self, bidirectional: object, proj_size: object) -> None:
         """Refuse the ``nn.LSTM``/``nn.GRU`` arguments that RIMs do not implement, by name.
@@ -212,6 +248,7 @@ class _RIMBase(nn.Module):
                 record,
                 top_down=i < len(self.layers) - 1,
                 steps=x.shape[0],
+                selection=begin_selection(layer, x.shape[0], x.shape[1], x),
             )
             for i, layer in enumerate(self.layers)
         ]
@@ -227,8 +264,11 @@ class _RIMBase(nn.Module):
                 h = runner.step(t, x_t=below, top=top)  # (U, N, d)
                 below = h.transpose(0, 1).reshape(batch, hidden)
         results = [runner.finish() for runner in runners]
+        for layer, runner in zip(self.layers, runners, strict=True):
+            finish_selection(layer, runner.selection)
         infos = [info for _, _, info in results if info is not None]
-        return results[-1][0], [finals for _, finals, _ in results], infos
+        out = attach_zero_grad(results[-1][0], *(p for layer in self.layers for p in remedy_parameters(layer)))
+        return out, [finals for _, finals, _ in results], infos
 
     def _check_dtypes(self, input: Tensor, hx: tuple[Tensor, ...] | None) -> None:
         """Input and states must have the weights' dtype, as ``nn.LSTM`` checks (not under autocast).
@@ -251,8 +291,7 @@ class _RIMBase(nn.Module):
         batch = x.shape[1]
         expected = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
         if hx is None:
-            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
-            return (zeros,) * self._n_states
+            return self.initial_state(batch, x)
         check_state_shapes([tuple(s.shape) for s in hx], expected, batched)
         return tuple(hx) if batched else tuple(s.unsqueeze(1) for s in hx)
 

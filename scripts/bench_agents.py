@@ -14,13 +14,18 @@ the same environments, built by :func:`envs.make_minigrid_vec_env` (int actions,
 The ``ours rim, fast/slow (meta-RIM)`` entry is the rim entry with fast and slow learning
 (``fast_slow=True``: :class:`agents.fast_slow.FastSlowConfig`'s defaults, an outer pass on the whole
 rollout per rollout and one slow step per 4 rollouts). ``--entries`` times a subset, e.g. the two
-RIM PPO entries side by side (issue 17's bar: meta-RIM >= 0.8x plain RIM).
+RIM PPO entries side by side (issue 17's bar: meta-RIM >= 0.8x plain RIM). The ``ours rim, <remedy>``
+entries are the rim entry with one selection remedy each (:data:`REMEDIES`; issue 26's bar: >= 0.9x
+plain RIM).
 
 Usage::
 
     python scripts/bench_agents.py --frames 16384
     python scripts/bench_agents.py --frames 16384 --minigrid-obs
     python scripts/bench_agents.py --frames 16384 --entries "ours rim (4 units, k=3)" "ours rim, fast/slow (meta-RIM)"
+    python scripts/bench_agents.py --frames 16384 --entries "ours rim (4 units, k=3)" "ours rim, noisy top-k" \\
+        "ours rim, loss-free balancing" "ours rim, balance loss" "ours rim, learned initial state" \\
+        "ours rim, random initial state"
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ from envs import make_minigrid_vec_env
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"
 COMMON = dict(n_steps=128, batch_size=256, n_epochs=4, seed=0, verbose=0)
 RIM, META_RIM = "ours rim (4 units, k=3)", "ours rim, fast/slow (meta-RIM)"
+REMEDIES: dict[str, dict[str, Any]] = {
+    "ours rim, noisy top-k": dict(selection_noise=0.5, selection_noise_learned=True, selection_noise_anneal=1000),
+    "ours rim, loss-free balancing": dict(balance_rate=1e-3),
+    "ours rim, balance loss": dict(balance_loss=1e-2),
+    "ours rim, learned initial state": dict(initial_state="learned"),
+    "ours rim, random initial state": dict(initial_state="random"),
+}
+"""The selection remedies (:mod:`rims.remedies`), each on the rim entry (issue 26's bar: >= 0.9x plain RIM)."""
 ENCODER = dict(features_extractor_class=MiniGridCNN, normalize_images=False, net_arch=dict(pi=[64], vf=[64]))
 
 
@@ -69,6 +82,12 @@ def _candidates() -> dict[str, Callable[[object], BaseAlgorithm]]:
         "ours rim_gru (4 units, k=3)": lambda env: RecurrentPPO(
             "RecurrentPolicy", env, policy_kwargs=dict(core="rim_gru", core_kwargs=rim), **COMMON
         ),
+        **{
+            name: lambda env, options=options: RecurrentPPO(
+                "RecurrentPolicy", env, policy_kwargs=dict(core="rim", core_kwargs={**rim, **options}), **COMMON
+            )
+            for name, options in REMEDIES.items()
+        },
         "feed-forward PPO (ceiling)": lambda env: PPO("CnnPolicy", env, policy_kwargs=ENCODER, **COMMON),
     }
 

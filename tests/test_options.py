@@ -39,6 +39,13 @@ NON_DEFAULT: dict[str, Any] = {
     "write_k": 1,
     "num_schemata": 2,
     "schema_key_size": 9,
+    "selection_noise": 0.5,
+    "selection_noise_learned": True,
+    "selection_noise_anneal": 10,
+    "balance_rate": 0.01,
+    "balance_loss": 0.01,
+    "initial_state": "learned",
+    "initial_state_std": 0.5,
 }  # a valid value other than the default for every option
 
 

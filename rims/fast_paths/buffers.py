@@ -33,6 +33,8 @@ class SequenceSpec(NamedTuple):
     dropout: float  # attention dropout probability, 0 outside training
     bounded: bool  # communication update h = tanh(h_tilde + m) (else the paper's h_tilde + m)
     null_key: Tensor | None  # (K,) scaled key bias for the ``input_score`` rule, else None
+    score_offset: Tensor | None = None  # (L, U, N, 1) added to the ranking score for top-k (rims.remedies)
+    keep_mask: bool = False  # the node also returns the active mask (U, L, N, 1) (rims.remedies)
 
 
 class Buffers:

@@ -14,10 +14,12 @@ import math
 from collections.abc import Mapping
 from types import ModuleType
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rims.fast_paths.fused import SequenceSpec, fused_sequence
+from rims.mechanisms.input_attention import Selection
 from rims.mechanisms.layer import LayerParameters, LayerSpec
 from rims.mechanisms.weights import Weights, input_projection
 from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
@@ -57,6 +59,13 @@ SUPPORTED: Mapping[str, tuple[object, ...] | None] = {
     "slot_size": ANY,
     "write_k": ANY,
     "schema_key_size": ANY,
+    "selection_noise": ANY,  # the remedies (rims.remedies): an additive score offset and the masks read back
+    "selection_noise_learned": ANY,
+    "selection_noise_anneal": ANY,
+    "balance_rate": ANY,
+    "balance_loss": ANY,
+    "initial_state": ANY,  # the state given to the layer: any state runs on every path
+    "initial_state_std": ANY,
     **STRUCTURE,
 }
 """The values of every option that the fused node (:mod:`rims.fast_paths.fused`, :mod:`rims.fast_paths.python_loops`,
@@ -89,7 +98,13 @@ def unsupported(options: RIMOptions) -> str | None:
 
 
 def fused_call(
-    spec: LayerSpec, p: LayerParameters, x: Tensor, states: tuple[Tensor, ...], w: Weights, dropping: bool
+    spec: LayerSpec,
+    p: LayerParameters,
+    x: Tensor,
+    states: tuple[Tensor, ...],
+    w: Weights,
+    dropping: bool,
+    selection: Selection | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], None]:
     """Training path of :meth:`rims.RIMCell.sequence` for one input head: one autograd node
     (:mod:`rims.fast_paths.fused`). Same arguments and results, without recording.
@@ -97,6 +112,8 @@ def fused_call(
     :param spec: the layer's sizes and options; ``p``: its parameters.
     :param x: ``(L, N, input_size)``; ``states`` ``(h, c)`` or ``(h,)``, each ``(N, hidden_size)``.
     :param w: the layer's weights for this call; ``dropping``: attention dropout is on.
+    :param selection: the remedies' score offset ``(L, U, N, 1)`` for the top-k choice, and the
+        masks and ranking scores they read back (filled here), or ``None``.
     """
     seq_len, batch = x.shape[0], x.shape[1]
     u, d = spec.num_units, spec.unit_size
@@ -120,22 +137,53 @@ def fused_call(
         dropout=o.attention_dropout if dropping else 0.0,
         bounded=o.communication_update == "bounded",
         null_key=None if w.null_key is None else w.null_key.detach().view(-1),
+        score_offset=None if selection is None else selection.offset,
+        keep_mask=selection is not None and selection.keep_masks,
     )
-    hidden, c_n = fused_sequence(
+    hidden, c_n, *mask = fused_sequence(
         sequence, proj, keys, h0, c0, w.h, w.h_bias, w.x_bias, w.null_proj, p.weight_comm_qkv, p.weight_comm_out
     )  # hidden (U, L + 1, N, d)
+    if selection is not None and mask:
+        selection.masks = mask[0].transpose(0, 1)  # (L, U, N, 1)
+        if selection.keep_logits:
+            selection.logits = _ranks(spec, hidden[:, :seq_len], keys, w)
     out = hidden[:, 1:].permute(1, 2, 0, 3).reshape(seq_len, batch, spec.hidden_size)
     finals = (hidden[:, seq_len],) if c_n is None else (hidden[:, seq_len], c_n)
     return out, tuple(s.transpose(0, 1).reshape(batch, spec.hidden_size) for s in finals), None
 
 
+def _ranks(spec: LayerSpec, hidden: Tensor, keys: Tensor, w: Weights) -> Tensor:
+    """The ranking scores of a fused call, recomputed with autograd from its states (for the
+    remedies' balance loss), ``(L, U, N, 1)``: ``<q, key>`` (plus ``<q, null key>`` for ``input_score``).
+
+    :param hidden: ``(U, L, N, d)`` the state before every step; ``keys`` ``(L, N, K)`` scaled.
+    """
+    u, steps, batch, d = hidden.shape
+    gates = w.h.shape[-1] - spec.options.input_key_size
+    query = torch.bmm(hidden.reshape(u, steps * batch, d), w.h[..., gates:])  # (U, L*N, K)
+    if w.h_bias is not None:
+        query = query + w.h_bias[..., gates:]
+    query = query.view(u, steps, batch, -1)
+    score = torch.linalg.vecdot(query, keys)  # (U, L, N)
+    if w.null_key is not None:
+        score = score + torch.linalg.vecdot(query, w.null_key.view(-1))
+    return score.transpose(0, 1).unsqueeze(-1)
+
+
 def native_step(
-    spec: LayerSpec, p: LayerParameters, loops: ModuleType, x: Tensor, states: tuple[Tensor, ...], w: Weights
+    spec: LayerSpec,
+    p: LayerParameters,
+    loops: ModuleType,
+    x: Tensor,
+    states: tuple[Tensor, ...],
+    w: Weights,
+    selection: Selection | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], None]:
     """One step of a layer without gradients through :mod:`rims.fast_paths.native` (acting in RL).
 
     :param spec: the layer's sizes and options; ``p``: its parameters; ``loops``: the C++ loops.
     :param x: ``(N, input_size)``; ``states`` as in :meth:`rims.RIMCell.sequence`.
+    :param selection: the remedies' score offset (``(1, U, N, 1)``: the balancing bias), or ``None``.
     :returns: as :meth:`rims.RIMCell.sequence` for a sequence of length one.
     """
     o = spec.options
@@ -144,9 +192,10 @@ def native_step(
     proj = input_projection(spec, p, x, w)[0]  # (N, U*G)
     null_key = None if w.null_key is None else w.null_key.view(-1)
     bounded = o.communication_update == "bounded"
+    offset = None if selection is None or selection.offset is None else selection.offset[0]  # (U, N, 1)
     h, c = loops.inference_step(
         lstm, bounded, spec.k, o.num_comm_heads, o.comm_key_size, o.comm_value_size,
         1.0 / math.sqrt(o.comm_key_size), proj, keys, states[0], states[1] if lstm else None,
-        w.h, w.h_bias, w.x_bias, null_key, p.weight_comm_qkv, p.weight_comm_out,
+        w.h, w.h_bias, w.x_bias, null_key, offset, p.weight_comm_qkv, p.weight_comm_out,
     )  # fmt: skip
     return h.unsqueeze(0), ((h, c) if lstm else (h,)), None

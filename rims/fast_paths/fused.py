@@ -47,7 +47,7 @@ def fused_sequence(
     null_proj: Tensor | None,
     w_qkv: Tensor,
     w_out: Tensor,
-) -> tuple[Tensor, Tensor | None]:
+) -> tuple[Tensor | None, ...]:
     """Run one RIM layer over a sequence as a single autograd node.
 
     :param spec: static settings.
@@ -63,11 +63,15 @@ def fused_sequence(
     :param w_qkv: ``(U, d, Hc * (2 Kc + Vc))`` communication query/key/value weights.
     :param w_out: ``(U, Hc * Vc, d)`` communication output weights.
     :returns: ``(hidden, c_n)``: ``hidden (U, L + 1, N, d)`` holds ``h0`` then the state after
-        every step; ``c_n (U, N, d)`` is the final cell state (``None`` for GRU).
+        every step; ``c_n (U, N, d)`` is the final cell state (``None`` for GRU). With
+        ``spec.keep_mask`` a third element, the active mask ``(U, L, N, 1)`` (1.0 = active; no gradient).
     """
+    outputs = _FusedSequence.apply(spec, proj, keys, h0, c0, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
+    if spec.keep_mask:  # (hidden, c_n, mask)
+        return outputs if spec.lstm else (outputs[0], None, outputs[1])  # type: ignore[return-value]
     if spec.lstm:
-        return _FusedSequence.apply(spec, proj, keys, h0, c0, w_h, h_bias, x_bias, null_proj, w_qkv, w_out)
-    return _FusedSequence.apply(spec, proj, keys, h0, c0, w_h, h_bias, x_bias, null_proj, w_qkv, w_out), None
+        return outputs
+    return outputs, None
 
 
 class _FusedSequence(torch.autograd.Function):
@@ -96,7 +100,7 @@ class _FusedSequence(torch.autograd.Function):
             comm = (spec.comm_heads, spec.comm_key, spec.comm_value, spec.comm_scale)
             loops.forward_loop(
                 spec.lstm, spec.bounded, spec.k, spec.dropout, *comm,
-                proj, keys, w_h, h_bias, x_bias, null_proj, spec.null_key,
+                proj, keys, w_h, h_bias, x_bias, null_proj, spec.null_key, spec.score_offset,
                 w_qkv, w_out, buf.hidden, buf.tilde, *buf.native_args(backward=False),
             )  # fmt: skip
         c = buf.cell[:, -1] if spec.lstm else None
@@ -105,14 +109,19 @@ class _FusedSequence(torch.autograd.Function):
         ctx.spec, ctx.buf, ctx.native = spec, buf, loops is not None
         ctx.has_bias = (h_bias is not None, x_bias is not None)
         ctx.save_for_backward(proj, keys, w_h, null_proj, w_qkv, w_out, hidden)
-        if spec.lstm:
-            return hidden, c.clone()
-        return hidden
+        outputs = (hidden, c.clone()) if spec.lstm else (hidden,)
+        if spec.keep_mask:
+            assert buf.mask is not None  # kept only with k < U
+            mask = buf.mask.clone()  # (U, L, N, 1)
+            ctx.mark_non_differentiable(mask)
+            outputs = (*outputs, mask)
+        return outputs if len(outputs) > 1 else hidden
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_hidden: Tensor, grad_c: Tensor | None = None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_hidden: Tensor, *grad_rest: Tensor | None) -> tuple[Tensor | None, ...]:
         spec: SequenceSpec = ctx.spec
+        grad_c = grad_rest[0] if spec.lstm else None
         buf: Buffers = ctx.buf
         proj, keys, w_h, null_proj, w_qkv, w_out, hidden = ctx.saved_tensors
         u, d = spec.num_units, spec.unit_size

@@ -46,6 +46,7 @@ def forward_python(
         mask = None
         if buf.mask is not None:
             rank = score if spec.null_key is None else score + torch.linalg.vecdot(query, spec.null_key)[..., None]
+            rank = rank if spec.score_offset is None else rank + spec.score_offset[t]
             top = rank.sort(dim=0, descending=True, stable=True).indices[: spec.k]
             mask = inactive.scatter(0, top, True)  # (U, N, 1)
             buf.mask_t[t].copy_(mask)

@@ -34,9 +34,12 @@ JAX_OPTIONS: tuple[str, ...] = (
     "comm_value_size",
     "attention_dropout",
     "communication_update",
+    "selection_noise",
+    "balance_rate",
 )
 """The options of :class:`rims.options.RIMOptions` that ``rims.jax`` implements (the plain RIM), in
-the order of :class:`RIMConfig`'s fields; the others (workspace, schemata, top-down) are torch-only and stay at their
+the order of :class:`RIMConfig`'s fields; the others (workspace, schemata, top-down, and the remedies
+but the ranking-score ones, ``selection_noise`` and ``balance_rate``) are torch-only and stay at their
 defaults. Fields of :class:`RIMConfig` and of the Flax modules; ``tests/test_options.py`` checks them."""
 
 IMPLEMENTED: dict[str, tuple[object, ...]] = {
@@ -87,6 +90,10 @@ class RIMConfig:
     state is carried; ``"residual"`` ``h = h~ + m``, the paper's update (see
     ``rims.options.COMMUNICATION_UPDATES``). Validated at construction with the PyTorch
     module's errors.
+
+    ``selection_noise`` and ``balance_rate`` are the ranking-score remedies of :mod:`rims.remedies`:
+    the Gaussian noise drawn when a PRNG key is given (:func:`rims.jax.core.selection_offset`) and the
+    balancing bias, a variable the caller updates with :func:`rims.jax.core.update_balance`.
     """
 
     input_size: int

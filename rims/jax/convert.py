@@ -36,7 +36,10 @@ def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequenc
         "top_down": module.top_down,
         "communication": None if cell.communication == "pairwise" else cell.communication,
         "num_schemata": cell.num_schemata,
-    }
+        "selection_noise_learned": cell.options.selection_noise_learned,
+        "selection_noise_anneal": cell.options.selection_noise_anneal,
+        "initial_state": None if cell.options.initial_state == "zeros" else cell.options.initial_state,
+    }  # balance_loss is a training-only loss term: the function of the module is the same without it
     for name, value in unsupported.items():
         if value:
             raise NotImplementedError(f"rims.jax does not implement {name}={value!r} (the RIM family is torch-only)")
@@ -57,21 +60,28 @@ def flax_module_for(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> _RIMSequenc
     )
 
 
+_COLLECTIONS = {"selection_bias": "balance"}
+"""Buffers of the PyTorch module and the Flax collection that holds each (the rest are ``params``)."""
+
+
 def params_from_torch(module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> dict[str, Any]:
-    """Flax variables ``{"params": {"layers_0": {...}, ...}}`` holding ``module``'s weights."""
+    """Flax variables ``{"params": {"layers_0": {...}, ...}}`` holding ``module``'s weights (and, with
+    ``balance_rate > 0``, ``{"balance": {"layers_0": {"selection_bias": ...}}}``)."""
     flax_module_for(module)  # type check
-    params: dict[str, dict[str, Array]] = {}
+    variables: dict[str, dict[str, dict[str, Array]]] = {"params": {}}
     for key, value in module.state_dict().items():
         _, layer, name = key.split(".")
-        params.setdefault(f"layers_{layer}", {})[name] = jnp.asarray(value.detach().cpu().numpy())
-    return {"params": params}
+        collection = variables.setdefault(_COLLECTIONS.get(name, "params"), {})
+        collection.setdefault(f"layers_{layer}", {})[name] = jnp.asarray(value.detach().cpu().numpy())
+    return variables
 
 
 def params_to_torch(variables: dict[str, Any], module: torch_rnn.RIMLSTM | torch_rnn.RIMGRU) -> None:
     """Load Flax variables into ``module`` in place (strict: every weight must match)."""
     state = {
         f"layers.{layer.removeprefix('layers_')}.{name}": torch.from_numpy(np.array(value))
-        for layer, weights in variables["params"].items()
+        for collection in ("params", *sorted(set(_COLLECTIONS.values())))
+        for layer, weights in variables.get(collection, {}).items()
         for name, value in weights.items()
     }
     module.load_state_dict(state, strict=True)

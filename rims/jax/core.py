@@ -34,7 +34,9 @@ __all__ = [
     "init_params",
     "layer_sequence",
     "project_inputs",
+    "selection_offset",
     "step",
+    "update_balance",
     "zero_state",
 ]
 
@@ -99,6 +101,7 @@ def _unit_step(
     h: Array,
     c: Array | None,
     rng: Array | None,
+    offset: Array | None = None,
 ) -> tuple[Array, Array | None, tuple[Array, Array, Array]]:
     """One RIM step in the unit-major layout.
 
@@ -106,6 +109,8 @@ def _unit_step(
     :param proj: ``(U, N, H, G)`` projected input values.
     :param h: ``(U, N, d)`` hidden state; ``c`` the same cell state (LSTM) or ``None`` (GRU).
     :param rng: PRNG key for attention dropout, or ``None`` (eval).
+    :param offset: ``(U, N)`` added to the ranking score for the top-k choice only (the remedies'
+        noise and balancing bias, :func:`selection_offset`), or ``None``.
     :returns: ``(h', c' or None, (active (U, N), input attention (U, N, H), communication
         weights (N, Hc, U, U)))``.
     """
@@ -125,7 +130,7 @@ def _unit_step(
     else:
         raw = score if w.null_key is None else score + jnp.einsum("unhk,hk->unh", query, w.null_key) * scale
         rank = raw.mean(-1)
-    active = top_k_mask(rank, cfg.k)  # (U, N)
+    active = top_k_mask(rank if offset is None else rank + offset, cfg.k)  # (U, N)
     mask = None if cfg.k == u else active[..., None]  # (U, N, 1)
 
     rng_in = rng_comm = None
@@ -174,8 +179,41 @@ def _to_units(cfg: RIMConfig, s: Array) -> Array:
     return jnp.swapaxes(s.reshape(s.shape[0], cfg.num_units, cfg.unit_size), 0, 1)
 
 
+def selection_offset(
+    cfg: RIMConfig, length: int, batch: int, noise_rng: Array | None, selection_bias: Array | None, dtype: jnp.dtype
+) -> Array | None:
+    """The remedies' additive ranking-score offset of a sequence, ``(L, U, N)``, or ``None`` (see
+    :mod:`rims.remedies`): ``selection_noise * eps`` with ``eps ~ N(0, 1)`` drawn from ``noise_rng``
+    (training; ``None``: no noise) plus the balancing bias ``selection_bias`` ``(U,)``, if any.
+    """
+    offset = None
+    if noise_rng is not None and cfg.selection_noise > 0 and cfg.k < cfg.num_units:
+        offset = cfg.selection_noise * jax.random.normal(noise_rng, (length, cfg.num_units, batch), dtype)
+    if selection_bias is not None:
+        bias = jnp.broadcast_to(selection_bias.astype(dtype)[None, :, None], (length, cfg.num_units, batch))
+        offset = bias if offset is None else offset + bias
+    return offset
+
+
+def update_balance(selection_bias: Array, active: Array, rate: float) -> Array:
+    """Loss-free balancing's update (Wang et al. 2024, as :mod:`rims.remedies`), outside the gradient:
+    ``b_i + rate * sign(mean_j load_j - load_i)``, ``load_i`` the number of rows where unit ``i`` was active.
+
+    :param selection_bias: ``(U,)``; ``active``: ``(..., N, U)`` bool (:attr:`StepInfo.active`).
+    :returns: the new bias ``(U,)``.
+    """
+    load = jax.lax.stop_gradient(active).reshape(-1, active.shape[-1]).sum(0).astype(selection_bias.dtype)
+    return selection_bias + rate * jnp.sign(load.mean() - load)
+
+
 def step(
-    params: Params, cfg: RIMConfig, keys: Array, proj: Array, state: State, dropout_rng: Array | None = None
+    params: Params,
+    cfg: RIMConfig,
+    keys: Array,
+    proj: Array,
+    state: State,
+    dropout_rng: Array | None = None,
+    score_offset: Array | None = None,
 ) -> tuple[State, StepInfo]:
     """One RIM step from projected inputs (see :func:`project_inputs`).
 
@@ -183,13 +221,15 @@ def step(
     :param proj: ``(N, U, H, G)`` projected input values (see :func:`project_inputs`).
     :param state: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``(N, hidden_size)``.
     :param dropout_rng: PRNG key for attention dropout, or ``None`` for none (eval).
+    :param score_offset: ``(U, N)`` added to the ranking score for the top-k choice, or ``None``.
     :returns: ``(new_state, info)``.
     """
     dropping = _dropping(cfg, dropout_rng)
     w = _weights(params, cfg, dropping)
     units = tuple(_to_units(cfg, s) for s in state)
     c = units[1] if cfg.dynamics == "lstm" else None
-    h, c, info = _unit_step(w, cfg, keys, jnp.swapaxes(proj, 0, 1), units[0], c, dropout_rng if dropping else None)
+    rng = dropout_rng if dropping else None
+    h, c, info = _unit_step(w, cfg, keys, jnp.swapaxes(proj, 0, 1), units[0], c, rng, score_offset)
     new_state = tuple(jnp.swapaxes(s, 0, 1).reshape(keys.shape[0], cfg.hidden_size) for s in (h, c) if s is not None)
     return new_state, _info(*info)
 
@@ -212,6 +252,7 @@ def layer_sequence(
     dropout_rng: Array | None = None,
     *,
     record: bool = True,
+    score_offset: Array | None = None,
 ) -> tuple[Array, State, StepInfo | None]:
     """Run one layer over a time-major sequence with ``jax.lax.scan``.
 
@@ -221,6 +262,8 @@ def layer_sequence(
         (RL rollouts spanning episode boundaries).
     :param dropout_rng: PRNG key for attention dropout, or ``None`` (eval).
     :param record: also return what each step did; ``False`` returns ``None`` for it.
+    :param score_offset: ``(L, U, N)`` added to the ranking score for the top-k choice only
+        (:func:`selection_offset`), or ``None``.
     :returns: ``(output (L, N, hidden_size), final state, info stacked over time or None)``.
     """
     length, batch = x.shape[:2]
@@ -237,17 +280,17 @@ def layer_sequence(
     units = tuple(_to_units(cfg, s) for s in state)  # each (U, N, d)
 
     def body(carry: State, inputs: tuple) -> tuple[State, tuple]:
-        keys_t, source_t, start_t, rng_t = inputs
+        keys_t, source_t, start_t, rng_t, offset_t = inputs
         proj_t = shared_input_matmul(source_t, w_in).reshape(u, batch, heads, -1) if per_step else source_t
         if start_t is not None:
             carry = tuple(jnp.where(start_t[None, :, None], jnp.zeros_like(s), s) for s in carry)
-        h, c, info = _unit_step(w, cfg, keys_t, proj_t, carry[0], carry[1] if lstm else None, rng_t)
+        h, c, info = _unit_step(w, cfg, keys_t, proj_t, carry[0], carry[1] if lstm else None, rng_t, offset_t)
         new = (h, c) if lstm else (h,)
         return new, (jnp.swapaxes(h, 0, 1).reshape(batch, cfg.hidden_size), info if record else None)
 
     # Recompute each step in the backward pass instead of storing its intermediates: a step's
     # intermediates are many small arrays whose allocation costs more on CPU than the recompute.
     body = jax.checkpoint(body, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
-    finals, (out, info) = jax.lax.scan(body, units, (keys, source, starts, rngs))
+    finals, (out, info) = jax.lax.scan(body, units, (keys, source, starts, rngs, score_offset))
     finals = tuple(jnp.swapaxes(s, 0, 1).reshape(batch, cfg.hidden_size) for s in finals)
     return out, finals, None if info is None else _info(*info)

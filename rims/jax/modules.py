@@ -17,7 +17,16 @@ from jax import Array
 
 from rims._checks import check_input_shape, check_positive_int, check_probability, check_state_shapes
 from rims.jax.config import JAX_OPTIONS, declare_options
-from rims.jax.core import RIMConfig, State, StepInfo, layer_sequence, project_inputs, step, zero_state
+from rims.jax.core import (
+    RIMConfig,
+    State,
+    StepInfo,
+    layer_sequence,
+    project_inputs,
+    selection_offset,
+    step,
+    zero_state,
+)
 
 
 def _uniform(bound: float) -> Any:
@@ -41,6 +50,13 @@ class RIMCell(nn.Module):
     dtype. ``communication_update`` is ``"bounded"`` (default, ``h = tanh(h~ + m)`` for active
     units, ``|h| < 1``) or ``"residual"`` (the paper's ``h = h~ + m``). Attention dropout is
     active when ``deterministic=False`` and needs a ``'dropout'`` PRNG stream.
+
+    The ranking-score remedies (:mod:`rims.remedies`): with ``selection_noise > 0`` and
+    ``deterministic=False`` Gaussian noise from the ``'dropout'`` stream is added to the ranking
+    score of the top-k choice; with ``balance_rate > 0`` the variable ``selection_bias`` ``(U,)`` of
+    the ``'balance'`` collection is added to it (training and evaluation). The caller updates it
+    between steps of its optimiser with :func:`rims.jax.core.update_balance` (JAX is functional: no
+    update inside the call).
     """
 
     input_size: int
@@ -65,6 +81,17 @@ class RIMCell(nn.Module):
         self._names = tuple(cfg.param_shapes())
         for name, shape in cfg.param_shapes().items():
             setattr(self, name, self.param(name, _uniform(cfg.init_bound(name)), shape, self.param_dtype))
+        self.selection_bias = None
+        if cfg.balance_rate > 0:
+            self.selection_bias = self.variable(
+                "balance", "selection_bias", jnp.zeros, (cfg.num_units,), self.param_dtype
+            )
+
+    def _offset(self, deterministic: bool, length: int, batch: int, dtype: jnp.dtype) -> Array | None:
+        """The ranking-score offset ``(L, U, N)`` of a call (:func:`rims.jax.core.selection_offset`)."""
+        noise_rng = None if deterministic or self.selection_noise == 0.0 else self.make_rng("dropout")
+        bias = None if self.selection_bias is None else self.selection_bias.value
+        return selection_offset(self.config, length, batch, noise_rng, bias, dtype)
 
     def _params(self) -> dict[str, Array]:
         return {name: getattr(self, name) for name in self._names}
@@ -83,7 +110,9 @@ class RIMCell(nn.Module):
         """
         cfg = self.config
         keys, proj = project_inputs(self._params(), cfg, x)
-        new, _ = step(self._params(), cfg, keys, proj, tuple(carry), self._rng(deterministic))
+        rng = self._rng(deterministic)
+        offset = self._offset(deterministic, 1, x.shape[0], x.dtype)
+        new, _ = step(self._params(), cfg, keys, proj, tuple(carry), rng, None if offset is None else offset[0])
         return new, new[0]
 
     def sequence(
@@ -97,7 +126,10 @@ class RIMCell(nn.Module):
     ) -> tuple[Array, State, StepInfo | None]:
         """Time-major sequence: see :func:`rims.jax.core.layer_sequence`."""
         rng = self._rng(deterministic)
-        return layer_sequence(self._params(), self.config, x, state, episode_starts, rng, record=record)
+        offset = self._offset(deterministic, x.shape[0], x.shape[1], x.dtype)
+        return layer_sequence(
+            self._params(), self.config, x, state, episode_starts, rng, record=record, score_offset=offset
+        )
 
     def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> State:
         """Zero carry for inputs of shape ``(N, input_size)`` (``nn.RNN`` convention)."""

@@ -14,6 +14,7 @@ weight sets (units, or schemata), ``C`` candidates (``[input, null]`` or ``[inpu
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +125,23 @@ def input_part(probs: Tensor, proj_in: Tensor, proj_top: Tensor | None, null_pro
         weight = (probs[..., 0] + probs[..., -1]).unsqueeze(-2)  # (U, N, 1, H) weight of the null value
         part = part + torch.matmul(weight, null_proj.unsqueeze(-3)).squeeze(-2)
     return part
+
+
+@dataclass
+class Selection:
+    """One call's additions to the ranking score, and what the remedies against selection collapse
+    (:mod:`rims.remedies`) read back from it; the step path and the fast paths fill it.
+
+    :param offset: ``(L, U, N, 1)`` added to the ranking score for the top-k choice (noise,
+        detached, plus the balancing bias), or ``None``.
+    :param noise: ``(L, U, N, 1)`` the noise term (differentiable in a learned scale), or ``None``.
+    :param keep_masks: the paths fill ``masks`` ``(L, U, N, 1)`` (1 = active).
+    :param keep_logits: the paths fill ``logits`` ``(L, U, N, 1)``: the ranking score, differentiable.
+    """
+
+    offset: Tensor | None
+    noise: Tensor | None
+    keep_masks: bool
+    keep_logits: bool
+    masks: Tensor | None = None
+    logits: Tensor | None = None

@@ -80,3 +80,6 @@ class LayerParameters(NamedTuple):
     weight_read_query: Tensor | None  # (U, d, Kc)
     weight_read_kv: Tensor | None  # (m, Kc + Vc)
     weight_read_out: Tensor | None  # (U, Vc, d)
+    selection_noise_log_scale: Tensor | None = None  # (U,), the remedies (rims.remedies): not read by mechanisms
+    initial_h: Tensor | None = None  # (U*d,)
+    initial_c: Tensor | None = None  # (U*d,)

@@ -22,7 +22,14 @@ from torch import Tensor
 from rims.info import RIMInfo
 from rims.mechanisms.communication import PairwiseCommunication
 from rims.mechanisms.dynamics import gru_gates, keep_inactive, lstm_gates
-from rims.mechanisms.input_attention import candidate_attention, drop_candidates, input_part, selection_rank, top_k_mask
+from rims.mechanisms.input_attention import (
+    Selection,
+    candidate_attention,
+    drop_candidates,
+    input_part,
+    selection_rank,
+    top_k_mask,
+)
 from rims.mechanisms.layer import LayerParameters, LayerSpec
 from rims.mechanisms.schemata import schema_dynamics, schema_gates
 from rims.mechanisms.weights import Weights, combine_for_steps, input_projection, top_key, top_projection
@@ -44,6 +51,8 @@ class StepRunner:
     :param steps: how many steps the runner will make when ``x`` is ``None`` (the per-step
         input and the top-down input are then projected through weights combined once for all
         steps, when that costs fewer multiply-adds).
+    :param selection: the remedies' score offset for the top-k choice, and what they read back
+        (:class:`rims.mechanisms.input_attention.Selection`, filled by :meth:`finish`), or ``None``.
 
     Without attention dropout the null value's projection is folded into the input bias; with a
     top-down candidate the top-down value is then taken relative to the null value
@@ -62,8 +71,13 @@ class StepRunner:
         dropout: float = 0.0,
         top_down: bool = False,
         steps: int = 1,
+        selection: Selection | None = None,
     ) -> None:
         self.spec, self.p, self.record, self.top_down = spec, p, record, top_down
+        self.selection = selection
+        self._offsets = None if selection is None or selection.offset is None else selection.offset.unbind(0)
+        self._masks: list[Tensor] = []
+        self._ranks: list[Tensor] = []
         self.lstm = spec.options.dynamics == "lstm"
         self.dropout = dropout
         self.heads, self.u, self.d = spec.options.num_input_heads, spec.num_units, spec.unit_size
@@ -153,9 +167,12 @@ class StepRunner:
 
         mask = None
         if spec.k < u:
-            mask = top_k_mask(
-                selection_rank(spec.options.selection, score_in, score_top, probs, query, w.null_key), spec.k
-            )
+            rank = selection_rank(spec.options.selection, score_in, score_top, probs, query, w.null_key)  # (U, N, 1)
+            mask = top_k_mask(rank if self._offsets is None else rank + self._offsets[t], spec.k)
+            if self.selection is not None and self.selection.keep_masks:
+                self._masks.append(mask)
+                if self.selection.keep_logits:
+                    self._ranks.append(rank)
         used = drop_candidates(probs, self.dropout) if self.dropout > 0.0 else probs
 
         choice = None
@@ -218,6 +235,10 @@ class StepRunner:
         else:
             out = torch.stack(self.outputs).permute(0, 2, 1, 3).reshape(len(self.outputs), batch, hidden)
         info = RIMInfo.from_steps(self.log) if self.record else None
+        if self._masks:
+            assert self.selection is not None
+            self.selection.masks = torch.stack(self._masks)  # (L, U, N, 1)
+            self.selection.logits = torch.stack(self._ranks) if self._ranks else None
         return out, finals, info
 
 

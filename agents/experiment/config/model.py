@@ -11,7 +11,15 @@ from typing import Any
 from omegaconf import MISSING
 
 from agents.cores import DEFAULT_HIDDEN_SIZE, RIM_DEFAULTS
-from agents.experiment.config.checks import ConfigError, in_range, one_of, optional_positive_int, positive_int
+from agents.experiment.config.checks import (
+    ConfigError,
+    boolean,
+    in_range,
+    non_negative_number,
+    one_of,
+    optional_positive_int,
+    positive_int,
+)
 from rims.options import DEFAULTS, OPTION_NAMES, STACK_OPTIONS, RIMOptions, allowed_values, option_help, option_kind
 
 PLAIN_CORES = ("lstm", "gru")
@@ -46,7 +54,8 @@ class ModelConfig:
 
 _NULL_IS_LAYER_DEFAULT = (
     "selection", "num_layers", "top_down", "communication", "num_slots", "slot_size", "write_k", "num_schemata",
-    "schema_key_size",
+    "schema_key_size", "selection_noise", "selection_noise_learned", "selection_noise_anneal", "balance_rate",
+    "balance_loss", "initial_state", "initial_state_std",
 )  # fmt: skip
 """Keys whose config default is null, meaning the layer's default (``rims.options``): the keys added
 after run folders first saved their configs, so a config saved then equals one composed now (resuming
@@ -108,6 +117,12 @@ def _check_rim(self: ModelConfig) -> None:
             in_range(name, value, 0.0, 1.0, high_open=True)
         elif kind == "optional_positive_int":
             optional_positive_int(name, value)
+        elif kind == "non_negative_float":
+            non_negative_number(name, value)
+        elif kind == "non_negative_int":
+            positive_int(name, value, minimum=0)
+        elif kind == "bool":
+            boolean(name, value)
         else:
             positive_int(name, value)
     units, k = self.num_units, self.k

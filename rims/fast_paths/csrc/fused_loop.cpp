@@ -257,20 +257,23 @@ Tensor gru_gates_backward(const Tensor& g_tilde, const Tensor& mask, const Tenso
 }
 
 // Input attention of one step, one pass: score = <q, key>, attn = sigmoid(score) and, with k < U,
-// the top-k mask by rank = score (+ <q, null_key>), ties to the lower unit (a stable descending
-// sort's order, NaN first). q (U, N, K) and keys_t (N, K) with contiguous rows; writes attn
+// the top-k mask by rank = score (+ <q, null_key>) (+ offset: the remedies' noise and balancing
+// bias, rims/remedies.py), ties to the lower unit (a stable descending sort's order, NaN first).
+// q (U, N, K) and keys_t (N, K) with contiguous rows, offset (U, N, 1) contiguous; writes attn
 // (U, N, 1) and, with k < U, mask_b (U, N, 1) bool and, when defined, mask_f (U, N, 1) (1 = active).
-void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>& null_key, int64_t k,
-                  const Tensor& attn, const Tensor& mask_f, const Tensor& mask_b) {
+void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>& null_key, const optional<Tensor>& offset,
+                  int64_t k, const Tensor& attn, const Tensor& mask_f, const Tensor& mask_b) {
   const int64_t u_n = q.size(0), n_n = q.size(1), kk = q.size(2);
   const bool masked = k < u_n;
   TORCH_CHECK(keys_t.stride(1) == 1 && (!null_key.has_value() || null_key->is_contiguous()), "rims: key layout");
+  TORCH_CHECK(!offset.has_value() || offset->is_contiguous(), "rims: score offset layout");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "select_units", [&] {
     using T = scalar_t;
     const Rows<T> qr(q), ar(attn), mf(masked ? mask_f : Tensor());
     const Rows<bool> mb(masked ? mask_b : Tensor());
     const T* key = keys_t.data_ptr<T>();
     const T* null = null_key.has_value() ? null_key->data_ptr<T>() : nullptr;
+    const T* off = offset.has_value() ? offset->data_ptr<T>() : nullptr;
     std::vector<T> rank(u_n);
     for (int64_t n = 0; n < n_n; ++n) {
       const T* key_n = key + n * keys_t.stride(0);
@@ -282,6 +285,7 @@ void select_units(const Tensor& q, const Tensor& keys_t, const optional<Tensor>&
           for (int64_t j = 0; j < kk; ++j) extra += q_un[j] * null[j];
         *ar.at(u, n) = T(1) / (T(1) + std::exp(-score));
         rank[u] = score + extra;
+        if (off != nullptr) rank[u] += off[u * n_n + n];
       }
       if (!masked) continue;
       for (int64_t u = 0; u < u_n; ++u) {
@@ -518,7 +522,8 @@ void update_backward(const Tensor& g_h, const Tensor& h_next, const Tensor& mask
 void forward_loop(bool lstm, bool bounded, int64_t k, double dropout, int64_t heads, int64_t key, int64_t value, double scale,
                   const Tensor& proj, const Tensor& keys, const Tensor& w_h, const optional<Tensor>& h_bias,
                   const optional<Tensor>& x_bias, const optional<Tensor>& null_proj, const optional<Tensor>& null_key,
-                  const Tensor& w_qkv, const Tensor& w_out, const Tensor& hidden, const Tensor& tilde,
+                  const optional<Tensor>& score_offset, const Tensor& w_qkv, const Tensor& w_out, const Tensor& hidden,
+                  const Tensor& tilde,
                   const Tensor& query, const Tensor& attn_buf, const optional<Tensor>& mask_buf,
                   const optional<Tensor>& noise_buf, const Tensor& read, const Tensor& qkv_buf,
                   const Tensor& weights_buf, const optional<Tensor>& keep_buf,
@@ -535,7 +540,9 @@ void forward_loop(bool lstm, bool bounded, int64_t k, double dropout, int64_t he
     Tensor attn = attn_buf.select(1, t);
     const Tensor mask = mask_buf.has_value() ? active : Tensor();  // no mask buffer: all units active (k == U)
     const Tensor mask_f = mask_buf.has_value() ? mask_buf->select(1, t) : Tensor();
-    select_units(q, keys.select(0, t), null_key, k, attn, mask_f, mask);
+    const optional<Tensor> offset_t =
+        score_offset.has_value() ? optional<Tensor>(score_offset->select(0, t)) : c10::nullopt;  // (U, N, 1)
+    select_units(q, keys.select(0, t), null_key, offset_t, k, attn, mask_f, mask);
     const Tensor proj_t = proj.select(0, t).transpose(0, 1);  // (U, N, G)
     // input side: weight * proj_t (+ total * null_proj under dropout), added to gh (LSTM) or the input bias (GRU)
     Tensor weight = attn, total;
@@ -628,7 +635,8 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, bool bounded, int64_t k, in
                                           int64_t value, double scale, const Tensor& proj, const Tensor& keys, const Tensor& h_in,
                                           const optional<Tensor>& c_in, const Tensor& w_h,
                                           const optional<Tensor>& h_bias, const optional<Tensor>& x_bias,
-                                          const optional<Tensor>& null_key, const Tensor& w_qkv,
+                                          const optional<Tensor>& null_key, const optional<Tensor>& score_offset,
+                                          const Tensor& w_qkv,
                                           const Tensor& w_out) {
   const int64_t u = w_h.size(0), d = w_h.size(1), n = h_in.size(0);
   const int64_t key_size = keys.size(-1), gate_width = w_h.size(2) - key_size;
@@ -637,7 +645,7 @@ std::tuple<Tensor, Tensor> inference_step(bool lstm, bool bounded, int64_t k, in
   const Tensor q = hq.narrow(-1, gate_width, key_size);
   const Tensor attn = at::empty({u, n, 1}, proj.options());
   const Tensor mask = k < u ? at::empty({u, n, 1}, proj.options().dtype(at::kBool)) : Tensor();
-  select_units(q, keys, null_key, k, attn, Tensor(), mask);
+  select_units(q, keys, null_key, score_offset, k, attn, Tensor(), mask);
   const Tensor proj_t = proj.view({n, u, gate_width}).transpose(0, 1);  // (U, N, G)
   Tensor tilde, c_out;
   if (lstm) {

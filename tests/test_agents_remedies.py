@@ -1,0 +1,124 @@
+"""The selection remedies inside the agents: the core's loss term in PPO and A2C, the initial state
+at every episode start, deterministic acting, and the typed config keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents import RecurrentA2C, RecurrentPPO
+from agents.experiment.config import RIMModelConfig
+from agents.experiment.config.checks import ConfigError
+from envs import make_minigrid_vec_env
+
+REMEDIES = dict(
+    hidden_size=32, num_units=4, k=2, input_key_size=16, input_value_size=16, num_comm_heads=2, comm_key_size=8,
+    comm_value_size=8, selection_noise=0.3, selection_noise_learned=True, balance_rate=0.01, balance_loss=0.01,
+    initial_state="learned",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def doorkey() -> object:
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=0)
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("algo", [RecurrentPPO, RecurrentA2C])
+def test_the_core_loss_term_is_added_and_logged(algo: type, doorkey: object) -> None:
+    kwargs = dict(n_steps=16, batch_size=16, n_epochs=1) if algo is RecurrentPPO else dict(n_steps=8)
+    model = algo("RecurrentPolicy", doorkey, policy_kwargs=dict(core="rim", core_kwargs=REMEDIES), seed=0, **kwargs)
+    model.learn(32)
+    aux = model.logger.name_to_value.get("train/aux_loss")
+    assert aux is not None and 0.0 < aux < 0.1  # alpha * U * sum f P with alpha = 0.01: near 0.01
+    layer = model.policy.core.module.layers[0]
+    assert layer.selection_bias.abs().sum() > 0  # moved by the training forwards
+    assert layer.initial_h.abs().sum() > 0  # the learned initial state trained
+
+
+def test_no_loss_term_without_the_option(doorkey: object) -> None:
+    core_kwargs = dict(REMEDIES, balance_loss=0.0)
+    model = RecurrentPPO(
+        "RecurrentPolicy", doorkey, n_steps=16, batch_size=16, n_epochs=1,
+        policy_kwargs=dict(core="rim", core_kwargs=core_kwargs), seed=0,
+    )  # fmt: skip
+    model.learn(32)
+    assert "train/aux_loss" not in model.logger.name_to_value
+
+
+@pytest.mark.parametrize("initial_state", ["learned", "random"])
+def test_every_episode_start_takes_the_initial_state(initial_state: str, doorkey: object) -> None:
+    core_kwargs = dict(REMEDIES, initial_state=initial_state, initial_state_std=0.5)
+    model = RecurrentPPO("RecurrentPolicy", doorkey, policy_kwargs=dict(core="rim", core_kwargs=core_kwargs), seed=0)
+    core = model.policy.core
+    if initial_state == "learned":
+        with torch.no_grad():
+            core.module.layers[0].initial_h.uniform_(-0.5, 0.5)
+            core.module.layers[0].initial_c.uniform_(-0.5, 0.5)
+    features = torch.randn(3, 2, model.policy.features_dim)
+    states = (torch.randn(1, 2, 32), torch.randn(1, 2, 32))
+    starts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # env 0 starts over at step 1
+    core.eval()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        out, _ = core(features, states, starts)
+        torch.manual_seed(5)
+        _, mid = core.module(features[:1], states)
+        initial = core.module.initial_state(2, features)  # the draw the reset at step 1 makes
+        expected, _ = core.module(features[1:2, :1], tuple(s[:, :1] for s in initial))
+    torch.testing.assert_close(out[1, :1], expected[0])
+    assert not torch.allclose(out[1, :1], core.module(features[1:2, :1], tuple(s[:, :1] for s in mid))[0][0])
+
+
+def test_acting_is_deterministic_for_a_seed_with_every_remedy(doorkey: object) -> None:
+    core_kwargs = dict(REMEDIES, initial_state="random")
+    model = RecurrentPPO(
+        "RecurrentPolicy", doorkey, n_steps=16, batch_size=16, n_epochs=1,
+        policy_kwargs=dict(core="rim", core_kwargs=core_kwargs), seed=0,
+    )  # fmt: skip
+    model.learn(32)
+    obs = doorkey.reset()
+
+    def act(seed: int) -> list[np.ndarray]:
+        torch.manual_seed(seed)
+        state, starts, acted = None, np.ones(2, dtype=bool), []
+        for _ in range(4):
+            action, state = model.predict(obs, state, starts, deterministic=True)
+            acted += [action, state[0].copy()]
+            starts = np.zeros(2, dtype=bool)
+        return acted
+
+    for a, b in zip(act(7), act(7), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_remedies_are_typed_config_keys() -> None:
+    config = RIMModelConfig(name="rim", balance_loss=0.01, selection_noise=0.5, initial_state="learned")
+    assert config.balance_loss == 0.01
+    assert RIMModelConfig(name="rim").balance_loss is None  # null: the layer's default (0.0, off)
+    with pytest.raises(ConfigError, match=r"model.balance_loss must be a number >= 0, got -1.0"):
+        RIMModelConfig(name="rim", balance_loss=-1.0)
+    with pytest.raises(ConfigError, match=r"model.selection_noise_learned must be true or false, got 1"):
+        RIMModelConfig(name="rim", selection_noise_learned=1)
+    with pytest.raises(ConfigError, match=r"model.selection_noise_anneal must be an integer >= 0, got -3"):
+        RIMModelConfig(name="rim", selection_noise_anneal=-3)
+    with pytest.raises(ConfigError, match=r"model.initial_state must be one of \['zeros', 'learned', 'random'\]"):
+        RIMModelConfig(name="rim", initial_state="ones")
+
+
+def test_the_remedies_compose_as_hydra_overrides() -> None:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from agents.experiment.config import typed_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    overrides = ["model.balance_loss=0.01", "model.selection_noise=0.5", "model.initial_state=random"]
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = typed_config(compose(config_name="train", overrides=overrides))
+        assert (cfg.model.balance_loss, cfg.model.selection_noise, cfg.model.initial_state) == (0.01, 0.5, "random")
+        with pytest.raises(ConfigError, match=r"model.balance_rate must be a number >= 0, got -0.5"):
+            typed_config(compose(config_name="train", overrides=["model.balance_rate=-0.5"]))
