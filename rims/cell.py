@@ -114,7 +114,9 @@ class RIMCell(nn.Module):
     cannot change the output; it only shifts the raw score ranked by the ``input_score`` rule.
     It stays a parameter so that saved state dicts keep loading, and gets an exact zero
     gradient from every forward (as every other parameter gets a gradient, what
-    ``DistributedDataParallel`` and hand-written SGD loops expect).
+    ``DistributedDataParallel`` and hand-written SGD loops expect), except through the balance
+    loss (option ``balance_loss`` with the ``input_score`` rule), which differentiates the
+    ranked score itself.
     """
 
     def __init__(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,10 +16,11 @@ from omegaconf import DictConfig
 
 from agents.analysis.activations import summarize_activations
 from agents.analysis.visualize import save_activation_heatmap
+from agents.cores import make_core
 from agents.experiment.evaluation import run_episodes
 from agents.experiment.recording import record_episode
 from agents.experiment.run import build_model, train, validate
-from agents.experiment.selection_log import changed_units, mask_layout
+from agents.experiment.selection_log import EvalMasks, changed_units, mask_layout
 from agents.experiment.selection_stats import (
     CASES,
     always_never,
@@ -175,3 +177,25 @@ def test_training_writes_rollout_and_evaluation_columns(tmp_path: Path) -> None:
     assert "sel_switch_rate" in (tmp_path / "rim" / "ood_curves.csv").read_text()
     train(_compose(["model=lstm", "eval.conditions=[iid]"]), tmp_path / "lstm")
     assert "sel/" not in (tmp_path / "lstm" / "metrics.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("initial", ["learned", "random"])
+def test_an_own_initial_state_leaves_every_episodes_first_step_out(initial: str) -> None:
+    """With a learned or random initial state the state before a first step is not the one acting sees, so
+    evaluation statistics count only the later steps of each episode; with zeros the first step counts."""
+    torch.manual_seed(0)
+    counted = {}
+    for name in ("zeros", initial):
+        core = make_core("rim", 8, hidden_size=16, num_units=4, k=2, initial_state=name)
+        masks = EvalMasks(SimpleNamespace(core=core))
+        states = (torch.zeros(1, 2, 16), torch.zeros(1, 2, 16))
+        with torch.no_grad():
+            for t in range(4):
+                starts = torch.tensor([float(t in (0, 2)), float(t == 0)])
+                _, new = core(torch.randn(1, 2, 8), states, starts.view(1, -1))
+                previous = None if t == 0 else tuple(s.numpy() for s in states)
+                masks.add(previous, tuple(s.numpy() for s in new), starts.numpy() > 0, np.ones(2, dtype=bool))
+                states = new
+        counted[name] = int(np.stack(masks.valid).sum())
+        assert masks.summary()["always_on"] + masks.summary()["never_on"] <= 4
+    assert counted == {"zeros": 8, initial: 5}  # 3 episode starts left out

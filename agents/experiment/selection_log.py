@@ -6,9 +6,10 @@ a step is where the state the core returned differs from the state it was given 
 two comparisons of ``(num_layers, N, hidden_size)`` tensors per step, on the states acting already computes,
 without asking the core for its :class:`rims.RIMInfo` (which only the step-by-step path records, at several
 times the cost of the fused acting step). Two limits, both checked: cores whose communication updates inactive
-units too (the shared workspace's broadcast) have no such mask and log nothing; and the state an episode
-starts from must be the zero state the core is given (an initial state the core replaces it with inside
-would mark every unit active at an episode's first step).
+units too (the shared workspace's broadcast) have no such mask and log nothing; and where the module starts
+an episode from its own initial state (``initial_state="learned"`` / ``"random"``, drawn inside the core at
+every reset), the state before an episode's first step is not one the callback sees, so every episode's first
+step is left out of the statistics (:func:`own_initial_state`); with zeros (the default) it counts.
 
 :class:`SelectionStatsCallback` keeps the states of a rollout (references, no copies), reads the masks from them
 in one batched comparison at the rollout's end and logs
@@ -41,6 +42,12 @@ def mask_layout(core: RecurrentCore) -> tuple[int, int] | None:
     if any(getattr(layer, "communication", "pairwise") != "pairwise" for layer in module.layers):
         return None
     return int(module.num_units), int(module.k) * int(module.num_layers)
+
+
+def own_initial_state(core: RecurrentCore) -> bool:
+    """Whether the core resets an episode to the module's own initial state (learned or random), not to zeros:
+    then the active mask of an episode's first step cannot be read from the states (module docstring)."""
+    return getattr(getattr(core.module, "options", None), "initial_state", "zeros") != "zeros"
 
 
 def changed_units(
@@ -77,6 +84,7 @@ class SelectionStatsCallback(BaseCallback):
         super().__init__()
         self.prefix = prefix
         self.layout: tuple[int, int] | None = None
+        self._skip_first = False
         self._first: tuple[Tensor, ...] | None = None
         self._states: list[tuple[Tensor, ...]] = []
         self._starts: list[Tensor] = []
@@ -84,6 +92,7 @@ class SelectionStatsCallback(BaseCallback):
     def _init_callback(self) -> None:
         core = getattr(self.model.policy, "core", None)
         self.layout = mask_layout(core) if isinstance(core, RecurrentCore) else None
+        self._skip_first = isinstance(core, RecurrentCore) and own_initial_state(core)
 
     def _on_rollout_start(self) -> None:
         self._first = None if self.layout is None else self.model._last_lstm_states.pi
@@ -103,7 +112,8 @@ class SelectionStatsCallback(BaseCallback):
         before = tuple(np.concatenate([f[None], part[:-1]]) for f, part in zip(first, after, strict=True))
         starts = torch.stack(self._starts).cpu().numpy()  # (T, N)
         masks = changed_units(before, after, starts, self.layout[0])  # (T, N, R)
-        for key, value in selection_summary(masks, starts > 0, k=self.layout[1]).items():
+        valid = starts == 0 if self._skip_first else None
+        for key, value in selection_summary(masks, starts > 0, valid, k=self.layout[1]).items():
             self.logger.record(f"{self.prefix}/{key}", value)
         self._first, self._states, self._starts = None, [], []
 
@@ -117,6 +127,7 @@ class EvalMasks:
     def __init__(self, policy: Any) -> None:
         core = getattr(policy, "core", None)
         self.layout = mask_layout(core) if isinstance(core, RecurrentCore) else None
+        self.skip_first = isinstance(core, RecurrentCore) and own_initial_state(core)
         self.masks: list[np.ndarray] = []
         self.starts: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
@@ -127,7 +138,8 @@ class EvalMasks:
         :param previous: the states ``predict`` was given (``None`` at the first step: zeros), each
             ``(num_layers, N, hidden_size)`` arrays.
         :param new: the states it returned.
-        :param starts: ``(N,)`` bool; ``valid``: ``(N,)`` bool, the environments whose step counts.
+        :param starts: ``(N,)`` bool; ``valid``: ``(N,)`` bool, the environments whose step counts (an
+            episode's first step never counts when the core starts from its own initial state).
         """
         if self.layout is None:
             return
@@ -135,7 +147,8 @@ class EvalMasks:
         before = tuple(np.zeros_like(a) for a in after) if previous is None else tuple(np.asarray(s) for s in previous)
         self.masks.append(changed_units(before, after, np.asarray(starts), self.layout[0]))
         self.starts.append(np.asarray(starts, dtype=bool).copy())
-        self.valid.append(np.asarray(valid, dtype=bool).copy())
+        counts = np.asarray(valid, dtype=bool) & ~np.asarray(starts, dtype=bool) if self.skip_first else valid
+        self.valid.append(np.asarray(counts, dtype=bool).copy())
 
     def summary(self) -> dict[str, float]:
         """:func:`agents.experiment.selection_stats.selection_summary` of the recorded steps (empty without any)."""
