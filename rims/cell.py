@@ -187,6 +187,7 @@ class RIMCell(nn.Module):
         self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
+        self._remedies_on = remedies.any_on(self.options)  # False: no per-call remedy bookkeeping
         self.reset_parameters()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -204,6 +205,8 @@ class RIMCell(nn.Module):
             self.spec = self._spec()
         if "_unsupported" not in state:
             self._unsupported = unsupported(self.options)
+        if "_remedies_on" not in state:
+            self._remedies_on = remedies.any_on(self.options)
 
     def _spec(self) -> LayerSpec:
         """The layer's sizes and options, as its mechanisms read them."""
@@ -339,7 +342,8 @@ class RIMCell(nn.Module):
             raise RuntimeError("a layer with a top-down input runs inside its stack (RIMLSTM/RIMGRU, top_down=True)")
         dropping = self.training and self.attention_dropout > 0.0
         path = self.path(x, record)
-        selection = remedies.begin_selection(self, seq_len, batch, x)  # remedies: noise drawn before any dropout
+        # remedies: noise drawn before any dropout
+        selection = remedies.begin_selection(self, seq_len, batch, x) if self._remedies_on else None
         if path in (FUSED_NATIVE, FUSED_PYTHON):
             result = fused_call(
                 self.spec, self.layer_parameters(), x, states, self._weights(fold=not dropping), dropping, selection
@@ -354,7 +358,7 @@ class RIMCell(nn.Module):
             for t in range(seq_len):
                 runner.step(t)
             result = runner.finish()
-        return remedies.finish_call(self, selection, result)
+        return remedies.finish_call(self, selection, result) if self._remedies_on else result
 
     def step_runner(
         self,

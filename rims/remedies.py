@@ -53,6 +53,19 @@ from rims.mechanisms.input_attention import Selection
 from rims.mechanisms.zero_grad import attach_zero_grad
 
 
+def any_on(options: Any) -> bool:
+    """Whether any remedy changes a call of a layer with these options (:class:`rims.options.RIMOptions`): noise,
+    the balancing bias, the balance loss or a learned parameter. At the defaults a layer skips the remedies'
+    per-call bookkeeping entirely (the acting step is a few microseconds long)."""
+    return (
+        options.selection_noise > 0
+        or options.selection_noise_learned
+        or options.balance_rate > 0
+        or options.balance_loss > 0
+        or options.initial_state == "learned"
+    )
+
+
 def register_remedies(cell: nn.Module, kw: dict[str, Any]) -> None:
     """Register the parameters and buffers of the options that are on (none at the defaults).
 
