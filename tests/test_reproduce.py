@@ -11,9 +11,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from agents.analysis.compare import Run
 from agents.analysis.reproduce import meta, tables
 from agents.analysis.reproduce.readme import expected_readme, render_block, result_files, update_readme
-from agents.analysis.reproduce.runner import sweep_lanes
+from agents.analysis.reproduce.runner import run_learning_rates, sweep_lanes
 from agents.analysis.reproduce.summary import BETTER, SAME, WORSE
 from agents.analysis.reproduce.tables import (
     KNOB_MODELS,
@@ -302,3 +303,18 @@ def test_model_sweeps_run_in_lanes_that_keep_every_core_busy() -> None:
     assert sweep_lanes(Plan(**{**plan.__dict__, "launcher": "slurm"})) == [list(MODELS)]
     assert sweep_lanes(Plan(**{**plan.__dict__, "models": ("rim",)})) == [["rim"]]
     assert sweep_lanes(Plan(**{**plan.__dict__, "jobs": 8})) == [[m] for m in MODELS]
+
+
+def _rate_run(seed: int, rate: float) -> Run:
+    return Run(Path(f"runs/{seed}"), {"seed": seed, "agent": {"learning_rate": rate}}, {}, {})
+
+
+def test_a_table_notes_runs_at_an_earlier_rate_and_refuses_mixed_rates() -> None:
+    """After the tune table changes a core's rate, re-rendering says the rows are at the earlier rate; a
+    half-finished rerun (seeds at two rates) is refused, naming each seed's rate."""
+    runs = {"lstm": [_rate_run(0, 3e-4), _rate_run(1, 3e-4)], "rim": [_rate_run(0, 1e-4)]}
+    notes = run_learning_rates(runs, {"lstm": 1e-3, "rim": 1e-4})
+    assert len(notes) == 1 and "`lstm` was trained at learning rate 0.0003" in notes[0] and "chooses 0.001" in notes[0]
+    assert run_learning_rates(runs, None) == []
+    with pytest.raises(ReproduceError, match=r"`lstm` mixes learning rates across seeds \(\{0: 0.0003, 1: 0.001\}\)"):
+        run_learning_rates({"lstm": [_rate_run(0, 3e-4), _rate_run(1, 1e-3)]}, {"lstm": 1e-3})

@@ -187,6 +187,33 @@ def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore,
     return store, with_shared(store, plan.preset.table), harvested
 
 
+def run_learning_rates(runs: dict[str, list[Run]], tuned: dict[str, float] | None) -> list[str]:
+    """Notes for the models whose recorded runs were trained at another rate than the tune table's current
+    choice (a rerun at the new rate is pending); the report names each model's rate from its runs.
+
+    :param runs: ``{model: its runs}`` (from folders or the seed record); ``tuned``: the plan's rates.
+    :raises ReproduceError: a model whose seeds were trained at different rates (a rerun at a new
+        rate is harvested only once every seed has finished, or the earlier folders are moved aside).
+    """
+    notes = []
+    for model, members in runs.items():
+        by_seed = {run.seed: run.config.get("agent", {}).get("learning_rate") for run in members}
+        found = set(by_seed.values())
+        if len(found) > 1:
+            raise ReproduceError(
+                f"`{model}` mixes learning rates across seeds ({by_seed}): one table compares each model at one "
+                "rate; finish the rerun of every seed at the new rate before harvesting it"
+            )
+        rate = found.pop() if found else None
+        wanted = None if tuned is None else tuned.get(model)
+        if wanted is not None and rate is not None and float(rate) != float(wanted):
+            notes.append(
+                f"`{model}` was trained at learning rate {rate:g}; the `tune` table now chooses {wanted:g} "
+                "(validation levels): its rerun at that rate is pending, and these rows are at the earlier rate."
+            )
+    return notes
+
+
 def reproduce_split(
     plan: Plan,
     out_dir: Path,
@@ -219,6 +246,7 @@ def reproduce_split(
         if missing:
             folder = repo_relative(plan.sweep_path(model))
             notes.append(f"`{model}`: seeds {missing} have not finished (no eval.json in {folder}).")
+    notes += run_learning_rates(runs, plan.learning_rates)
     comparison = compare_runs(runs, reps=reps, pooled=protocol.pooled)
     shared = SHARED_SWEEPS.get(plan.preset.table, {})
     for model in (m for m in runs if m in shared):
