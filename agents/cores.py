@@ -72,8 +72,9 @@ class RecurrentCore(nn.Module):
             and not module.batch_first
             and getattr(module, "proj_size", 0) == 0
         )
-        # the module's own initial state at episode starts (rims: initial_state="learned" / "random")
-        self._own_initial_state = getattr(getattr(module, "options", None), "initial_state", "zeros") != "zeros"
+        # the module's own initial state at episode starts (rims: initial_state="learned" / "random"); then the
+        # state before an episode's first step is drawn here, not the one a caller passed (read by selection_log)
+        self.own_initial_state: bool = getattr(getattr(module, "options", None), "initial_state", "zeros") != "zeros"
 
     def forward(
         self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
@@ -107,7 +108,7 @@ class RecurrentCore(nn.Module):
         :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``; ``keep``: ``(1, N, 1)``, 0.0 at a start.
         """
         kept = (states[0] * keep, states[1] * keep)
-        if not self._own_initial_state or not bool(torch.any(keep == 0)):
+        if not self.own_initial_state or not bool(torch.any(keep == 0)):
             return kept
         start = 1.0 - keep
         initial = self.module.initial_state(keep.shape[1], states[0])  # (h_0[, c_0]) (num_layers, N, hidden)

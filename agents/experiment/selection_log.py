@@ -9,7 +9,7 @@ times the cost of the fused acting step). Two limits, both checked: cores whose 
 units too (the shared workspace's broadcast) have no such mask and log nothing; and where the module starts
 an episode from its own initial state (``initial_state="learned"`` / ``"random"``, drawn inside the core at
 every reset), the state before an episode's first step is not one the callback sees, so every episode's first
-step is left out of the statistics (:func:`own_initial_state`); with zeros (the default) it counts.
+step is left out of the statistics (``RecurrentCore.own_initial_state``); with zeros (the default) it counts.
 
 :class:`SelectionStatsCallback` keeps the states of a rollout (references, no copies), reads the masks from them
 in one batched comparison at the rollout's end and logs
@@ -42,12 +42,6 @@ def mask_layout(core: RecurrentCore) -> tuple[int, int] | None:
     if any(getattr(layer, "communication", "pairwise") != "pairwise" for layer in module.layers):
         return None
     return int(module.num_units), int(module.k) * int(module.num_layers)
-
-
-def own_initial_state(core: RecurrentCore) -> bool:
-    """Whether the core resets an episode to the module's own initial state (learned or random), not to zeros:
-    then the active mask of an episode's first step cannot be read from the states (module docstring)."""
-    return getattr(getattr(core.module, "options", None), "initial_state", "zeros") != "zeros"
 
 
 def changed_units(
@@ -92,7 +86,7 @@ class SelectionStatsCallback(BaseCallback):
     def _init_callback(self) -> None:
         core = getattr(self.model.policy, "core", None)
         self.layout = mask_layout(core) if isinstance(core, RecurrentCore) else None
-        self._skip_first = isinstance(core, RecurrentCore) and own_initial_state(core)
+        self._skip_first = isinstance(core, RecurrentCore) and core.own_initial_state
 
     def _on_rollout_start(self) -> None:
         self._first = None if self.layout is None else self.model._last_lstm_states.pi
@@ -127,7 +121,7 @@ class EvalMasks:
     def __init__(self, policy: Any) -> None:
         core = getattr(policy, "core", None)
         self.layout = mask_layout(core) if isinstance(core, RecurrentCore) else None
-        self.skip_first = isinstance(core, RecurrentCore) and own_initial_state(core)
+        self.skip_first = isinstance(core, RecurrentCore) and core.own_initial_state
         self.masks: list[np.ndarray] = []
         self.starts: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
