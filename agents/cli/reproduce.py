@@ -8,7 +8,8 @@ Usage::
     rims-reproduce empty --seeds 10 --jobs 2
     rims-reproduce multiroom --launcher slurm -o hydra.launcher.partition=cpu
     rims-reproduce doorkey --only-compare   # rebuild the report from the runs that finished
-    rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check
+    rims-reproduce doorkey --smoke          # tiny budget, 1 seed, lstm and rim: an end-to-end check (a table's
+                                            # shared models are not trained: their committed seeds are compared)
     rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce modularity_tune          # issue 26 stage 1: each remedy family's coefficient, on validation levels
     rims-reproduce modularity               # stage 2: the chosen remedies beside doorkey's lstm and rim, the bar
@@ -52,6 +53,7 @@ from agents.analysis.reproduce.tables import (
     MODULARITY_TUNE,
     REPO,
     RESULTS_DIR,
+    SHARED_SWEEPS,
     SMOKE_LEARNING_RATES,
     SMOKE_ROOT,
     SMOKE_SETTINGS,
@@ -160,7 +162,8 @@ def _plan(args: argparse.Namespace, preset: Preset, root: Path, out: Path) -> Pl
     smoke_frames = SMOKE_SETTINGS["total_frames"]
     frames = args.frames or (smoke_frames if args.smoke else int(preset.setting("total_frames")))
     compared = _models(args, out)
-    models = tuple(args.models or compared)
+    shared = SHARED_SWEEPS.get(args.table, {})  # a smoke run compares the shared models' committed seeds
+    models = tuple(args.models or (m for m in compared if not (args.smoke and m in shared)))
     rates = None
     if args.table != TUNE and not args.smoke:
         choice_file = RESULTS_DIR / TUNE / "summary.json"

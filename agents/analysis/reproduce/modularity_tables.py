@@ -50,7 +50,7 @@ def modularity_models(table: str, results: Path, smoke: bool = False) -> tuple[s
     """The models a modularity table compares by default: ``lstm``, ``rim`` and the remedies chosen before it.
 
     :param results: the folder of the earlier tables' folders (``scripts/reproduce``; a smoke run's own root).
-    :param smoke: ``lstm`` and the last remedy only; the tune may have chosen for some families only.
+    :param smoke: ``lstm``, ``rim`` and the last remedy only; the tune may have chosen for some families only.
     :raises ReproduceError: the earlier table has not chosen (for every family, outside a smoke run).
     """
     if table == MODULARITY:
@@ -66,17 +66,17 @@ def modularity_models(table: str, results: Path, smoke: bool = False) -> tuple[s
         remedies = [load_remedy_choice(results / MODULARITY / SUMMARY)]
     else:
         raise ReproduceError(f"{table!r} is no modularity table ({MODULARITY}, {MODULARITY_MULTIROOM})")
-    return ("lstm", remedies[-1]) if smoke else ("lstm", FIXED_SELECTION, *remedies)
+    return ("lstm", FIXED_SELECTION, *(remedies[-1:] if smoke else remedies))
 
 
 def _usage_cell(usage: dict[str, Any] | None) -> str:
-    """``0.02-0.99, 0.004, fixed``: the least and most active unit's share of steps, the switch rate, the case."""
+    """``0.02-0.99, 0.004, fixed``: the least and most active unit's share of steps (``?``: not recorded), the
+    switch rate, the case (``?``: not recorded)."""
     if usage is None:
         return "-"
-    return (
-        f"{usage['min_frequency']:.2f}-{usage['max_frequency']:.2f}, {usage['switch_rate']:.3f}, "
-        f"{usage['case'] or '?'}{' (used)' if usage['used'] else ''}"
-    )
+    low, high = usage["min_frequency"], usage["max_frequency"]
+    shares = "?" if low is None else f"{low:.2f}-{high:.2f}"
+    return f"{shares}, {usage['switch_rate']:.3f}, {usage['case'] or '?'}{' (used)' if usage['used'] else ''}"
 
 
 def _flag(value: bool | None) -> str:
@@ -100,8 +100,10 @@ def per_seed_section(bars: Sequence[dict[str, Any]], conditions: Sequence[str]) 
     ]  # fmt: skip
     return (
         "Per condition: the share of steps of the least and of the most active unit, the within-episode switch rate "
-        f"and the selection case, `(used)` where {USED_TEXT}; `-`: not recorded (the doorkey and multiroom tables' "
-        "own `rim` seeds were played on the test conditions only, before validation statistics existed). Validation "
+        f"and the selection case, `(used)` where {USED_TEXT}; `?` and `-`: not recorded (seeds played before the unit "
+        "frequencies, the cases or the validation statistics were recorded, e.g. shared `rim` seeds of the doorkey and "
+        "multiroom tables; such a seed still counts as not used where its switch rate or collapse reasons say so). "
+        "Validation "
         "success and return: the statistics' deterministic episodes on the validation levels.\n\n"
         + md_table(header, rows)
     )

@@ -41,6 +41,7 @@ import numpy as np
 from agents.analysis.compare import IID
 from envs.splits import VALIDATION
 
+from .seed_store import derived_case
 from .summary import LEARNED
 
 USED_LOW, USED_HIGH = 0.05, 0.95  # every unit active in this share of the steps or more, and this share or less
@@ -122,19 +123,22 @@ def _number(cell: Any) -> float | None:
 
 
 def _condition_usage(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The selection of one ``selection.csv`` row: min and max unit frequency, switch rate, case and ``used``
-    (``None`` when there is no row or it lacks the unit frequencies)."""
-    if row is None or not str(row.get("unit_frequency") or "").strip():
+    """The selection of one ``selection.csv`` row: least and most active unit's share of steps, switch rate, case
+    and ``used``. A row harvested before the unit frequencies were recorded still says "not used" when its switch
+    rate is below :data:`USED_SWITCH` or a unit was active in more than 99% or fewer than 1% of the steps (its
+    collapse reasons); otherwise, and without a row, ``None``."""
+    if row is None:
         return None
-    freqs = [float(f) for f in str(row["unit_frequency"]).split()]
     switch = float(row["switch_rate"])
-    return {
-        "min_frequency": min(freqs),
-        "max_frequency": max(freqs),
-        "switch_rate": switch,
-        "case": str(row.get("selection_case") or "") or None,
-        "used": used(freqs, switch),
-    }
+    case = derived_case(row)
+    if str(row.get("unit_frequency") or "").strip():
+        freqs = [float(f) for f in str(row["unit_frequency"]).split()]
+        return {"min_frequency": min(freqs), "max_frequency": max(freqs), "switch_rate": switch, "case": case,
+                "used": used(freqs, switch)}  # fmt: skip
+    reasons = str(row.get("collapse_reasons") or "")
+    if switch < USED_SWITCH or "always active" in reasons or "never active" in reasons:
+        return {"min_frequency": None, "max_frequency": None, "switch_rate": switch, "case": case, "used": False}
+    return None
 
 
 def seed_bars(
