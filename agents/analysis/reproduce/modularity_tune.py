@@ -66,6 +66,12 @@ def candidate_rows(plan: Plan, stats: StatsSettings) -> list[dict[str, Any]]:
     return rows
 
 
+def _rate_text(meta: dict[str, Any]) -> str:
+    """``rim's tuned learning rate 0.001`` (a smoke run: the agent preset's default)."""
+    rates = set((meta["budget"].get("learning_rates") or {}).values())
+    return f"rim's tuned learning rate {rates.pop():g}" if len(rates) == 1 else "the agent preset's learning rate"
+
+
 def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """``report.md``: the rule, each candidate's score and the choice per family, then every seed."""
     scores, choice = summary["scores"], summary["choice"]
@@ -90,7 +96,7 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "validation levels)",
         meta_lines(meta),
         f"Candidates {sum(map(len, summary['families'].values()))} in {len(summary['families'])} families, training "
-        f"seeds {summary['seeds']}, {meta['budget']['frames']:,} frames per run at rim's tuned learning rate. Every "
+        f"seeds {summary['seeds']}, {meta['budget']['frames']:,} frames per run at {_rate_text(meta)}. Every "
         f"number below is a selection statistic of {summary['stats']['episodes']} deterministic episodes on the "
         f"`{VALIDATION}` condition (levels of the training distribution that no table reports); the test levels "
         f"choose nothing. The rule, stated before the runs: {COEFFICIENT_RULE}.",
