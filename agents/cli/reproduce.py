@@ -108,7 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", choices=list(LAUNCHERS), default="joblib", help="Hydra launcher")
     parser.add_argument("--only-compare", action="store_true", help="no training: report on the finished runs")
     parser.add_argument(
-        "--models", nargs="+", choices=ALL_MODELS, default=None, help="models to run (default: the table's)"
+        "--models",
+        nargs="+",
+        choices=ALL_MODELS,
+        default=None,
+        help="models to run (default: the table's); the report still compares every model of the table in its record",
     )
     parser.add_argument(
         "--stats-episodes",
