@@ -84,14 +84,14 @@ def test_the_modularity_tables_share_the_doorkey_and_multiroom_settings_exactly(
     assert tune.setting("total_frames") == load_preset("doorkey").setting("total_frames")
     assert table_models(MODULARITY_TUNE) == REMEDY_MODELS
     plan = Plan(tune, REMEDY_MODELS, [1000, 1001], 300000, dict.fromkeys(REMEDY_MODELS, 1e-3))
-    by_hand = " ".join(sweep_overrides(plan, "rim_bias_r1e4"))
-    assert by_hand.startswith("env=doorkey model=rim_bias_r1e4 agent.learning_rate=0.001 seed=1000,1001")
-    assert by_hand.endswith("hydra.sweep.dir=multirun/reproduce/modularity_tune/rim_bias_r1e4")
+    by_hand = " ".join(sweep_overrides(plan, "rim_bias_r1e3"))
+    assert by_hand.startswith("env=doorkey model=rim_bias_r1e3 agent.learning_rate=0.001 seed=1000,1001")
+    assert by_hand.endswith("hydra.sweep.dir=multirun/reproduce/modularity_tune/rim_bias_r1e3")
 
 
 def test_a_call_that_runs_some_models_still_reports_the_whole_table() -> None:
-    plan = Plan(load_preset(MODULARITY), ("rim_noise_s01",), [5, 6], 300000, None, compared=("lstm", "rim"))
-    assert plan.reported == ("lstm", "rim", "rim_noise_s01")
+    plan = Plan(load_preset(MODULARITY), ("rim_noise_s1",), [5, 6], 300000, None, compared=("lstm", "rim"))
+    assert plan.reported == ("lstm", "rim", "rim_noise_s1")
     assert plan.sweep_dir("rim") == Path("multirun/reproduce/doorkey/rim")
 
 
@@ -103,21 +103,21 @@ def _tune_row(model: str, seed: int, ret: float, learns: bool = True, used: bool
 
 
 def test_the_coefficient_with_more_seeds_that_learn_and_are_used_wins() -> None:
-    families = {"noise": ["rim_noise_s01", "rim_noise_s05"]}
-    rows = [_tune_row("rim_noise_s01", 1000, 0.96), _tune_row("rim_noise_s01", 1001, 0.96, used=False),
-            _tune_row("rim_noise_s05", 1000, 0.90), _tune_row("rim_noise_s05", 1001, 0.91)]  # fmt: skip
+    families = {"noise": ["rim_noise_s1", "rim_noise_s3"]}
+    rows = [_tune_row("rim_noise_s1", 1000, 0.96), _tune_row("rim_noise_s1", 1001, 0.96, used=False),
+            _tune_row("rim_noise_s3", 1000, 0.90), _tune_row("rim_noise_s3", 1001, 0.91)]  # fmt: skip
     scores, choice = choose_coefficients(rows, families, [1000, 1001])
-    assert choice == {"noise": "rim_noise_s05"}  # 2 seeds used and learning against 1, whatever the returns
-    assert scores["rim_noise_s01"] == {"score": 1, "worst_return": 0.96, "mean_return": 0.96, "seeds": [1000, 1001]}
+    assert choice == {"noise": "rim_noise_s3"}  # 2 seeds used and learning against 1, whatever the returns
+    assert scores["rim_noise_s1"] == {"score": 1, "worst_return": 0.96, "mean_return": 0.96, "seeds": [1000, 1001]}
 
 
 def test_coefficient_ties_go_to_the_better_worst_seed_then_to_the_smaller_coefficient() -> None:
-    families = {"bias": ["rim_bias_r1e4", "rim_bias_r1e3"]}
-    rows = [_tune_row("rim_bias_r1e4", 1000, 0.95, used=False), _tune_row("rim_bias_r1e4", 1001, 0.50),
-            _tune_row("rim_bias_r1e3", 1000, 0.90), _tune_row("rim_bias_r1e3", 1001, 0.60, learns=False)]  # fmt: skip
-    assert choose_coefficients(rows, families, [1000, 1001])[1] == {"bias": "rim_bias_r1e3"}  # 1 vs 1: 0.60 > 0.50
+    families = {"bias": ["rim_bias_r1e3", "rim_bias_r1e2"]}
+    rows = [_tune_row("rim_bias_r1e3", 1000, 0.95, used=False), _tune_row("rim_bias_r1e3", 1001, 0.50),
+            _tune_row("rim_bias_r1e2", 1000, 0.90), _tune_row("rim_bias_r1e2", 1001, 0.60, learns=False)]  # fmt: skip
+    assert choose_coefficients(rows, families, [1000, 1001])[1] == {"bias": "rim_bias_r1e2"}  # 1 vs 1: 0.60 > 0.50
     equal = [_tune_row(m, s, 0.7, used=False) for m in families["bias"] for s in (1000, 1001)]
-    assert choose_coefficients(equal, families, [1000, 1001])[1] == {"bias": "rim_bias_r1e4"}  # grid order
+    assert choose_coefficients(equal, families, [1000, 1001])[1] == {"bias": "rim_bias_r1e3"}  # grid order
 
 
 def test_a_family_of_one_candidate_takes_it_and_a_family_short_of_seeds_is_not_chosen() -> None:
@@ -167,18 +167,18 @@ def _store(*seeds: tuple) -> SeedStore:
 
 def test_the_bar_needs_learning_and_use_on_every_condition_and_says_when_unrecorded() -> None:
     store = _store(
-        _seed("rim_noise_s05", 0, 0.95, USED, USED, 0.92, 0.9),  # meets both bars
-        _seed("rim_noise_s05", 1, 0.85, USED, USED, 0.85, 0.8),  # used but did not learn
+        _seed("rim_noise_s3", 0, 0.95, USED, USED, 0.92, 0.9),  # meets both bars
+        _seed("rim_noise_s3", 1, 0.85, USED, USED, 0.85, 0.8),  # used but did not learn
         _seed("rim", 0, 1.0, FROZEN, None, 0.0, 0.0),  # learned, frozen, no validation statistics
     )
-    store.selection = [r for r in store.selection if (r["model"], r["condition"]) != ("rim_noise_s05", "doorkey_6x6")
+    store.selection = [r for r in store.selection if (r["model"], r["condition"]) != ("rim_noise_s3", "doorkey_6x6")
                        or r["seed"] == 0]  # fmt: skip
-    bars = seed_bars(store.scores, store.selection, ["rim", "rim_noise_s05"], CONDITIONS)
+    bars = seed_bars(store.scores, store.selection, ["rim", "rim_noise_s3"], CONDITIONS)
     assert [(r["model"], r["seed"], r["bar"], r["validation_bar"]) for r in bars] == [
-        ("rim", 0, False, None), ("rim_noise_s05", 0, True, True), ("rim_noise_s05", 1, None, False)]  # fmt: skip
+        ("rim", 0, False, None), ("rim_noise_s3", 0, True, True), ("rim_noise_s3", 1, None, False)]  # fmt: skip
     assert bars[1]["conditions"]["iid"] == {"min_frequency": 0.7, "max_frequency": 0.8, "switch_rate": 0.1,
                                             "case": "switching", "used": True}  # fmt: skip
-    assert bar_counts(bars)["rim_noise_s05"] == {"seeds": 2, "bar": 1, "bar_recorded": 1, "validation_bar": 1,
+    assert bar_counts(bars)["rim_noise_s3"] == {"seeds": 2, "bar": 1, "bar_recorded": 1, "validation_bar": 1,
                                                  "validation_recorded": 2}  # fmt: skip
     older = {**_selection("rim", 1, "iid", "", 0.0), "collapse_reasons": "always active: u0"}  # before frequencies
     [row] = seed_bars([], [older], ["rim"], ["iid"])
@@ -191,14 +191,14 @@ def _bars(per_family: dict[str, list[tuple[bool, float]]]) -> list[dict[str, Any
 
 
 def test_the_remedy_carried_on_has_the_most_validation_bars_then_the_best_validation_return() -> None:
-    candidates = {"noise": "rim_noise_s05", "bias": "rim_bias_r1e3", "loss": "rim_loss_a001"}
-    bars = _bars({"rim_noise_s05": [(True, 0.9), (False, 0.9)], "rim_bias_r1e3": [(True, 0.5), (True, 0.5)],
+    candidates = {"noise": "rim_noise_s3", "bias": "rim_bias_r1e2", "loss": "rim_loss_a001"}
+    bars = _bars({"rim_noise_s3": [(True, 0.9), (False, 0.9)], "rim_bias_r1e2": [(True, 0.5), (True, 0.5)],
                   "rim_loss_a001": [(True, 0.95), (True, 0.95)]})  # fmt: skip
     choice = choose_remedy(bars, candidates, [0, 1])
     assert (choice["family"], choice["model"]) == ("loss", "rim_loss_a001")  # 2 bars each; 0.95 > 0.5
-    assert choice["candidates"]["noise"] == {"model": "rim_noise_s05", "validation_bar": 1,
+    assert choice["candidates"]["noise"] == {"model": "rim_noise_s3", "validation_bar": 1,
                                              "mean_validation_return": 0.9}  # fmt: skip
-    tied = _bars({"rim_noise_s05": [(False, 0.5)], "rim_bias_r1e3": [(False, 0.5)], "rim_loss_a001": [(False, 0.5)]})
+    tied = _bars({"rim_noise_s3": [(False, 0.5)], "rim_bias_r1e2": [(False, 0.5)], "rim_loss_a001": [(False, 0.5)]})
     assert choose_remedy(tied, candidates, [0])["family"] == "noise"  # the first family in order
     short = choose_remedy(bars[:-1], candidates, [0, 1])  # rim_loss_a001 lacks seed 1's validation statistics
     assert short["model"] is None and short["missing"] == {"rim_loss_a001": [1]}
@@ -206,21 +206,21 @@ def test_the_remedy_carried_on_has_the_most_validation_bars_then_the_best_valida
 
 def test_the_screen_records_its_bar_and_choice_and_refuses_two_candidates_of_a_family() -> None:
     store = _store(
-        _seed("rim_noise_s05", 0, 0.95, USED, USED, 0.92, 0.9),
-        _seed("rim_bias_r1e3", 0, 0.95, FROZEN, FROZEN, 0.95, 0.95),
+        _seed("rim_noise_s3", 0, 0.95, USED, USED, 0.92, 0.9),
+        _seed("rim_bias_r1e2", 0, 0.95, FROZEN, FROZEN, 0.95, 0.95),
         _seed("rim", 0, 1.0, FROZEN, None, 0, 0),
     )
-    models = ["lstm", "rim", "rim_noise_s05", "rim_bias_r1e3"]  # fmt: skip
+    models = ["lstm", "rim", "rim_noise_s3", "rim_bias_r1e2"]  # fmt: skip
     extra = modularity_extra(MODULARITY, store, models, CONDITIONS, [0])
-    assert extra.summary["choice"] == {"family": "noise", "model": "rim_noise_s05"}
+    assert extra.summary["choice"] == {"family": "noise", "model": "rim_noise_s3"}
     assert extra.summary["selection_bar"]["counts"]["rim"]["bar"] == 0
     titles = [title for title, _ in extra.sections]
     assert titles == ["Does the selection meet the bar?", "Every seed's selection", "The remedy carried on (stage 3)"]
-    assert "**chosen**" in extra.sections[-1][1] and "`rim_noise_s05`" in extra.sections[-1][1]
+    assert "**chosen**" in extra.sections[-1][1] and "`rim_noise_s3`" in extra.sections[-1][1]
     multiroom = modularity_extra(MODULARITY_MULTIROOM, store, models, CONDITIONS, [0])
     assert "choice" not in multiroom.summary and len(multiroom.sections) == 2
     with pytest.raises(ReproduceError, match="two candidates of family 'noise'"):
-        modularity_extra(MODULARITY, store, ["rim_noise_s01", "rim_noise_s05"], CONDITIONS, [0])
+        modularity_extra(MODULARITY, store, ["rim_noise_s1", "rim_noise_s3"], CONDITIONS, [0])
 
 
 # ---- the tables read the earlier tables' choices
@@ -235,7 +235,7 @@ def test_the_screen_reads_the_tunes_choice_and_refuses_without_one(tmp_path: Pat
     with pytest.raises(ReproduceError, match=r"no remedy choice: .*missing\. Run `python scripts/reproduce.py "
                                              r"modularity_tune` first"):  # fmt: skip
         modularity_models(MODULARITY, tmp_path)
-    _write_choice(tmp_path / MODULARITY_TUNE, {"noise": "rim_noise_s05", "init_random": "rim_init_random_s01"})
+    _write_choice(tmp_path / MODULARITY_TUNE, {"noise": "rim_noise_s3", "init_random": "rim_init_random_s01"})
     with pytest.raises(ReproduceError, match=r"no candidate for the families \['bias', 'loss', 'init_learned'\]"):
         modularity_models(MODULARITY, tmp_path)
     assert modularity_models(MODULARITY, tmp_path, smoke=True) == ("lstm", "rim", "rim_init_random_s01")
@@ -254,8 +254,8 @@ def test_the_multiroom_table_reads_the_screens_choice_and_refuses_before_it(tmp_
     (tmp_path / MODULARITY / "summary.json").write_text(json.dumps({"choice": {"family": "x", "model": "rim_k2"}}))
     with pytest.raises(ReproduceError, match="no remedy candidate"):
         load_remedy_choice(tmp_path / MODULARITY / "summary.json")
-    (tmp_path / MODULARITY / "summary.json").write_text(json.dumps({"choice": {"model": "rim_bias_r1e4"}}))
-    assert modularity_models(MODULARITY_MULTIROOM, tmp_path) == ("lstm", "rim", "rim_bias_r1e4")
+    (tmp_path / MODULARITY / "summary.json").write_text(json.dumps({"choice": {"model": "rim_bias_r1e3"}}))
+    assert modularity_models(MODULARITY_MULTIROOM, tmp_path) == ("lstm", "rim", "rim_bias_r1e3")
 
 
 # ---- the protocol's second comparison
@@ -299,13 +299,13 @@ def test_every_remedy_is_compared_with_lstm_and_rim_with_holm_across_the_primary
     models = {
         "lstm": [_run("lstm", s, [0.9, 0.1 * s, 0.0], "lstm") for s in range(4)],
         "rim": [_run("rim", s, [0.9, 0.1 * s + 0.05, 0.0], "rim") for s in range(4)],
-        "rim_noise_s05": [_run("rim", s, [0.9, 0.5 + 0.1 * s, 0.1], "rim_noise_s05") for s in range(4)],
+        "rim_noise_s3": [_run("rim", s, [0.9, 0.5 + 0.1 * s, 0.1], "rim_noise_s3") for s in range(4)],
     }
     protocol = load_protocol(MODULARITY, "doorkey", _protocol(tmp_path, contrasts=["rim"]))
     comparison = compare_runs(models, reps=20, pooled=protocol.pooled, baselines=protocol.baselines)
     rows = improvement_rows(comparison, {}, protocol)
     pairs = {(r["model"], r["baseline"]) for r in rows}
-    assert pairs == {("rim", "lstm"), ("rim_noise_s05", "lstm"), ("rim_noise_s05", "rim")}
+    assert pairs == {("rim", "lstm"), ("rim_noise_s3", "lstm"), ("rim_noise_s3", "rim")}
     primary = [r for r in rows if r["endpoint"] == PRIMARY]
     assert len(primary) == 3 and [r["p_holm"] for r in primary] == holm([r["p_value"] for r in primary])
     plain = compare_runs(models, reps=20, pooled=protocol.pooled)  # the default: the LSTM is the only baseline

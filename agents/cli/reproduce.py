@@ -13,7 +13,7 @@ Usage::
     rims-reproduce knobs                    # RIM variants against a collapsed selection, beside doorkey's lstm, rim
     rims-reproduce modularity_tune          # issue 26 stage 1: each remedy family's coefficient, on validation levels
     rims-reproduce modularity               # stage 2: the chosen remedies beside doorkey's lstm and rim, the bar
-    rims-reproduce modularity --first-seed 5 --seeds 5 --models rim_noise_s01   # stage 3: the carried remedy's 5-9
+    rims-reproduce modularity --first-seed 5 --seeds 5 --models rim_noise_s1   # stage 3: the carried remedy's 5-9
     rims-reproduce modularity_multiroom     # stage 3: the carried remedy beside multiroom's lstm and rim
     rims-reproduce copying --seeds 3        # the RIMs paper's copying task (scripts/copying.py)
     rims-reproduce verdicts                 # the verdict rule's false-verdict rate and power on the tables' seeds

@@ -46,8 +46,8 @@ KNOB_MODELS = ("rim_dropout", "rim_input_score", "rim_k2")
 # The remedies against a frozen selection (rims/remedies.py), one family each, its candidate presets
 # (configs/model/<name>.yaml) in grid order: the smaller coefficient first.
 REMEDY_FAMILIES = {
-    "noise": ("rim_noise_s01", "rim_noise_s05"),
-    "bias": ("rim_bias_r1e4", "rim_bias_r1e3"),
+    "noise": ("rim_noise_s1", "rim_noise_s3"),
+    "bias": ("rim_bias_r1e3", "rim_bias_r1e2"),
     "loss": ("rim_loss_a001", "rim_loss_a01"),
     "init_learned": ("rim_init_learned",),
     "init_random": ("rim_init_random_s01", "rim_init_random_s05"),
