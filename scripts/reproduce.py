@@ -6,6 +6,9 @@ python scripts/reproduce.py empty --seeds 10      # more seeds: the finished one
 python scripts/reproduce.py doorkey --only-compare   # report from the runs that finished
 python scripts/reproduce.py doorkey --smoke       # end-to-end check on a tiny budget
 python scripts/reproduce.py copying               # the RIMs paper's copying task (scripts/copying.py)
+python scripts/reproduce.py modularity_tune       # issue 26: each remedy family's coefficient (validation levels)
+python scripts/reproduce.py modularity            # the chosen remedies vs lstm and rim, the bar, the carried remedy
+python scripts/reproduce.py modularity_multiroom  # the carried remedy on multiroom
 """
 
 from agents.cli.reproduce import main

@@ -299,7 +299,11 @@ def _notes(models: dict[str, list[Run]], conditions: Sequence[str], curves: Sequ
 
 
 def compare_runs(
-    models: dict[str, list[Run]], reps: int = 2000, seed: int = 0, pooled: Sequence[str] | None = None
+    models: dict[str, list[Run]],
+    reps: int = 2000,
+    seed: int = 0,
+    pooled: Sequence[str] | None = None,
+    baselines: Sequence[str] | None = None,
 ) -> Comparison:
     """Aggregate final scores and learning curves over seeds, with bootstrap CIs and permutation p-values.
 
@@ -311,6 +315,9 @@ def compare_runs(
     :param seed: seed of the bootstrap.
     :param pooled: the conditions :data:`ALL_OOD` pools (default: every condition but ``iid``); a table's
         primary endpoint names them, leaving out conditions where every model scores 0.
+    :param baselines: the labels every candidate (a model whose core starts with :data:`CANDIDATE_PREFIX`) is
+        compared with, itself excepted; labels not among ``models`` are skipped (default: the models whose core is
+        in :data:`BASELINE_CORES`). A table's protocol names them: the LSTM, and e.g. the plain RIM as a contrast.
     :raises ValueError: if ``models`` is empty, ``reps`` < 1 or ``pooled`` names ``iid``.
     """
     if not models:
@@ -324,12 +331,13 @@ def compare_runs(
         log.info("bootstrapping %s (%d seeds, %d reps)", label, len(runs), reps)
         estimates += _model_estimates(label, runs, reps, seed, pooled)
         curves += _model_curves(label, runs, reps, seed)
+    if baselines is None:
+        baselines = [label for label, runs in models.items() if runs[0].core in BASELINE_CORES]
     for candidate, cand_runs in models.items():
         if not cand_runs[0].core.startswith(CANDIDATE_PREFIX):
             continue
-        for baseline, base_runs in models.items():
-            if base_runs[0].core in BASELINE_CORES:
-                improvements += _pair_improvements(candidate, cand_runs, baseline, base_runs, reps, seed, pooled)
+        for baseline in (b for b in baselines if b in models and b != candidate):
+            improvements += _pair_improvements(candidate, cand_runs, baseline, models[baseline], reps, seed, pooled)
     split = next(iter(models.values()))[0].split
     conditions = _ordered_conditions(models, estimates)
     notes = _notes(models, conditions, curves)

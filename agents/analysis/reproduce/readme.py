@@ -56,7 +56,8 @@ def _p_cell(row: dict[str, Any]) -> str:
 
 
 def render_summary(results: Path = RESULTS_DIR) -> str:
-    """The README's summary block: every split table's primary endpoint, one row per RIM model against the LSTM.
+    """The README's summary block: every split table's primary endpoint, one row per RIM model against the LSTM
+    (and per RIM model against each contrast of the table's protocol, named in the row).
 
     Tables are those under ``results`` whose ``summary.json`` has a declared primary endpoint, in name order.
     """
@@ -72,7 +73,7 @@ def render_summary(results: Path = RESULTS_DIR) -> str:
             rows.append(
                 [
                     f"[{summary['table']}](docs/results.md)",
-                    f"`{row['model']}`",
+                    f"`{row['model']}`" + ("" if row["baseline"] == "lstm" else f" vs `{row['baseline']}`"),
                     f"{row['n_seeds']} vs {row['baseline_seeds']}",
                     "-" if iqm is None or base is None else f"{iqm['point']:.2f} vs {base['point']:.2f}",
                     _p_cell(row),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,18 @@ from .protocol import Protocol
 from .summary import CSV_FIELDS, FLOOR, LEARNED, csv_rows, table_summary
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What a table adds to the folder of a split table (the modularity tables: the selection bar, the choice).
+
+    :param summary: entries added to ``summary.json``.
+    :param sections: ``(heading, markdown)`` sections of ``report.md``, placed before the figures.
+    """
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -53,7 +66,7 @@ def _primary_section(summary: dict[str, Any]) -> str:
         f"Declared in `protocol.yaml`: final deterministic {protocol['metric']} pooled over "
         f"{', '.join(f'`{c}`' for c in protocol['pooled'])}. {protocol['declared']} P = P(model > baseline) "
         "averaged over those conditions, its 95% CI from resampling whole seeds; p: two-sided permutation test over "
-        f"whole seeds; Holm: adjusted across the table's RIM models. Level {protocol['alpha']}."
+        f"whole seeds; Holm: adjusted across the table's comparisons on it. Level {protocol['alpha']}."
     )
     family = len(summary["primary"])
     unreachable = [r for r in summary["primary"] if r["min_p"] * family > protocol["alpha"]]
@@ -71,7 +84,8 @@ def _primary_section(summary: dict[str, Any]) -> str:
 
 
 def _verdict_section(summary: dict[str, Any]) -> str:
-    """Verdict per condition (return) for each RIM model against the LSTM (secondary, Holm across conditions)."""
+    """Verdict per condition (return) for each RIM model against each baseline (secondary, Holm across
+    conditions)."""
     rows = [r for r in summary["improvements"] if r["metric"] == "return"]
     pairs = list(dict.fromkeys((r["model"], r["baseline"]) for r in rows))
     if not pairs:
@@ -88,7 +102,8 @@ def _verdict_section(summary: dict[str, Any]) -> str:
         "Final deterministic return; P = P(model > baseline), the probability that a random seed of the model "
         "scores higher than a random seed of the baseline (ties count half), with its 95% CI from resampling whole "
         "seeds; p: two-sided permutation test over whole seeds. Single conditions are secondary: Holm-adjusted "
-        "across the table's conditions per model; `all OOD` is the primary endpoint (Holm across models). *better* "
+        "across the table's conditions per model and baseline; `all OOD` is the primary endpoint (Holm across the "
+        "table's comparisons). *better* "
         "/ *worse*: the adjusted p-value is at most the level and P is above / below 0.5; otherwise *no difference "
         "at 95%*.\n\n" + md_table(header, body)
     )
@@ -108,29 +123,25 @@ def _learned_section(summary: dict[str, Any]) -> str:
 
 
 def _metric_section(summary: dict[str, Any], metric: str) -> str:
-    """Per condition and model: seeds, IQM and mean with CIs, P(> LSTM) and verdict, for one metric."""
-    index = {(r["model"], r["condition"]): r for r in summary["improvements"] if r["metric"] == metric}
+    """Per condition and model: seeds, IQM and mean with CIs, P(> each baseline) and verdict, for one metric."""
+    rows = [r for r in summary["improvements"] if r["metric"] == metric]
+    index = {(r["model"], r["baseline"], r["condition"]): r for r in rows}
+    baselines = list(dict.fromkeys(r["baseline"] for r in rows)) or [summary["protocol"]["baseline"]]
     body = []
     for condition in summary["conditions"]:
         for label, model in summary["models"].items():
             cell = model["conditions"].get(condition, {}).get(metric)
             if cell is None:
                 continue
-            imp = index.get((label, condition))
-            p = f"{_ci(imp)}, p {imp['p_value']:.3g} (Holm {imp['p_holm']:.3g})" if imp else "-"
-            seeds = str(cell["n_seeds"])
-            body.append(
-                [
-                    _title(condition),
-                    label,
-                    seeds,
-                    _ci(cell["iqm"]),
-                    _ci(cell["mean"]),
-                    p,
-                    imp["verdict"] if imp else "-",
-                ]
-            )
-    header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]", "P(model > lstm) [95% CI], p", "verdict"]
+            cells = [_title(condition), label, str(cell["n_seeds"]), _ci(cell["iqm"]), _ci(cell["mean"])]
+            for baseline in baselines:
+                imp = index.get((label, baseline, condition))
+                p = f"{_ci(imp)}, p {imp['p_value']:.3g} (Holm {imp['p_holm']:.3g})" if imp else "-"
+                cells += [p, imp["verdict"] if imp else "-"]
+            body.append(cells)
+    header = ["condition", "model", "seeds", "IQM [95% CI]", "mean [95% CI]"]
+    for baseline in baselines:
+        header += [f"P(model > {baseline}) [95% CI], p", f"verdict vs {baseline}" if len(baselines) > 1 else "verdict"]
     return md_table(header, body)
 
 
@@ -176,8 +187,13 @@ def _seeds_text(seeds: list[int] | dict[str, list[int]]) -> str:
     return "; ".join(f"{model} {values}" for model, values in seeds.items())
 
 
-def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dict[str, ModelStats]) -> str:
-    """The full ``report.md`` of a split table."""
+def render_report(
+    summary: dict[str, Any],
+    meta: dict[str, Any],
+    modularity: dict[str, ModelStats],
+    sections: list[tuple[str, str]] | None = None,
+) -> str:
+    """The full ``report.md`` of a split table (``sections``: a table's own, before the figures)."""
     budget = meta["budget"]
     rates = ", ".join(f"{m} {info.get('learning_rate')}" for m, info in summary["models"].items())
     source = "from the `tune` table" if budget.get("learning_rates") else "the agent preset's default, not tuned"
@@ -205,6 +221,7 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any], modularity: dic
     parts += [
         "## Is the modularity used?",
         _modularity_section(modularity, budget.get("stats_episodes", 0)),
+        *(part for heading, text in sections or [] for part in (f"## {heading}", text)),
         "## Figures",
         "Learning curves (mean return over seeds of the periodic evaluations, 95% band):\n\n"
         "![learning curves](learning_curves.png)",
@@ -223,13 +240,16 @@ def write_table(
     notes: list[str],
     out_dir: Path,
     protocol: Protocol,
+    extra: Extra | None = None,
 ) -> list[Path]:
     """Write the committed folder of a split table (every file atomically).
 
+    :param extra: what the table adds to ``summary.json`` and ``report.md``.
     :returns: the paths written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = table_summary(meta["table"], comparison, modularity, model_info, notes, protocol)
+    extra = extra or Extra()
+    summary = table_summary(meta["table"], comparison, modularity, model_info, notes, protocol, extra.summary)
     files = [out_dir / name for name in ("summary.json", "summary.csv", "learning_curves.png", "ood_bars.png")]
     atomic_write_text(files[0], json.dumps(summary, indent=2) + "\n")
     write_csv(files[1], csv_rows(summary), CSV_FIELDS)
@@ -239,6 +259,6 @@ def write_table(
         plot_ood_bars(comparison, tmp)
     files.append(write_meta(meta, out_dir))
     report = out_dir / "report.md"
-    atomic_write_text(report, render_report(summary, meta, modularity))
+    atomic_write_text(report, render_report(summary, meta, modularity, extra.sections))
     log.info("wrote table %s to %s", meta["table"], out_dir)
     return [report, *files]

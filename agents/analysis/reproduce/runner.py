@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +19,11 @@ from typing import Any
 
 from agents.analysis.compare import Run, compare_runs, load_runs
 from agents.analysis.modularity import StatsSettings, sweep_stats
+from envs.splits import load_split
 
 from .meta import meta, repo_relative, training_batches
-from .protocol import load_protocol
-from .report import write_table
+from .protocol import Protocol, load_protocol
+from .report import Extra, write_table
 from .seed_store import SeedStore, with_shared
 from .tables import (
     LEARNING_RATE,
@@ -37,6 +38,8 @@ from .tables import (
 from .tune import tune_runs, write_tune
 
 log = logging.getLogger(__name__)
+
+ExtraFn = Callable[[SeedStore, Sequence[str], Sequence[str]], Extra]  # (record, models, test conditions) -> Extra
 
 
 def sweep_lanes(plan: Plan) -> list[list[str]]:
@@ -79,8 +82,8 @@ def sweep_commands(plan: Plan) -> dict[str, str]:
     return {m: "python scripts/train.py -m " + " ".join(sweep_overrides(plan, m)) for m in plan.models}
 
 
-def _budget(plan: Plan, stats: StatsSettings | None) -> dict[str, Any]:
-    """The budget of a table as recorded in ``meta.json``."""
+def budget_of(plan: Plan, stats: StatsSettings | None) -> dict[str, Any]:
+    """The budget of a table as recorded in ``meta.json`` (``stats``: how its selection statistics were played)."""
     settings = {**dict(plan.preset.settings), **plan.settings}
     budget = {
         "frames": plan.frames,
@@ -93,10 +96,12 @@ def _budget(plan: Plan, stats: StatsSettings | None) -> dict[str, Any]:
     }
     if stats is not None:
         budget["stats_episodes"] = stats.episodes
+        if stats.conditions is not None:
+            budget["stats_conditions"] = list(stats.conditions)
     return budget
 
 
-def _finished_runs(plan: Plan) -> dict[str, list[Run]]:
+def finished_runs(plan: Plan) -> dict[str, list[Run]]:
     """``{model: finished runs in its sweep folder, sorted by seed}`` (models without any are left out)."""
     models: dict[str, list[Run]] = {}
     for model, folder in sweep_folders(plan).items():
@@ -174,7 +179,7 @@ def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore,
     store = SeedStore.load(out_dir, plan.preset.env)
     shared = SHARED_SWEEPS.get(plan.preset.table, {})
     harvested = {}
-    for model, runs in _finished_runs(plan).items():
+    for model, runs in finished_runs(plan).items():
         new = [run for run in runs if model not in shared and not store.holds(model, run)]
         if new:
             harvested[model] = new
@@ -221,12 +226,17 @@ def reproduce_split(
     only_compare: bool = False,
     reps: int = 2000,
     argv: Sequence[str] | None = None,
+    extra: ExtraFn | None = None,
 ) -> tuple[list[str], list[Path]]:
     """Run (or, with ``only_compare``, only collect) a split table and write its committed folder.
+
+    The report compares every model of ``plan.reported`` that the record holds, whichever of them this call runs.
 
     :param stats: how the RIM models' activation statistics are computed.
     :param reps: bootstrap replications of the comparison.
     :param argv: the command line recorded in ``meta.json`` (default: ``sys.argv``).
+    :param extra: what the table adds to its folder, from its record (with the shared models' rows), the models
+        compared and the test conditions evaluated (the modularity tables' selection bar).
     :returns: ``(models whose sweep failed, files written)``.
     :raises ReproduceError: no finished run at all, or a sweep folder that cannot be resumed.
     """
@@ -238,7 +248,7 @@ def reproduce_split(
         protocol = replace(protocol, pooled=tuple(c for c in protocol.pooled if c in evaluated))
         notes.append(f"Only {list(evaluated)} were evaluated: the primary endpoint pools {list(protocol.pooled)}.")
     store, view, harvested = _record(plan, out_dir, stats)
-    runs = view.runs(plan.models)
+    runs = view.runs(plan.reported)
     if not runs:
         raise ReproduceError(f"no recorded or finished runs of table {plan.preset.table!r} (under {plan.sweep_root})")
     for model in plan.models:
@@ -247,18 +257,22 @@ def reproduce_split(
             folder = repo_relative(plan.sweep_path(model))
             notes.append(f"`{model}`: seeds {missing} have not finished (no eval.json in {folder}).")
     notes += run_learning_rates(runs, plan.learning_rates)
-    comparison = compare_runs(runs, reps=reps, pooled=protocol.pooled)
+    protocol, absent = present_contrasts(protocol, runs)
+    notes += [
+        f"The protocol's contrast `{m}` has no runs in this comparison: its verdicts are left out." for m in absent
+    ]
+    comparison = compare_runs(runs, reps=reps, pooled=protocol.pooled, baselines=protocol.baselines)
     shared = SHARED_SWEEPS.get(plan.preset.table, {})
     for model in (m for m in runs if m in shared):
         notes.append(f"`{model}`: the runs of table `{shared[model]}` (its seed record), shared, not rerun.")
     rim_models = [m for m, members in runs.items() if members[0].core.startswith("rim")]
     modularity = view.selection_stats(rim_models)
     previous = _read_json(out_dir / "meta.json")
-    budget = {**_budget(plan, stats), "seeds": {m: [run.seed for run in members] for m, members in runs.items()}}
+    budget = {**budget_of(plan, stats), "seeds": {m: [run.seed for run in members] for m, members in runs.items()}}
     batch = None
     if harvested:
         batch = meta(
-            {**_budget(plan, stats), "seeds": {m: [run.seed for run in r] for m, r in harvested.items()}},
+            {**budget_of(plan, stats), "seeds": {m: [run.seed for run in r] for m, r in harvested.items()}},
             argv,
             sweeps={m: c for m, c in sweep_commands(plan).items() if m in harvested},
             cost=run_cost(harvested, plan.jobs),
@@ -267,9 +281,17 @@ def reproduce_split(
     data = meta(budget, argv, table=plan.preset.table, split=comparison.split, batches=batches)
     earlier = _read_json(out_dir / "summary.json").get("models", {})
     info = _model_info(plan, runs, earlier)
-    files = write_table(comparison, modularity, data, info, notes, out_dir, protocol)
+    conditions = list(evaluated or load_split(plan.preset.env).test)
+    added = None if extra is None else extra(view, list(runs), conditions)
+    files = write_table(comparison, modularity, data, info, notes, out_dir, protocol, added)
     files += store.save(out_dir)
     return failed, files
+
+
+def present_contrasts(protocol: Protocol, runs: dict[str, list[Run]]) -> tuple[Protocol, list[str]]:
+    """``protocol`` without the contrasts that have no runs among ``runs`` (a smoke run's few models), and those."""
+    absent = [m for m in protocol.contrasts if m not in runs]
+    return replace(protocol, contrasts=tuple(m for m in protocol.contrasts if m in runs)), absent
 
 
 def reproduce_tune(
@@ -285,16 +307,21 @@ def reproduce_tune(
     if not rows:
         raise ReproduceError(f"no finished tuning runs under {plan.sweep_root}")
     grid = plan.preset.param(LEARNING_RATE) or []
+    return failed, write_tune(rows, grid, plan.seeds, choice_meta(plan, argv), out_dir)
+
+
+def choice_meta(plan: Plan, argv: Sequence[str] | None, stats: StatsSettings | None = None) -> dict[str, Any]:
+    """``meta.json`` of a table that chooses (``tune``, ``modularity_tune``): its budget, every sweep's command
+    and the cost of the finished runs in its sweep folders."""
     runs = {m: load_runs([f]) for m, f in sweep_folders(plan).items() if f.is_dir() and any(f.glob("*/eval.json"))}
-    data = meta(
-        _budget(plan, None),
+    return meta(
+        budget_of(plan, stats),
         argv,
-        table="tune",
+        table=plan.preset.table,
         split=plan.preset.env,
         sweeps=sweep_commands(plan),
         cost=run_cost(runs, plan.jobs),
     )
-    return failed, write_tune(rows, grid, plan.seeds, data, out_dir)
 
 
 def with_grid(plan: Plan, grid: Sequence[float]) -> Plan:

@@ -10,8 +10,8 @@ Compact CSV files sit beside a table's ``summary.json``:
 - ``selection.csv``: one row per RIM model x seed x condition: the activation statistics of
   :mod:`agents.analysis.activations` (switch rate, mean active units, unit frequencies, collapse reasons, and
   from issue 26 on the selection case, distinct sets, usage entropy, collapse metric, always-on and never-on
-  units; rows harvested before have these cells empty, and :func:`derived_case` recovers the case where the
-  older columns determine it);
+  units, and from issue 26 item 5 on the share of the played episodes that succeeded; rows harvested before have
+  these cells empty, and :func:`derived_case` recovers the case where the older columns determine it);
 - ``specialisation.csv`` (from issue 26 on; written once a harvest records any row): one row per RIM model x seed
   x condition x variable (each unit, and ``set``) x environment factor: the mutual information and its
   permutation baseline (:func:`agents.analysis.specialisation.specialisation`).
@@ -46,7 +46,7 @@ SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "lear
 CURVE_FIELDS = ("model", "seed", "condition", "frames", "mean_return")
 SELECTION_FIELDS = (
     "model", "seed", "condition", "switch_rate", "mean_active", "unit_frequency", "collapse_reasons", "mean_return",
-    "selection_case", "distinct_sets", "usage_entropy", "collapse", "always_on", "never_on",
+    "selection_case", "distinct_sets", "usage_entropy", "collapse", "always_on", "never_on", "mean_success",
 )  # fmt: skip
 SPECIALISATION_FIELDS = (
     "model", "seed", "condition", "variable", "factor", "mi_bits", "baseline_mean", "baseline_p95", "excess_bits",
@@ -168,7 +168,7 @@ class SeedStore:
                      "selection_case": s.get("selection_case", ""), "distinct_sets": s.get("distinct_sets", ""),
                      "usage_entropy": s.get("usage_entropy", ""), "collapse": s.get("collapse", ""),
                      "always_on": LIST_SEP.join(s.get("always_on", [])),
-                     "never_on": LIST_SEP.join(s.get("never_on", []))}
+                     "never_on": LIST_SEP.join(s.get("never_on", [])), "mean_success": s.get("mean_success", "")}
                 )  # fmt: skip
 
     def runs(self, models: Sequence[str] | None = None) -> dict[str, list[Run]]:

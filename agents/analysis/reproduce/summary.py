@@ -5,9 +5,10 @@ of each RIM model over the LSTM with a CI from resampling whole seeds and a perm
 declared :class:`~agents.analysis.reproduce.protocol.Protocol` and the selection statistics of its seeds.
 
 Verdicts (:func:`improvement_rows`): the primary endpoint (the protocol's metric on the pooled OOD
-conditions) is adjusted with Holm across the table's RIM models; every other row (one condition, or the other
-metric pooled) is secondary and adjusted with Holm across the table's conditions per model and metric (the
-pooled row of the other metric across models). ``better`` / ``worse`` when the adjusted p-value is at most the
+conditions) is adjusted with Holm across the table's comparisons (each RIM model against the protocol's baseline
+and each of its contrasts); every other row (one condition, or the other metric pooled) is secondary and adjusted
+with Holm across the table's conditions per model, baseline and metric (the pooled row of the other metric across
+the comparisons). ``better`` / ``worse`` when the adjusted p-value is at most the
 protocol's alpha, else ``no difference at 95%``. A condition where every model's mean success rate is at most
 :data:`FLOOR` is flagged as unable to separate the models.
 """
@@ -82,24 +83,25 @@ def _collapse_note(modularity: dict[str, ModelStats], model: str, condition: str
 
 
 def _family(estimate: Estimate) -> tuple[Any, ...]:
-    """The Holm family of an estimate: the primary endpoint's rows together, a pooled row of the other metric
-    with its metric's, a single condition's with the same model, baseline and metric."""
+    """The Holm family of an estimate: the primary endpoint's rows together (every model and baseline), a pooled
+    row of the other metric with its metric's, a single condition's with the same model, baseline and metric."""
     if estimate.condition == ALL_OOD:
-        return (ALL_OOD, estimate.baseline, estimate.metric)
+        return (ALL_OOD, estimate.metric)
     return (estimate.model, estimate.baseline, estimate.metric)
 
 
 def improvement_rows(
     comparison: Comparison, modularity: dict[str, ModelStats], protocol: Protocol
 ) -> list[dict[str, Any]]:
-    """P(improvement) of every RIM model over the protocol's baseline per condition and metric, with its p-value,
-    its Holm-adjusted p-value and its verdict (see the module docstring).
+    """P(improvement) of every RIM model over the protocol's baseline and contrasts per condition and metric, with
+    its p-value, its Holm-adjusted p-value and its verdict (see the module docstring).
 
     :returns: dicts with ``model``, ``baseline``, ``condition``, ``metric``, ``point``, ``ci``, ``n_seeds``,
         ``baseline_seeds``, ``p_value``, ``p_holm``, ``endpoint`` (:data:`PRIMARY` or :data:`SECONDARY`),
         ``verdict`` and ``modularity`` (a collapse note or ``""``).
     """
-    estimates = [e for e in comparison.improvements if e.aggregate == P_IMPROVEMENT and e.baseline == protocol.baseline]
+    wanted = set(protocol.baselines)
+    estimates = [e for e in comparison.improvements if e.aggregate == P_IMPROVEMENT and e.baseline in wanted]
     families: dict[tuple[Any, ...], list[int]] = {}
     for i, e in enumerate(estimates):
         families.setdefault(_family(e), []).append(i)
@@ -160,12 +162,14 @@ def table_summary(
     model_info: dict[str, dict[str, Any]],
     notes: list[str],
     protocol: Protocol,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ``summary.json`` holds for a split table.
 
     :param model_info: per model extra facts (preset, core, learning rate, sweep folder).
     :param notes: caveats beside the comparison's own notes.
     :param protocol: the table's declared primary endpoint and level.
+    :param extra: further entries of a table (the modularity tables' selection bar and remedy choice).
     """
     cells = model_cells(comparison)
     improvements = improvement_rows(comparison, modularity, protocol)
@@ -176,6 +180,7 @@ def table_summary(
         "protocol": {
             "metric": protocol.metric,
             "baseline": protocol.baseline,
+            "contrasts": list(protocol.contrasts),
             "pooled": list(protocol.pooled),
             "alpha": protocol.alpha,
             "declared": protocol.declared,
@@ -203,6 +208,7 @@ def table_summary(
         "iid_learned": learned_counts(comparison),
         "modularity": modularity_data(modularity),
         "notes": [*comparison.notes, *notes],
+        **(extra or {}),
     }
 
 

@@ -35,15 +35,38 @@ SMOKE_ROOT = Path("multirun/reproduce_smoke")
 TUNE = "tune"
 COPYING = "copying"
 KNOBS = "knobs"
-SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms", KNOBS)
-TABLES = (TUNE, *SPLIT_TABLES, COPYING)
+MODULARITY_TUNE = "modularity_tune"  # stage 1 of issue 26: each remedy family's coefficient, on validation levels
+MODULARITY = "modularity"  # stage 2: the chosen remedies on the doorkey setting (stage 3 adds seeds)
+MODULARITY_MULTIROOM = "modularity_multiroom"  # stage 3: the remedy stage 2 chose, on the multiroom setting
+MODULARITY_TABLES = (MODULARITY, MODULARITY_MULTIROOM)  # split tables whose models come from an earlier choice
+SPLIT_TABLES = ("empty", "doorkey", "multiroom", "crossing", "lava", "fourrooms", KNOBS, *MODULARITY_TABLES)
+TABLES = (TUNE, MODULARITY_TUNE, *SPLIT_TABLES, COPYING)
 MODELS = ("lstm", "gru", "rim", "rim_u6k4")
 KNOB_MODELS = ("rim_dropout", "rim_input_score", "rim_k2")
-TABLE_MODELS = {KNOBS: ("lstm", "rim", "rim_u6k4", *KNOB_MODELS)}  # a table's models when not MODELS
+# The remedies against a frozen selection (rims/remedies.py), one family each, its candidate presets
+# (configs/model/<name>.yaml) in grid order: the smaller coefficient first.
+REMEDY_FAMILIES = {
+    "noise": ("rim_noise_s1", "rim_noise_s3"),
+    "bias": ("rim_bias_r1e3", "rim_bias_r1e2"),
+    "loss": ("rim_loss_a001", "rim_loss_a01"),
+    "init_learned": ("rim_init_learned",),
+    "init_random": ("rim_init_random_s01", "rim_init_random_s05"),
+}
+REMEDY_MODELS = tuple(model for family in REMEDY_FAMILIES.values() for model in family)
+# per family, the model key that sets its coefficient (init_learned has none: its key says "learned")
+REMEDY_KEYS = {"noise": "selection_noise", "bias": "balance_rate", "loss": "balance_loss",
+               "init_learned": "initial_state", "init_random": "initial_state_std"}  # fmt: skip
+FIXED_SELECTION = "rim"  # the model every remedy is also compared with: the plain RIM, whose selection froze
+# a table's models when not MODELS (the modularity tables': lstm, rim and the remedies an earlier table chose)
+TABLE_MODELS = {KNOBS: ("lstm", "rim", "rim_u6k4", *KNOB_MODELS), MODULARITY_TUNE: REMEDY_MODELS}
 # runs a table takes from another table's sweep folders (same split, budget and evaluation)
-SHARED_SWEEPS = {KNOBS: {"lstm": "doorkey", "rim": "doorkey", "rim_u6k4": "doorkey"}}
-TUNED_AS = dict.fromkeys(KNOB_MODELS, "rim")  # models that take another model's tuned learning rate
-ALL_MODELS = (*MODELS, *KNOB_MODELS)
+SHARED_SWEEPS = {
+    KNOBS: {"lstm": "doorkey", "rim": "doorkey", "rim_u6k4": "doorkey"},
+    MODULARITY: {"lstm": "doorkey", FIXED_SELECTION: "doorkey"},
+    MODULARITY_MULTIROOM: {"lstm": "multiroom", FIXED_SELECTION: "multiroom"},
+}
+TUNED_AS = dict.fromkeys((*KNOB_MODELS, *REMEDY_MODELS), "rim")  # models that take another model's tuned rate
+ALL_MODELS = (*MODELS, *KNOB_MODELS, *REMEDY_MODELS)
 SMOKE_MODELS = ("lstm", "rim")
 SMOKE_SETTINGS = {"total_frames": 2048, "eval.every_frames": 2048, "eval.episodes": 1, "eval.final_episodes": 1}
 SMOKE_LEARNING_RATES = (0.0003, 0.001)
@@ -163,6 +186,8 @@ class Plan:
     :param sweep_root: the folder holding ``<table>/<model>/`` sweep folders (relative: to the repository).
     :param settings: body settings replacing the preset's (the smoke budget).
     :param extra: further overrides appended to every sweep's command line.
+    :param compared: the table's own models, compared beside ``models`` when the record holds them (so that a call
+        that runs some models, e.g. ``--models X --first-seed 5``, still reports the whole table).
     """
 
     preset: Preset
@@ -175,6 +200,12 @@ class Plan:
     sweep_root: Path = SWEEP_ROOT
     settings: dict[str, Any] = field(default_factory=dict)
     extra: tuple[str, ...] = ()
+    compared: tuple[str, ...] = ()
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The models a split table's report compares: :attr:`compared`, then the others of :attr:`models`."""
+        return tuple(dict.fromkeys([*self.compared, *self.models]))
 
     def sweep_dir(self, model: str) -> Path:
         """``<sweep_root>/<table>/<model>`` as given to Hydra (relative: to the repository); for a
@@ -303,3 +334,14 @@ def learning_rates_for(models: Sequence[str], choice: dict[str, float], source: 
             f"run `python scripts/reproduce.py tune` for them first"
         )
     return {m: float(choice[TUNED_AS.get(m, m)]) for m in models}
+
+
+def family_of(model: str) -> str:
+    """The remedy family of a candidate preset (:data:`REMEDY_FAMILIES`).
+
+    :raises ReproduceError: a model that is no remedy candidate.
+    """
+    for family, candidates in REMEDY_FAMILIES.items():
+        if model in candidates:
+            return family
+    raise ReproduceError(f"{model!r} is no remedy candidate; the candidates: {list(REMEDY_MODELS)}")

@@ -152,11 +152,40 @@ def write_tune(
         "means": means,
         "choice": choice,
     }
+    write_choice_folder(out_dir, summary, (rows, RUN_FIELDS), meta, render_tune_report(summary, meta))
+    return choice
+
+
+def write_choice_folder(
+    out_dir: Path,
+    summary: dict[str, Any],
+    rows: tuple[Sequence[dict[str, Any]], Sequence[str]],
+    meta: dict[str, Any],
+    report: str,
+) -> None:
+    """Write the committed folder of a table that chooses (``tune``, ``modularity_tune``), every file atomically:
+    ``summary.json``, ``summary.csv`` (its per-seed rows), ``meta.json`` and ``report.md``.
+
+    :param rows: the per-seed rows and their CSV fields.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_csv(out_dir / "summary.csv", rows, RUN_FIELDS)
+    write_csv(out_dir / "summary.csv", rows[0], rows[1])
     write_meta(meta, out_dir)
-    atomic_write_text(out_dir / "report.md", render_tune_report(summary, meta))
+    atomic_write_text(out_dir / "report.md", report)
+
+
+def read_choice(path: Path, table: str, what: str) -> dict[str, Any]:
+    """The ``choice`` of a choosing table's ``summary.json``.
+
+    :param table: the table that writes it; ``what``: what it chooses, for the message.
+    :raises ReproduceError: the file is missing or holds no choice, saying which command writes it.
+    """
+    if not path.is_file():
+        raise ReproduceError(f"no {what}: {path} is missing. Run `python scripts/reproduce.py {table}` first")
+    choice = json.loads(path.read_text()).get("choice")
+    if not isinstance(choice, dict) or not choice:
+        raise ReproduceError(f"{path} holds no {what} yet; rerun `python scripts/reproduce.py {table}`")
     return choice
 
 
@@ -165,12 +194,5 @@ def load_choice(path: Path) -> dict[str, float]:
 
     :raises ReproduceError: the file is missing or has no choice.
     """
-    if not path.is_file():
-        raise ReproduceError(
-            f"no tuned learning rates: {path} is missing. Run `python scripts/reproduce.py tune` first "
-            "(or --smoke, which uses the default rate)"
-        )
-    choice = json.loads(path.read_text()).get("choice")
-    if not isinstance(choice, dict) or not choice:
-        raise ReproduceError(f"{path} holds no learning-rate choice; rerun `python scripts/reproduce.py tune`")
+    choice = read_choice(path, "tune", "tuned learning rates")
     return {str(k): float(v) for k, v in choice.items()}
