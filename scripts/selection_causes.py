@@ -1,5 +1,7 @@
-"""Why the RIM selection freezes: run the probes of ``agents/analysis/selection_causes.py`` on untrained
-policies and on trained run folders, and read when each training run's selection froze (issue 26, item 1).
+"""Why the RIM selection freezes: probe untrained and trained policies, and read when training froze it.
+
+The probes are those of ``agents/analysis/selection_causes.py``; the freeze point of a training run comes from its
+rollout selection statistics (issue 26, item 1).
 
     python scripts/selection_causes.py --untrained 5 \
         --runs 'multirun/reproduce/tune/rim/*' 'multirun/reproduce/doorkey/rim/*' \
