@@ -112,9 +112,8 @@ def play_features(model: Any, condition: Condition, episodes: int, max_steps: in
 
 def feature_drift(features: Sequence[Tensor]) -> dict[str, float]:
     """How much the core's input moves: ``consecutive_cosine`` (mean cosine similarity of a step's features with
-    the previous step's, within episodes), ``common_share`` (the share of the features' mean squared norm that
-    lies along their mean vector, ``|mean|^2 / mean |x|^2``: 1 when every vector is the same) and
-    ``mean_norm``.
+    the previous step's, within episodes) and ``common_share`` (the share of the features' mean squared norm that
+    lies along their mean vector, ``|mean|^2 / mean |x|^2``: 1 when every vector is the same).
 
     :param features: per episode ``(T, F)``.
     """
@@ -123,7 +122,7 @@ def feature_drift(features: Sequence[Tensor]) -> dict[str, float]:
     cosine = float(torch.cat(pairs).mean()) if pairs else math.nan
     mean = stacked.mean(0)
     share = float(mean.pow(2).sum() / stacked.pow(2).sum(-1).mean().clamp_min(1e-12))
-    return {"consecutive_cosine": cosine, "common_share": share, "mean_norm": float(stacked.norm(dim=-1).mean())}
+    return {"consecutive_cosine": cosine, "common_share": share}
 
 
 def transform(features: Sequence[Tensor], name: str, seed: int = 0) -> list[Tensor]:

@@ -105,8 +105,6 @@ def probe(policy: Policy, condition: str, episodes: int) -> tuple[list[dict[str,
             }
         )
     units = [{**base, **row} for row in gradient_by_unit(policy.model, played)]
-    for row in rows:
-        row.pop("mean_norm", None)
     return rows, units
 
 
