@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rims import RIMGRU, RIMLSTM
+from rims.remedies import counted_rows
 
 CORES: tuple[str, ...] = ("lstm", "gru", "rim", "rim_gru")
 DEFAULT_HIDDEN_SIZE = 128
@@ -77,13 +78,19 @@ class RecurrentCore(nn.Module):
         self.own_initial_state: bool = getattr(getattr(module, "options", None), "initial_state", "zeros") != "zeros"
 
     def forward(
-        self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
+        self,
+        features: Tensor,
+        states: tuple[Tensor, Tensor],
+        episode_starts: Tensor,
+        counted: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run padded sequences, resetting the state where an episode starts.
 
         :param features: ``(L, N, F)`` time-major features.
         :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``.
         :param episode_starts: ``(L, N)``, 1.0 where a new episode starts at that step.
+        :param counted: ``(L, N)``, 1.0 for the real samples and 0.0 for padding, or ``None`` (all real):
+            a RIM core's selection remedies count only the real ones (:func:`rims.remedies.counted_rows`).
         :returns: ``(output (L, N, hidden_size), (h, c))``.
 
         When episode starts occur only at the first step (always true for sb3-contrib's
@@ -93,11 +100,13 @@ class RecurrentCore(nn.Module):
         """
         if episode_starts.shape[0] == 1 or not torch.any(episode_starts[1:] > 0):
             keep = (1.0 - episode_starts[0]).view(1, -1, 1)
-            return self._call(features, self._reset(states, keep))
+            with counted_rows(self.module, counted):
+                return self._call(features, self._reset(states, keep))
         outputs = []
         for t in range(features.shape[0]):
             keep = (1.0 - episode_starts[t]).view(1, -1, 1)
-            out, states = self._call(features[t : t + 1], self._reset(states, keep))
+            with counted_rows(self.module, None if counted is None else counted[t : t + 1]):
+                out, states = self._call(features[t : t + 1], self._reset(states, keep))
             outputs.append(out)
         return torch.cat(outputs), states
 

@@ -162,14 +162,16 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         """Values, log-probabilities and entropies ``(B,)`` of a packed minibatch.
 
         Only the core runs on the padded layout: features are scattered into it and the core's
-        outputs gathered back, so the encoder and the heads see the ``B`` real samples only.
+        outputs gathered back, so the encoder and the heads see the ``B`` real samples only, and a RIM
+        core's selection remedies (loads, balance loss) count the real samples only.
         """
         features = self.extract_features(batch.observations)
         rows = batch.max_len * batch.n_seq
         padded = features.new_zeros(rows, features.shape[-1]).index_copy(0, batch.index, features)
+        real = features.new_zeros(rows).index_fill_(0, batch.index, 1.0).view(batch.max_len, batch.n_seq)
         starts = features.new_zeros(batch.max_len, batch.n_seq)
         starts[0] = batch.first_starts
-        out, _ = self.core(padded.view(batch.max_len, batch.n_seq, -1), batch.states, starts)
+        out, _ = self.core(padded.view(batch.max_len, batch.n_seq, -1), batch.states, starts, real)
         latent = out.reshape(rows, -1).index_select(0, batch.index)
         latent_pi, latent_vf = self.mlp_extractor(latent)
         distribution = self._get_action_dist_from_latent(latent_pi)

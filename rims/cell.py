@@ -191,8 +191,9 @@ class RIMCell(nn.Module):
         self.reset_parameters()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle and deep-copy without the last call's balance loss (part of a graph, not state)."""
-        return {k: v for k, v in super().__getstate__().items() if k != "_aux_loss"}
+        """Pickle and deep-copy without the last call's balance loss (part of a graph, not state) and the
+        weights of :func:`rims.remedies.counted_rows` (set only inside its block)."""
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_aux_loss", "_counted_rows")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a layer pickled before the options contract: its options are rebuilt from

@@ -33,6 +33,10 @@ defaults computes exactly what it computed before them.
   and ``P_i`` the mean over rows of ``softmax_i`` of the ranking score plus the noise term
   above (not the balancing bias). It is ``alpha`` at equal load and equal probabilities; the
   algorithms (``agents/ppo.py``, ``agents/a2c.py``) add it to their loss.
+* **Counted rows.** Inside :func:`counted_rows` the loads and the balance loss of a layer's calls
+  count only the (step, sample) rows a ``(L, N)`` weight marks (e.g. not the padding of a batch of
+  sequences of different lengths: ``agents.policies.RecurrentPolicy.evaluate_packed``); outside it
+  every row counts.
 * **Initial state** (``initial_state``, ``initial_state_std``): ``zeros``; ``learned``
   (parameters ``initial_h`` and, with LSTM dynamics, ``initial_c``, each ``(hidden_size,)``,
   starting at zeros); ``random`` (``N(0, initial_state_std^2)`` per element, a fresh draw at
@@ -44,6 +48,8 @@ Shapes: ``L`` steps, ``N`` batch, ``U`` units.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -143,20 +149,60 @@ def _anneal(cell: nn.Module) -> float:
 
 def finish_selection(cell: nn.Module, selection: Selection | None) -> None:
     """After a call: update the balancing bias from the loads, compute the balance loss
-    (:func:`aux_loss`); both only for a call in training mode with gradients recorded."""
+    (:func:`aux_loss`); both only for a call in training mode with gradients recorded, and over the
+    rows :func:`counted_rows` marks (every row outside it)."""
     cell._aux_loss = None
     if selection is None or selection.masks is None:
         return
     masks = selection.masks.to(torch.float32 if selection.logits is None else selection.logits.dtype)
+    rows = _row_weights(cell, masks)
     options = cell.options
     bias = getattr(cell, "selection_bias", None)
     if bias is not None:
-        load = masks.sum((0, 2, 3))  # (U,) active rows per unit
+        load = (masks if rows is None else masks * rows).sum((0, 2, 3))  # (U,) counted active rows per unit
         with torch.no_grad():
             bias.add_(torch.sign(load.mean() - load).to(bias.dtype), alpha=options.balance_rate)
     if selection.logits is not None:
         logits = selection.logits if selection.noise is None else selection.logits + selection.noise
-        cell._aux_loss = switch_balance_loss(masks, logits, cell.k, options.balance_loss)
+        cell._aux_loss = switch_balance_loss(masks, logits, cell.k, options.balance_loss, rows)
+
+
+def _row_weights(cell: nn.Module, masks: Tensor) -> Tensor | None:
+    """The weights :func:`counted_rows` set on ``cell``, as ``(L, 1, N, 1)`` in ``masks``' dtype, or ``None``.
+
+    :raises ValueError: weights whose ``(L, N)`` is not the call's.
+    """
+    rows = getattr(cell, "_counted_rows", None)
+    if rows is None:
+        return None
+    expected = (masks.shape[0], masks.shape[2])
+    if tuple(rows.shape) != expected:
+        raise ValueError(f"counted_rows: weights of shape {tuple(rows.shape)} for a call of (L, N) = {expected}")
+    return rows.detach().to(masks.dtype).view(expected[0], 1, expected[1], 1)
+
+
+@contextmanager
+def counted_rows(module: nn.Module, rows: Tensor | None) -> Iterator[None]:
+    """Within the block, the loads (``balance_rate``) and the balance loss (``balance_loss``) of the
+    calls of every RIM layer in ``module`` count only the rows where ``rows`` is nonzero.
+
+    :param module: a RIM layer or stack (:class:`rims.RIMLSTM`, ...), or any module holding some;
+        a module without a RIM layer is left alone.
+    :param rows: ``(L, N)`` weights (1.0: counted, 0.0: e.g. padding) for calls of ``L`` steps and
+        ``N`` samples, or ``None`` (every row counts).
+    :raises ValueError: (at a call) weights whose shape is not the call's ``(L, N)``.
+    """
+    layers = [m for m in module.modules() if hasattr(m, "_remedies_on")]
+    if rows is not None:
+        if rows.dim() != 2:
+            raise ValueError(f"counted_rows: weights must be (L, N), got shape {tuple(rows.shape)}")
+        for layer in layers:
+            layer._counted_rows = rows
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_counted_rows", None)
 
 
 def finish_call(
@@ -173,18 +219,24 @@ def finish_call(
     return attach_zero_grad(out, *extra), finals, info
 
 
-def switch_balance_loss(masks: Tensor, logits: Tensor, k: int, alpha: float) -> Tensor:
+def switch_balance_loss(masks: Tensor, logits: Tensor, k: int, alpha: float, rows: Tensor | None = None) -> Tensor:
     """``alpha * U * sum_i f_i P_i`` (Fedus et al. 2021, eq. 4-6) for a top-k selection.
 
     :param masks: ``(L, U, N, 1)`` 1.0 where a unit is active (no gradient).
     :param logits: ``(L, U, N, 1)`` ranking scores; ``P_i`` is the mean of their softmax over units.
     :param k: active units per row: ``f_i`` is the fraction of rows unit ``i`` is active, over ``k``.
-    :returns: a scalar tensor (differentiable through ``logits``).
+    :param rows: ``(L, 1, N, 1)`` weights of the rows in both means (default: every row 1.0).
+    :returns: a scalar tensor (differentiable through ``logits``); 0 when no row counts.
     """
     u = masks.shape[1]
-    fraction = masks.detach().mean((0, 2, 3)) / k  # (U,), sums to 1
-    probability = torch.softmax(logits, dim=1).mean((0, 2, 3))  # (U,)
-    return alpha * u * torch.dot(fraction.to(probability.dtype), probability)
+    probability = torch.softmax(logits, dim=1)  # (L, U, N, 1)
+    masks = masks.detach().to(probability.dtype)
+    if rows is None:
+        return alpha * u * torch.dot(masks.mean((0, 2, 3)) / k, probability.mean((0, 2, 3)))
+    rows = rows.to(probability.dtype)
+    total = rows.sum().clamp_min(torch.finfo(rows.dtype).tiny)  # no counted row: f = 0, a zero loss
+    fraction = (masks * rows).sum((0, 2, 3)) / (k * total)  # (U,), sums to 1 over the counted rows
+    return alpha * u * torch.dot(fraction, (probability * rows).sum((0, 2, 3)) / total)
 
 
 def aux_loss(cell: nn.Module) -> Tensor | None:

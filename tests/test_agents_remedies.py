@@ -38,6 +38,27 @@ def test_the_core_loss_term_is_added_and_logged(algo: type, doorkey: object) -> 
     assert layer.initial_h.abs().sum() > 0  # the learned initial state trained
 
 
+def test_the_packed_update_counts_the_real_samples_only() -> None:
+    """Short episodes pad the packed minibatch's sequences; the RIM layers count only the real samples."""
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=3, seed=0, env_kwargs=dict(max_steps=4))
+    model = RecurrentPPO(
+        "RecurrentPolicy", env, n_steps=10, batch_size=30, n_epochs=1, max_seq_len=8,
+        policy_kwargs=dict(core="rim", core_kwargs=dict(REMEDIES, num_layers=2)), seed=0,
+    )  # fmt: skip
+    model.train = lambda: None  # keep the rollout
+    model.learn(30)
+    seen: list[torch.Tensor] = []
+    rim = model.policy.core.module
+    rim.register_forward_pre_hook(lambda module, args: seen.append(module.layers[1]._counted_rows.clone()))
+    packed = next(model.rollout_buffer.get_packed(None))
+    model.policy.evaluate_packed(packed, model._distribution_actions(packed.actions))
+    [rows] = seen
+    assert rows.shape == (packed.max_len, packed.n_seq) and packed.max_len * packed.n_seq > len(packed.index)
+    assert rows.sum() == len(packed.index) and torch.equal(rows.flatten().nonzero().flatten().sort().values,
+                                                            packed.index.sort().values)  # fmt: skip
+    env.close()
+
+
 def test_no_loss_term_without_the_option(doorkey: object) -> None:
     core_kwargs = dict(REMEDIES, balance_loss=0.0)
     model = RecurrentPPO(

@@ -14,7 +14,7 @@ from rims import RIMGRU, RIMLSTM, RIMCell
 from rims.fast_paths import dispatch as fast_paths
 from rims.fast_paths import native as _native
 from rims.options import RIMOptions
-from rims.remedies import switch_balance_loss
+from rims.remedies import counted_rows, switch_balance_loss
 from tests.test_fused import loops  # noqa: F401 - the fixture: C++ and Python time loops
 
 REMEDIES: list[dict[str, Any]] = [
@@ -198,6 +198,47 @@ def test_switch_balance_loss_on_a_hand_case() -> None:
     alternating = torch.tensor([[[[1.0]], [[0.0]]], [[[0.0]], [[1.0]]]])  # (L=2, U=2, N=1, 1)
     balanced = switch_balance_loss(alternating, torch.zeros(2, 2, 1, 1), 1, 1.0)
     torch.testing.assert_close(balanced, torch.tensor(1.0))  # alpha at equal load
+
+
+def _padded_call(x: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The balance loss and the balancing bias after one training call of a fresh seeded layer."""
+    torch.manual_seed(0)
+    rim = RIMLSTM(5, 16, 4, 2, balance_loss=0.1, balance_rate=0.5, num_layers=2, attention_dropout=0.0).double()
+    with counted_rows(rim, rows):
+        rim(x)
+    aux = rim.aux_loss()
+    assert aux is not None
+    return aux.detach(), torch.stack([layer.selection_bias.clone() for layer in rim.layers])
+
+
+def test_counted_rows_leave_the_marked_rows_out_of_the_loads_and_the_loss() -> None:
+    # sequences of lengths 6, 3, 1, padded at their ends to 6 steps (the packed update's layout)
+    lengths = torch.tensor([6, 3, 1])
+    rows = (torch.arange(6).unsqueeze(1) < lengths).double()  # (L, N)
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    junk = torch.where(rows.bool().unsqueeze(-1), x, 50.0 * torch.randn_like(x))  # padding changed only
+    loss, bias = _padded_call(x, rows)
+    torch.testing.assert_close(_padded_call(junk, rows), (loss, bias))  # padding counts in neither
+    loss_all, bias_all = _padded_call(junk, None)
+    assert not torch.allclose(loss_all, loss) or not torch.equal(bias_all, bias)  # it does when every row counts
+    same = torch.ones(3, 3, dtype=torch.float64)  # the first 3 steps of every sequence: as if the rest were absent
+    padded_same = torch.cat([same, torch.zeros(3, 3, dtype=torch.float64)])
+    torch.testing.assert_close(_padded_call(x, padded_same), _padded_call(x[:3], None))
+    with pytest.raises(ValueError, match=r"weights of shape \(5, 3\) for a call of \(L, N\) = \(6, 3\)"):
+        _padded_call(x, rows[:5])
+    with pytest.raises(ValueError, match=r"must be \(L, N\), got shape \(6,\)"):
+        _padded_call(x, rows[:, 0])
+
+
+def test_counted_rows_are_gone_after_the_block() -> None:
+    rim = RIMGRU(5, 16, 4, 2, balance_loss=0.1)
+    with pytest.raises(RuntimeError, match="inside"), counted_rows(rim, torch.ones(2, 3)):
+        raise RuntimeError("inside")
+    assert all(not hasattr(layer, "_counted_rows") for layer in rim.layers)
+    rim(torch.randn(4, 3, 5))  # a (4, 3) call: the (2, 3) weights no longer apply
+    with counted_rows(torch.nn.Linear(2, 2), torch.ones(2, 3)):  # no RIM layer: nothing to count
+        pass
 
 
 def test_aux_loss_only_after_a_training_call() -> None:
