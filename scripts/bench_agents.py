@@ -155,6 +155,7 @@ def main() -> None:
         ("ours lstm", "feed-forward PPO (ceiling)"),
         (RIM, "feed-forward PPO (ceiling)"),
         (META_RIM, RIM),
+        *((remedy, RIM) for remedy in REMEDIES),
     )
     for name, reference in ratios:
         if name in results and reference in results:
