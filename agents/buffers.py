@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
-from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples
+from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples, RNNStates
 from torch import Tensor
 
 _FLATTENED = (
@@ -42,7 +42,8 @@ class PackedSequences(NamedTuple):
     advantages: Tensor  # (B,)
     returns: Tensor  # (B,)
     states: tuple[Tensor, Tensor]  # (h, c) each (num_layers, n_seq, hidden_size): state before each first step
-    first_starts: Tensor  # (n_seq,): 1.0 where the sequence's first step starts an episode
+    first_starts: Tensor  # (n_seq,): 1.0 where the sequence's first step starts an episode and the core resets its
+    # state; 0.0 also where the buffer kept the initial state the rollout drew (initial_states)
     index: Tensor  # (B,) long
     max_len: int
     n_seq: int
@@ -71,7 +72,23 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         if max_seq_len < 1:
             raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
         self.max_seq_len = max_seq_len
+        self.initial_states: Callable[[], tuple[Tensor, ...] | None] | None = None
+        """Set by the algorithm for a core that draws a random initial state: the draw of the last acting step
+        (``(h_0[, c_0])`` each ``(num_layers, n_envs, hidden_size)``), which :meth:`add` keeps where an episode
+        starts in place of the state before the reset, so that the update replays the rollout's draw."""
         super().__init__(*args, **kwargs)
+
+    def add(self, *args: Any, lstm_states: RNNStates, **kwargs: Any) -> None:
+        """sb3-contrib's ``add``; where an episode starts, the state kept is the initial state the acting step
+        drew (:attr:`initial_states`), if any. ``args``: ``(obs, action, reward, episode_start, value, log_prob)``."""
+        drawn = None if self.initial_states is None else self.initial_states()
+        if drawn is not None:
+            starts = np.asarray(kwargs["episode_start"] if "episode_start" in kwargs else args[3], dtype=bool)
+            rows = torch.as_tensor(starts, device=drawn[0].device).view(1, -1, 1)
+            kept = tuple(torch.where(rows, new, old) for new, old in zip(drawn, lstm_states.pi, strict=False))
+            states = (*kept, *lstm_states.pi[len(kept) :])
+            lstm_states = RNNStates(states, states)
+        super().add(*args, lstm_states=lstm_states, **kwargs)
 
     def get(self, batch_size: int | None = None) -> Generator[RecurrentRolloutBufferSamples, None, None]:
         """sb3-contrib's padded minibatches of the samples :meth:`_draws` picks."""
@@ -142,7 +159,7 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
                 tensor(self.hidden_states_pi[heads].swapaxes(0, 1)),
                 tensor(self.cell_states_pi[heads].swapaxes(0, 1)),
             ),
-            first_starts=tensor(episode_starts[seq_starts].astype(np.float32)),
+            first_starts=tensor(episode_starts[seq_starts].astype(np.float32) * (self.initial_states is None)),
             index=tensor(position * n_seq + seq_id),
             max_len=max_len,
             n_seq=n_seq,

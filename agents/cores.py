@@ -75,7 +75,12 @@ class RecurrentCore(nn.Module):
         )
         # the module's own initial state at episode starts (rims: initial_state="learned" / "random"); then the
         # state before an episode's first step is drawn here, not the one a caller passed (read by selection_log)
-        self.own_initial_state: bool = getattr(getattr(module, "options", None), "initial_state", "zeros") != "zeros"
+        initial_state = getattr(getattr(module, "options", None), "initial_state", "zeros")
+        self.own_initial_state: bool = initial_state != "zeros"
+        # a random initial state cannot be drawn again in the update: the rollout buffer keeps the draw of each
+        # acting step (last_initial) and the update starts those sequences from it (agents.buffers)
+        self.replays_initial_state: bool = initial_state == "random"
+        self.last_initial: tuple[Tensor, ...] | None = None
 
     def forward(
         self,
@@ -117,10 +122,13 @@ class RecurrentCore(nn.Module):
         :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``; ``keep``: ``(1, N, 1)``, 0.0 at a start.
         """
         kept = (states[0] * keep, states[1] * keep)
+        self.last_initial = None
         if not self.own_initial_state or not bool(torch.any(keep == 0)):
             return kept
         start = 1.0 - keep
         initial = self.module.initial_state(keep.shape[1], states[0])  # (h_0[, c_0]) (num_layers, N, hidden)
+        if not torch.is_grad_enabled():  # an acting step: what the rollout buffer keeps
+            self.last_initial = initial
         h = torch.addcmul(kept[0], start, initial[0])
         c = torch.addcmul(kept[1], start, initial[1]) if len(initial) > 1 else kept[1]
         return h, c

@@ -75,6 +75,8 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 n_envs=self.n_envs,
                 max_seq_len=self.max_seq_len,
             )
+        if self._packs() and self.policy.core.replays_initial_state:
+            self.rollout_buffer.initial_states = self._drawn_initial_state
         if self.fast_slow is not None:
             self._setup_fast_slow(self.fast_slow)
 
@@ -115,6 +117,11 @@ class RecurrentPPO(_ContribRecurrentPPO):
         self.slow_learner.accumulate(loss)
         self.logger.record("train/outer_loss", loss.item())
         self.logger.record("train/n_outer_updates", self.slow_learner.steps)
+
+    def _drawn_initial_state(self) -> tuple[torch.Tensor, ...] | None:
+        """The random initial state the core drew at the last acting step (the buffer keeps it where an episode
+        starts, so that the update starts from the rollout's draw instead of drawing another)."""
+        return self.policy.core.last_initial
 
     def _packs(self) -> bool:
         """Whether updates run on packed minibatches (our buffer and a policy that evaluates them)."""
