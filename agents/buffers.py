@@ -47,6 +47,7 @@ class PackedSequences(NamedTuple):
     index: Tensor  # (B,) long
     max_len: int
     n_seq: int
+    noise: Tensor | None = None  # (B, num_layers * U): the selection-noise draws the rollout acted with, if kept
 
 
 class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
@@ -76,11 +77,29 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
         """Set by the algorithm for a core that draws a random initial state: the draw of the last acting step
         (``(h_0[, c_0])`` each ``(num_layers, n_envs, hidden_size)``), which :meth:`add` keeps where an episode
         starts in place of the state before the reset, so that the update replays the rollout's draw."""
+        self.noise_draws: Callable[[], Tensor | None] | None = None
+        self.noise_width = 0
         super().__init__(*args, **kwargs)
+
+    def keep_noise(self, width: int, source: Callable[[], Tensor | None]) -> None:
+        """Keep the selection-noise draws of every acting step (``source()``: ``(1, n_envs, num_layers, U)``, or
+        ``None`` for none), ``width = num_layers * U`` per sample, for :class:`PackedSequences` ``noise``."""
+        self.noise_draws, self.noise_width = source, width
+        self.reset()
+
+    def reset(self) -> None:
+        """sb3-contrib's ``reset``, and zeros for the selection-noise draws if kept."""
+        super().reset()
+        if getattr(self, "noise_width", 0):
+            self.selection_noise = np.zeros((self.buffer_size, self.n_envs, self.noise_width), dtype=np.float32)
 
     def add(self, *args: Any, lstm_states: RNNStates, **kwargs: Any) -> None:
         """sb3-contrib's ``add``; where an episode starts, the state kept is the initial state the acting step
         drew (:attr:`initial_states`), if any. ``args``: ``(obs, action, reward, episode_start, value, log_prob)``."""
+        if self.noise_draws is not None:
+            draws = self.noise_draws()
+            if draws is not None:
+                self.selection_noise[self.pos] = draws.reshape(self.n_envs, self.noise_width).cpu().numpy()
         drawn = None if self.initial_states is None else self.initial_states()
         if drawn is not None:
             starts = np.asarray(kwargs["episode_start"] if "episode_start" in kwargs else args[3], dtype=bool)
@@ -163,6 +182,7 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
             index=tensor(position * n_seq + seq_id),
             max_len=max_len,
             n_seq=n_seq,
+            noise=tensor(self.selection_noise[batch_inds]) if self.noise_width else None,
         )
 
     def _flatten_env_major(self) -> None:
@@ -173,7 +193,7 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
             return
         for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf"):
             setattr(self, name, getattr(self, name).swapaxes(1, 2))
-        for name in _FLATTENED:
+        for name in (*_FLATTENED, "selection_noise") if self.noise_width else _FLATTENED:
             setattr(self, name, self.swap_and_flatten(getattr(self, name)))
         self.generator_ready = True
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rims import RIMGRU, RIMLSTM
-from rims.remedies import counted_rows
+from rims.remedies import acting_noise, counted_rows, replayed_noise
 
 CORES: tuple[str, ...] = ("lstm", "gru", "rim", "rim_gru")
 DEFAULT_HIDDEN_SIZE = 128
@@ -81,6 +81,10 @@ class RecurrentCore(nn.Module):
         # acting step (last_initial) and the update starts those sequences from it (agents.buffers)
         self.replays_initial_state: bool = initial_state == "random"
         self.last_initial: tuple[Tensor, ...] | None = None
+        # a RIM core with noisy top-k draws the noise in rollouts too (rollout()); the buffer keeps the draws
+        # (last_noise) and the update replays them (forward's noise), so the update selects as the rollout did
+        self.replays_noise: bool = getattr(getattr(module, "options", None), "selection_noise", 0.0) > 0
+        self.last_noise: Tensor | None = None
 
     def forward(
         self,
@@ -88,6 +92,7 @@ class RecurrentCore(nn.Module):
         states: tuple[Tensor, Tensor],
         episode_starts: Tensor,
         counted: Tensor | None = None,
+        noise: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run padded sequences, resetting the state where an episode starts.
 
@@ -96,6 +101,8 @@ class RecurrentCore(nn.Module):
         :param episode_starts: ``(L, N)``, 1.0 where a new episode starts at that step.
         :param counted: ``(L, N)``, 1.0 for the real samples and 0.0 for padding, or ``None`` (all real):
             a RIM core's selection remedies count only the real ones (:func:`rims.remedies.counted_rows`).
+        :param noise: ``(L, N, num_layers, U)`` selection-noise draws a RIM core's training call takes instead of
+            drawing (:func:`rims.remedies.replayed_noise`; what :meth:`rollout` kept), or ``None``.
         :returns: ``(output (L, N, hidden_size), (h, c))``.
 
         When episode starts occur only at the first step (always true for sb3-contrib's
@@ -105,15 +112,34 @@ class RecurrentCore(nn.Module):
         """
         if episode_starts.shape[0] == 1 or not torch.any(episode_starts[1:] > 0):
             keep = (1.0 - episode_starts[0]).view(1, -1, 1)
-            with counted_rows(self.module, counted):
+            with counted_rows(self.module, counted), replayed_noise(self.module, noise):
                 return self._call(features, self._reset(states, keep))
         outputs = []
         for t in range(features.shape[0]):
             keep = (1.0 - episode_starts[t]).view(1, -1, 1)
-            with counted_rows(self.module, None if counted is None else counted[t : t + 1]):
+            step_noise = None if noise is None else noise[t : t + 1]
+            step_counted = None if counted is None else counted[t : t + 1]
+            with counted_rows(self.module, step_counted), replayed_noise(self.module, step_noise):
                 out, states = self._call(features[t : t + 1], self._reset(states, keep))
             outputs.append(out)
         return torch.cat(outputs), states
+
+    def rollout(
+        self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """An acting step of a rollout: :meth:`forward`, where a RIM core with selection noise draws it although
+        acting runs in evaluation mode (:func:`rims.remedies.acting_noise`; predicting and evaluating do not) and
+        keeps the draws in :attr:`last_noise` ``(L, N, num_layers, U)`` (zeros when the scale has annealed to 0)."""
+        if not self.replays_noise:
+            return self(features, states, episode_starts)
+        with acting_noise(self.module) as draws:
+            result = self(features, states, episode_starts)
+        layers, units = self.module.num_layers, self.module.num_units
+        if len(draws) == layers:  # eps (L, U, N, 1) per layer -> (L, N, num_layers, U)
+            self.last_noise = torch.stack([eps.squeeze(-1).transpose(1, 2) for eps in draws], dim=2)
+        else:
+            self.last_noise = features.new_zeros(features.shape[0], features.shape[1], layers, units)
+        return result
 
     def _reset(self, states: tuple[Tensor, Tensor], keep: Tensor) -> tuple[Tensor, Tensor]:
         """The states with the rows where an episode starts reset: to zeros, or to the module's

@@ -103,12 +103,15 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
             self.lstm_output_dim, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
         )
 
-    def _latent(self, obs: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor) -> tuple[Tensor, Any]:
+    def _latent(
+        self, obs: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor, rollout: bool = False
+    ) -> tuple[Tensor, Any]:
         """Core output for a flat batch of padded sequences.
 
         :param obs: ``(n_seq * L, ...)`` observations, sequence-major (sb3-contrib's layout).
         :param states: ``(h, c)`` each ``(num_layers, n_seq, hidden_size)``.
         :param episode_starts: ``(n_seq * L,)``.
+        :param rollout: an acting step of a rollout (:meth:`agents.cores.RecurrentCore.rollout`).
         :returns: ``(latent (n_seq * L, hidden_size), new states)``.
         """
         features = self.extract_features(obs)
@@ -118,13 +121,13 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
             starts = episode_starts.reshape(n_seq, -1).transpose(0, 1)  # (L, n_seq)
         else:  # sb3-contrib bootstraps a truncated episode's last obs with the env-wide flags: no reset
             starts = torch.zeros(seq.shape[:2], device=seq.device)
-        out, new_states = self.core(seq, states, starts)
+        out, new_states = (self.core.rollout if rollout else self.core)(seq, states, starts)
         return out.transpose(0, 1).reshape(-1, out.shape[-1]), new_states
 
     def forward(
         self, obs: Tensor, lstm_states: RNNStates, episode_starts: Tensor, deterministic: bool = False
     ) -> tuple[Tensor, Tensor, Tensor, RNNStates]:
-        latent, states = self._latent(obs, lstm_states.pi, episode_starts)
+        latent, states = self._latent(obs, lstm_states.pi, episode_starts, rollout=True)
         latent_pi, latent_vf = self.mlp_extractor(latent)
         values = self.value_net(latent_vf)
         actions, log_prob = self._act(latent_pi, deterministic)
@@ -171,7 +174,11 @@ class RecurrentPolicy(RecurrentActorCriticPolicy):
         real = features.new_zeros(rows).index_fill_(0, batch.index, 1.0).view(batch.max_len, batch.n_seq)
         starts = features.new_zeros(batch.max_len, batch.n_seq)
         starts[0] = batch.first_starts
-        out, _ = self.core(padded.view(batch.max_len, batch.n_seq, -1), batch.states, starts, real)
+        noise = None
+        if batch.noise is not None:  # the rollout's selection-noise draws, replayed: (L, N, num_layers, U)
+            noise = batch.noise.new_zeros(rows, batch.noise.shape[-1]).index_copy(0, batch.index, batch.noise)
+            noise = noise.view(batch.max_len, batch.n_seq, self.core.module.num_layers, -1)
+        out, _ = self.core(padded.view(batch.max_len, batch.n_seq, -1), batch.states, starts, real, noise)
         latent = out.reshape(rows, -1).index_select(0, batch.index)
         latent_pi, latent_vf = self.mlp_extractor(latent)
         distribution = self._get_action_dist_from_latent(latent_pi)

@@ -77,6 +77,9 @@ class RecurrentPPO(_ContribRecurrentPPO):
             )
         if self._packs() and self.policy.core.replays_initial_state:
             self.rollout_buffer.initial_states = self._drawn_initial_state
+        if self._packs() and self.policy.core.replays_noise:
+            module = self.policy.core.module
+            self.rollout_buffer.keep_noise(module.num_layers * module.num_units, self._drawn_noise)
         if self.fast_slow is not None:
             self._setup_fast_slow(self.fast_slow)
 
@@ -122,6 +125,10 @@ class RecurrentPPO(_ContribRecurrentPPO):
         """The random initial state the core drew at the last acting step (the buffer keeps it where an episode
         starts, so that the update starts from the rollout's draw instead of drawing another)."""
         return self.policy.core.last_initial
+
+    def _drawn_noise(self) -> torch.Tensor | None:
+        """The selection-noise draws of the last rollout step (:meth:`agents.cores.RecurrentCore.rollout`)."""
+        return self.policy.core.last_noise
 
     def _packs(self) -> bool:
         """Whether updates run on packed minibatches (our buffer and a policy that evaluates them)."""

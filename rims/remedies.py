@@ -19,7 +19,11 @@ defaults computes exactly what it computed before them.
   noise does not enter the gate values, the task loss gives ``s`` no gradient: ``s`` is
   learned only through the balance loss below, whose selection probabilities take the noisy
   score (with ``balance_loss = 0`` it gets an exact zero gradient). Evaluation mode
-  (acting, :meth:`torch.nn.Module.eval`) has no noise.
+  (acting, :meth:`torch.nn.Module.eval`) has no noise, except inside :func:`acting_noise`, where
+  an evaluation-mode call draws it too (without counting a call) and hands its draws ``eps`` back;
+  inside :func:`replayed_noise` a training call takes given draws instead of drawing. Together
+  they let a reinforcement-learning update replay the noise its rollout acted with (the agents'
+  rollouts draw it, and the update replays it, so PPO's ratio starts at 1).
 * **Loss-free balancing** (``balance_rate``; Wang et al. 2024, arXiv 2408.15664, Algorithm 1): a
   buffer ``selection_bias (U,)`` (in the state dict, so checkpoints and resume keep it) is added
   to the ranking score for the top-k choice only, in training and in evaluation. After every
@@ -117,10 +121,13 @@ def begin_selection(cell: nn.Module, steps: int, batch: int, like: Tensor) -> Se
     if cell.k == u:
         return None
     noise = None
-    if cell.training and options.selection_noise > 0:
-        scale = options.selection_noise * _anneal(cell)
+    acting = getattr(cell, "_acting_noise", None)
+    if options.selection_noise > 0 and (cell.training or acting is not None):
+        scale = options.selection_noise * _anneal(cell, count=cell.training)
         if scale > 0:
-            eps = torch.randn(steps, u, batch, 1, device=like.device, dtype=like.dtype)
+            eps = _draws(cell, steps, batch, like)
+            if acting is not None:
+                acting.append(eps)
             log_scale = getattr(cell, "selection_noise_log_scale", None)
             sigma = like.new_tensor(scale) if log_scale is None else scale * log_scale.exp().view(1, u, 1, 1)
             noise = eps * sigma  # (L, U, N, 1)
@@ -137,14 +144,75 @@ def begin_selection(cell: nn.Module, steps: int, batch: int, like: Tensor) -> Se
     return Selection(offset, noise, keep_masks, keep_logits)
 
 
-def _anneal(cell: nn.Module) -> float:
-    """The annealing factor ``max(0, 1 - calls / selection_noise_anneal)``; counts this call."""
+def _draws(cell: nn.Module, steps: int, batch: int, like: Tensor) -> Tensor:
+    """``eps`` ``(L, U, N, 1)``: the draws :func:`replayed_noise` gives a training call, else fresh ``N(0, 1)``.
+
+    :raises ValueError: given draws whose ``(L, N, U)`` is not the call's.
+    """
+    u = cell.num_units
+    given = getattr(cell, "_replayed_noise", None)
+    if given is None or not cell.training:
+        return torch.randn(steps, u, batch, 1, device=like.device, dtype=like.dtype)
+    if tuple(given.shape) != (steps, batch, u):
+        expected = (steps, batch, u)
+        raise ValueError(f"replayed_noise: draws of shape {tuple(given.shape)} for a call of (L, N, U) = {expected}")
+    return given.to(like.dtype).permute(0, 2, 1).unsqueeze(-1).contiguous()  # the fused loops' layout
+
+
+def _anneal(cell: nn.Module, count: bool = True) -> float:
+    """The annealing factor ``max(0, 1 - calls / selection_noise_anneal)``; counts this call if ``count``."""
     calls = getattr(cell, "selection_noise_calls", None)
     if calls is None:
         return 1.0
     factor = max(0.0, 1.0 - int(calls) / cell.options.selection_noise_anneal)
-    calls.add_(1)
+    if count:
+        calls.add_(1)
     return factor
+
+
+def _rim_layers(module: nn.Module) -> list[nn.Module]:
+    """The RIM layers in ``module`` (the modules that select units; itself included), in module order."""
+    return [m for m in module.modules() if hasattr(m, "_remedies_on")]
+
+
+@contextmanager
+def acting_noise(module: nn.Module) -> Iterator[list[Tensor]]:
+    """Within the block, the RIM layers in ``module`` with ``selection_noise > 0`` draw their selection noise in
+    evaluation mode too (without counting a call for the annealing), and the yielded list receives, per layer
+    and call in order, the unscaled draws ``eps`` ``(L, U, N, 1)``."""
+    layers = _rim_layers(module)
+    draws: list[Tensor] = []
+    for layer in layers:
+        layer._acting_noise = draws
+    try:
+        yield draws
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_acting_noise", None)
+
+
+@contextmanager
+def replayed_noise(module: nn.Module, draws: Tensor | None) -> Iterator[None]:
+    """Within the block, a training-mode call of the ``i``-th RIM layer in ``module`` takes ``draws[:, :, i]``
+    as its ``eps`` instead of drawing (scaled by the current scale, so a learned scale keeps its gradient).
+
+    :param draws: ``(L, N, num_layers, U)``, as :func:`acting_noise` gave them (stacked), or ``None``.
+    :raises ValueError: ``draws`` not 4-d with one slice per layer; (at a call) a slice that is not the call's
+        ``(L, N, U)``.
+    """
+    layers = _rim_layers(module)
+    if draws is not None:
+        if draws.dim() != 4 or draws.shape[2] != len(layers):
+            raise ValueError(
+                f"replayed_noise: draws must be (L, N, num_layers={len(layers)}, U), got shape {tuple(draws.shape)}"
+            )
+        for i, layer in enumerate(layers):
+            layer._replayed_noise = draws[:, :, i]
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_replayed_noise", None)
 
 
 def finish_selection(cell: nn.Module, selection: Selection | None) -> None:
@@ -192,7 +260,7 @@ def counted_rows(module: nn.Module, rows: Tensor | None) -> Iterator[None]:
         ``N`` samples, or ``None`` (every row counts).
     :raises ValueError: (at a call) weights whose shape is not the call's ``(L, N)``.
     """
-    layers = [m for m in module.modules() if hasattr(m, "_remedies_on")]
+    layers = _rim_layers(module)
     if rows is not None:
         if rows.dim() != 2:
             raise ValueError(f"counted_rows: weights must be (L, N), got shape {tuple(rows.shape)}")

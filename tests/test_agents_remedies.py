@@ -59,22 +59,25 @@ def test_the_packed_update_counts_the_real_samples_only() -> None:
     env.close()
 
 
-@pytest.mark.parametrize("initial_state", ["zeros", "learned", "random"])
+@pytest.mark.parametrize(("initial_state", "noise"), [("zeros", 0.0), ("learned", 0.0), ("random", 0.0),
+                                                     ("zeros", 2.0), ("random", 2.0)])  # fmt: skip
 @pytest.mark.parametrize("algo", [RecurrentPPO, RecurrentA2C])
-def test_the_update_replays_the_rollout_exactly(algo: type, initial_state: str) -> None:
+def test_the_update_replays_the_rollout_exactly(algo: type, initial_state: str, noise: float) -> None:
     """Before any step, the update's log-probabilities and values equal the rollout's (PPO's ratio is 1), also
-    at episode starts with a random initial state: the buffer keeps the rollout's draw and the update starts
-    from it instead of drawing another."""
+    at episode starts with a random initial state, and with noisy top-k: the buffer keeps the rollout's draws
+    (initial state, selection noise) and the update replays them instead of drawing others."""
     env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=3, seed=0, env_kwargs=dict(max_steps=4))
-    core_kwargs = dict(REMEDIES, selection_noise=0.0, initial_state=initial_state, initial_state_std=0.5)
-    if initial_state != "learned":
-        core_kwargs.pop("selection_noise_learned")
+    core_kwargs = dict(REMEDIES, selection_noise=noise, initial_state=initial_state, initial_state_std=0.5)
+    core_kwargs["selection_noise_learned"] = noise > 0
     model = algo("RecurrentPolicy", env, n_steps=12, max_seq_len=6, seed=0,
                  policy_kwargs=dict(core="rim", core_kwargs=core_kwargs))  # fmt: skip
     model.train = lambda: None  # keep the parameters that collected the rollout
     model.learn(36)
     packed = next(model.rollout_buffer.get_packed(None))
     assert packed.old_values.numel() == 36
+    assert (packed.noise is not None) == (noise > 0)
+    if packed.noise is not None:  # (B, num_layers * U) draws, one per sample
+        assert packed.noise.shape == (36, 4) and bool((packed.noise != 0).all())
     model.policy.set_training_mode(True)
     with torch.no_grad():
         values, log_prob, _ = model.policy.evaluate_packed(packed, model._distribution_actions(packed.actions))

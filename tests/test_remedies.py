@@ -14,7 +14,7 @@ from rims import RIMGRU, RIMLSTM, RIMCell
 from rims.fast_paths import dispatch as fast_paths
 from rims.fast_paths import native as _native
 from rims.options import RIMOptions
-from rims.remedies import counted_rows, switch_balance_loss
+from rims.remedies import acting_noise, counted_rows, replayed_noise, switch_balance_loss
 from tests.test_fused import loops  # noqa: F401 - the fixture: C++ and Python time loops
 
 REMEDIES: list[dict[str, Any]] = [
@@ -239,6 +239,34 @@ def test_counted_rows_are_gone_after_the_block() -> None:
     rim(torch.randn(4, 3, 5))  # a (4, 3) call: the (2, 3) weights no longer apply
     with counted_rows(torch.nn.Linear(2, 2), torch.ones(2, 3)):  # no RIM layer: nothing to count
         pass
+
+
+def test_acting_noise_is_drawn_in_evaluation_and_replayed_in_training() -> None:
+    torch.manual_seed(0)
+    rim = RIMLSTM(5, 16, 4, 2, num_layers=2, attention_dropout=0.0, selection_noise=3.0, selection_noise_anneal=100)
+    x = torch.randn(3, 4, 5)
+    rim.eval()
+    plain, _ = rim(x)
+    with acting_noise(rim) as draws:
+        noisy, _ = rim(x)
+    assert len(draws) == 2 and all(eps.shape == (3, 4, 4, 1) for eps in draws)  # per layer (L, U, N, 1)
+    assert not torch.allclose(plain, noisy)  # the noise changed the selection
+    assert int(rim.layers[0].selection_noise_calls) == 0  # acting calls do not anneal
+    with torch.no_grad():
+        torch.testing.assert_close(rim(x)[0], plain)  # outside the block: no noise in evaluation
+    stacked = torch.stack([eps.squeeze(-1).transpose(1, 2) for eps in draws], dim=2)  # (L, N, num_layers, U)
+    rim.train()
+    with replayed_noise(rim, stacked):
+        replayed, _ = rim(x)
+    torch.testing.assert_close(replayed, noisy)  # the training call selected as the acting call did
+    assert int(rim.layers[0].selection_noise_calls) == 1
+    assert not torch.allclose(rim(x)[0], noisy)  # outside the block: fresh draws
+    wrong_rank = r"draws must be \(L, N, num_layers=2, U\), got shape \(3, 4, 4\)"
+    with pytest.raises(ValueError, match=wrong_rank), replayed_noise(rim, stacked[:, :, 0]):
+        pass
+    wrong_steps = r"draws of shape \(2, 4, 4\) for a call of \(L, N, U\) = \(3, 4, 4\)"
+    with pytest.raises(ValueError, match=wrong_steps), replayed_noise(rim, stacked[:2]):
+        rim(x)
 
 
 def test_aux_loss_only_after_a_training_call() -> None:
