@@ -3,6 +3,8 @@ at every episode start, deterministic acting, and the typed config keys."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,9 @@ import torch
 from agents import RecurrentA2C, RecurrentPPO
 from agents.experiment.config import RIMModelConfig
 from agents.experiment.config.checks import ConfigError
+from agents.experiment.run import TrainingInterruptedError, train
 from envs import make_minigrid_vec_env
+from tests.test_run_lifecycle import TINY, _compose, _policy, _rows, _SignalAt
 
 REMEDIES = dict(
     hidden_size=32, num_units=4, k=2, input_key_size=16, input_value_size=16, num_comm_heads=2, comm_key_size=8,
@@ -170,3 +174,19 @@ def test_the_remedies_compose_as_hydra_overrides() -> None:
         assert (cfg.model.balance_loss, cfg.model.selection_noise, cfg.model.initial_state) == (0.01, 0.5, "random")
         with pytest.raises(ConfigError, match=r"model.balance_rate must be a number >= 0, got -0.5"):
             typed_config(compose(config_name="train", overrides=["model.balance_rate=-0.5"]))
+
+
+def test_a_resumed_run_with_every_remedy_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Noise (rollout draws replayed), the balancing bias, the balance loss and a random initial state, through
+    ``train``: interrupted after the first rollout and resumed, the run ends where the uninterrupted one does."""
+    remedies = [*TINY, "logger=none", "model=rim", "model.selection_noise=1.0", "model.selection_noise_learned=true",
+                "model.balance_rate=0.01", "model.balance_loss=0.01", "model.initial_state=random"]  # fmt: skip
+    reference = tmp_path / "reference"
+    expected = train(_compose(remedies), reference)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterruptedError):
+        train(_compose(remedies), run, callbacks=[_SignalAt(40)])
+    assert train(_compose([*remedies, "resume=true"]), run) == expected
+    want, got = _policy(reference), _policy(run)
+    assert all(torch.equal(want[k], got[k]) for k in want) and "core.module.layers.0.selection_bias" in got
+    assert _rows(run) == _rows(reference)
