@@ -95,14 +95,24 @@ class ChunkedRecurrentRolloutBuffer(RecurrentRolloutBuffer):
 
     def add(self, *args: Any, lstm_states: RNNStates, **kwargs: Any) -> None:
         """sb3-contrib's ``add``; where an episode starts, the state kept is the initial state the acting step
-        drew (:attr:`initial_states`), if any. ``args``: ``(obs, action, reward, episode_start, value, log_prob)``."""
+        drew (:attr:`initial_states`), if any, and the step's selection-noise draws are kept if asked
+        (:meth:`keep_noise`). ``args``: ``(obs, action, reward, episode_start, value, log_prob)``.
+
+        :raises RuntimeError: a draw that is missing or not for this buffer's environments (a core that did not
+            act through :meth:`agents.cores.RecurrentCore.rollout`).
+        """
         if self.noise_draws is not None:
-            draws = self.noise_draws()
-            if draws is not None:
-                self.selection_noise[self.pos] = draws.reshape(self.n_envs, self.noise_width).cpu().numpy()
-        drawn = None if self.initial_states is None else self.initial_states()
-        if drawn is not None:
-            starts = np.asarray(kwargs["episode_start"] if "episode_start" in kwargs else args[3], dtype=bool)
+            draws = self.noise_draws()  # (1, n_envs, num_layers, U)
+            if draws is None or draws.shape[1] != self.n_envs:
+                shape = None if draws is None else tuple(draws.shape)
+                raise RuntimeError(f"selection-noise draws for {self.n_envs} environments expected, got {shape}")
+            self.selection_noise[self.pos] = draws.reshape(self.n_envs, self.noise_width).cpu().numpy()
+        starts = np.asarray(kwargs["episode_start"] if "episode_start" in kwargs else args[3], dtype=bool)
+        if self.initial_states is not None and starts.any():
+            drawn = self.initial_states()  # (h_0[, c_0]) each (num_layers, n_envs, hidden_size)
+            if drawn is None or drawn[0].shape[1] != self.n_envs:
+                shape = None if drawn is None else tuple(drawn[0].shape)
+                raise RuntimeError(f"an initial-state draw for {self.n_envs} environments expected, got {shape}")
             rows = torch.as_tensor(starts, device=drawn[0].device).view(1, -1, 1)
             kept = tuple(torch.where(rows, new, old) for new, old in zip(drawn, lstm_states.pi, strict=False))
             states = (*kept, *lstm_states.pi[len(kept) :])

@@ -77,14 +77,16 @@ class RecurrentCore(nn.Module):
         # state before an episode's first step is drawn here, not the one a caller passed (read by selection_log)
         initial_state = getattr(getattr(module, "options", None), "initial_state", "zeros")
         self.own_initial_state: bool = initial_state != "zeros"
-        # a random initial state cannot be drawn again in the update: the rollout buffer keeps the draw of each
-        # acting step (last_initial) and the update starts those sequences from it (agents.buffers)
+        # Rollout draws, replayed in the update: a random initial state and a RIM core's noisy top-k are drawn in
+        # a rollout's acting steps (rollout()), kept for the buffer (last_initial, last_noise) and replayed by the
+        # packed update (forward's noise; agents.buffers), once the algorithm that owns the buffer sets
+        # keeps_rollout_draws (agents.ppo); otherwise the update draws its own, and rollouts draw no noise
         self.replays_initial_state: bool = initial_state == "random"
-        self.last_initial: tuple[Tensor, ...] | None = None
-        # a RIM core with noisy top-k draws the noise in rollouts too (rollout()); the buffer keeps the draws
-        # (last_noise) and the update replays them (forward's noise), so the update selects as the rollout did
         self.replays_noise: bool = getattr(getattr(module, "options", None), "selection_noise", 0.0) > 0
+        self.keeps_rollout_draws: bool = False
+        self.last_initial: tuple[Tensor, ...] | None = None
         self.last_noise: Tensor | None = None
+        self._drawn_initial: tuple[Tensor, ...] | None = None  # the last reset's draw, any call
 
     def forward(
         self,
@@ -127,19 +129,39 @@ class RecurrentCore(nn.Module):
     def rollout(
         self, features: Tensor, states: tuple[Tensor, Tensor], episode_starts: Tensor
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """An acting step of a rollout: :meth:`forward`, where a RIM core with selection noise draws it although
-        acting runs in evaluation mode (:func:`rims.remedies.acting_noise`; predicting and evaluating do not) and
-        keeps the draws in :attr:`last_noise` ``(L, N, num_layers, U)`` (zeros when the scale has annealed to 0)."""
-        if not self.replays_noise:
-            return self(features, states, episode_starts)
-        with acting_noise(self.module) as draws:
+        """One acting step of a rollout (arguments and result as :meth:`forward`'s, ``L = 1``).
+
+        With :attr:`keeps_rollout_draws`, a RIM core with selection noise draws it although acting runs in
+        evaluation mode (:func:`rims.remedies.acting_noise`; predicting and evaluating never do) and keeps the
+        draws in :attr:`last_noise` ``(1, N, num_layers, U)`` (zeros when the scale has annealed to 0), and a
+        random initial state drawn at the step's episode starts is kept in :attr:`last_initial`
+        (``(h_0[, c_0])`` each ``(num_layers, N, hidden_size)``; ``None`` when no episode starts). Only this
+        method sets them, so the calls between a step and the buffer's ``add`` (value bootstraps, callbacks
+        that evaluate) leave them alone.
+        """
+        self._drawn_initial = None
+        if not (self.keeps_rollout_draws and self.replays_noise):
             result = self(features, states, episode_starts)
-        layers, units = self.module.num_layers, self.module.num_units
-        if len(draws) == layers:  # eps (L, U, N, 1) per layer -> (L, N, num_layers, U)
-            self.last_noise = torch.stack([eps.squeeze(-1).transpose(1, 2) for eps in draws], dim=2)
+            draws: list[Tensor] = []
         else:
-            self.last_noise = features.new_zeros(features.shape[0], features.shape[1], layers, units)
+            with acting_noise(self.module) as draws:
+                result = self(features, states, episode_starts)
+        if self.keeps_rollout_draws:
+            self.last_initial = self._drawn_initial
+            self.last_noise = self._stacked_noise(draws, features) if self.replays_noise else None
         return result
+
+    def _stacked_noise(self, draws: list[Tensor], features: Tensor) -> Tensor:
+        """One acting call's draws, ``eps`` ``(1, U, N, 1)`` per layer, as ``(1, N, num_layers, U)``.
+
+        :raises RuntimeError: draws of other than one call (one per layer, or none once the noise has annealed).
+        """
+        layers, units = self.module.num_layers, self.module.num_units
+        if not draws:
+            return features.new_zeros(features.shape[0], features.shape[1], layers, units)
+        if len(draws) != layers or draws[0].shape[0] != 1:
+            raise RuntimeError(f"a rollout step draws once per layer ({layers}), got {len(draws)} draws")
+        return torch.stack([eps.squeeze(-1).transpose(1, 2) for eps in draws], dim=2)
 
     def _reset(self, states: tuple[Tensor, Tensor], keep: Tensor) -> tuple[Tensor, Tensor]:
         """The states with the rows where an episode starts reset: to zeros, or to the module's
@@ -148,13 +170,11 @@ class RecurrentCore(nn.Module):
         :param states: ``(h, c)`` each ``(num_layers, N, hidden_size)``; ``keep``: ``(1, N, 1)``, 0.0 at a start.
         """
         kept = (states[0] * keep, states[1] * keep)
-        self.last_initial = None
         if not self.own_initial_state or not bool(torch.any(keep == 0)):
             return kept
         start = 1.0 - keep
         initial = self.module.initial_state(keep.shape[1], states[0])  # (h_0[, c_0]) (num_layers, N, hidden)
-        if not torch.is_grad_enabled():  # an acting step: what the rollout buffer keeps
-            self.last_initial = initial
+        self._drawn_initial = initial  # rollout() keeps it for the buffer
         h = torch.addcmul(kept[0], start, initial[0])
         c = torch.addcmul(kept[1], start, initial[1]) if len(initial) > 1 else kept[1]
         return h, c

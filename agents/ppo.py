@@ -75,11 +75,13 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 n_envs=self.n_envs,
                 max_seq_len=self.max_seq_len,
             )
-        if self._packs() and self.policy.core.replays_initial_state:
-            self.rollout_buffer.initial_states = self._drawn_initial_state
-        if self._packs() and self.policy.core.replays_noise:
-            module = self.policy.core.module
-            self.rollout_buffer.keep_noise(module.num_layers * module.num_units, self._drawn_noise)
+        core = getattr(self.policy, "core", None)
+        if self._packs() and (core.replays_initial_state or core.replays_noise):  # the update replays the draws
+            core.keeps_rollout_draws = True
+            if core.replays_initial_state:
+                self.rollout_buffer.initial_states = self._drawn_initial_state
+            if core.replays_noise:
+                self.rollout_buffer.keep_noise(core.module.num_layers * core.module.num_units, self._drawn_noise)
         if self.fast_slow is not None:
             self._setup_fast_slow(self.fast_slow)
 

@@ -191,10 +191,8 @@ class RIMCell(nn.Module):
         self.reset_parameters()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle and deep-copy without the last call's balance loss (part of a graph, not state) and what
-        :mod:`rims.remedies`' context managers set only inside their blocks."""
-        transient = ("_aux_loss", "_counted_rows", "_acting_noise", "_replayed_noise")
-        return {k: v for k, v in super().__getstate__().items() if k not in transient}
+        """Pickle and deep-copy without the last call's balance loss and the remedies' in-block attributes."""
+        return {k: v for k, v in super().__getstate__().items() if k not in remedies.TRANSIENT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a layer pickled before the options contract: its options are rebuilt from

@@ -62,6 +62,10 @@ from torch import Tensor, nn
 from rims.mechanisms.input_attention import Selection
 from rims.mechanisms.zero_grad import attach_zero_grad
 
+TRANSIENT = ("_aux_loss", "_counted_rows", "_acting_noise", "_replayed_noise")
+"""A layer's attributes that are not state: the last call's balance loss (part of a graph) and what this
+module's context managers set inside their blocks; pickling and deep copies leave them out."""
+
 
 def any_on(options: Any) -> bool:
     """Whether any remedy changes a call of a layer with these options (:class:`rims.options.RIMOptions`): noise,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import RecurrentA2C, RecurrentPPO
 from agents.experiment.config import RIMModelConfig
@@ -63,30 +64,64 @@ def test_the_packed_update_counts_the_real_samples_only() -> None:
     env.close()
 
 
+class _PredictEachStep(BaseCallback):
+    """Act with ``predict`` on other environments at every rollout step, between the step and the buffer's
+    ``add`` (as a periodic evaluation does): the rollout's draws must not be taken from these calls."""
+
+    def __init__(self, env: object) -> None:
+        super().__init__()
+        self.env, self.state = env, None
+
+    def _on_step(self) -> bool:
+        obs = self.env.reset()
+        _, self.state = self.model.predict(obs, self.state, np.ones(self.env.num_envs, dtype=bool))
+        return True
+
+
 @pytest.mark.parametrize(("initial_state", "noise"), [("zeros", 0.0), ("learned", 0.0), ("random", 0.0),
                                                      ("zeros", 2.0), ("random", 2.0)])  # fmt: skip
 @pytest.mark.parametrize("algo", [RecurrentPPO, RecurrentA2C])
 def test_the_update_replays_the_rollout_exactly(algo: type, initial_state: str, noise: float) -> None:
     """Before any step, the update's log-probabilities and values equal the rollout's (PPO's ratio is 1), also
     at episode starts with a random initial state, and with noisy top-k: the buffer keeps the rollout's draws
-    (initial state, selection noise) and the update replays them instead of drawing others."""
+    (initial state, selection noise) and the update replays them instead of drawing others. Episodes of 3, 4
+    and 5 steps (truncation bootstraps the value at steps where another environment starts an episode), a
+    callback that predicts on two other environments at every step, two layers, the training forward with
+    gradients (the fused path)."""
     env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=3, seed=0, env_kwargs=dict(max_steps=4))
+    for i, one in enumerate(env.envs):
+        one.unwrapped.max_steps = 3 + i
+    other = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=1)
     core_kwargs = dict(REMEDIES, selection_noise=noise, initial_state=initial_state, initial_state_std=0.5)
-    core_kwargs["selection_noise_learned"] = noise > 0
+    core_kwargs.update(selection_noise_learned=noise > 0, num_layers=2)
     model = algo("RecurrentPolicy", env, n_steps=12, max_seq_len=6, seed=0,
                  policy_kwargs=dict(core="rim", core_kwargs=core_kwargs))  # fmt: skip
     model.train = lambda: None  # keep the parameters that collected the rollout
-    model.learn(36)
+    model.learn(36, callback=_PredictEachStep(other))
     packed = next(model.rollout_buffer.get_packed(None))
     assert packed.old_values.numel() == 36
     assert (packed.noise is not None) == (noise > 0)
     if packed.noise is not None:  # (B, num_layers * U) draws, one per sample
-        assert packed.noise.shape == (36, 4) and bool((packed.noise != 0).all())
+        assert packed.noise.shape == (36, 8) and bool((packed.noise != 0).all())
     model.policy.set_training_mode(True)
-    with torch.no_grad():
-        values, log_prob, _ = model.policy.evaluate_packed(packed, model._distribution_actions(packed.actions))
-    torch.testing.assert_close(log_prob, packed.old_log_prob, rtol=0, atol=1e-5)
-    torch.testing.assert_close(values, packed.old_values, rtol=0, atol=1e-5)
+    values, log_prob, _ = model.policy.evaluate_packed(packed, model._distribution_actions(packed.actions))
+    torch.testing.assert_close(log_prob.detach(), packed.old_log_prob, rtol=0, atol=1e-5)
+    torch.testing.assert_close(values.detach(), packed.old_values, rtol=0, atol=1e-5)
+    env.close()
+    other.close()
+
+
+def test_without_the_packed_update_rollouts_draw_no_noise() -> None:
+    """sb3-contrib's padded update (``max_seq_len=None``) cannot replay draws: the rollouts then act without
+    noise (the update draws its own, as in supervised training) and the core keeps nothing."""
+    env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=0)
+    core_kwargs = dict(REMEDIES, selection_noise=2.0, initial_state="random")
+    model = RecurrentPPO("RecurrentPolicy", env, n_steps=8, batch_size=16, n_epochs=1, max_seq_len=None, seed=0,
+                         policy_kwargs=dict(core="rim", core_kwargs=core_kwargs))  # fmt: skip
+    core = model.policy.core
+    assert not core.keeps_rollout_draws
+    model.learn(16)
+    assert core.last_noise is None and core.last_initial is None
     env.close()
 
 
