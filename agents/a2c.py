@@ -29,6 +29,8 @@ class RecurrentA2C(RecurrentPPO):
     ``outer_horizon`` rollouts; both optimizers are RMSprop.
     """
 
+    _padded_update_adds_core_loss = True  # its padded path adds the core's loss term too
+
     def __init__(
         self,
         policy: str | type[RecurrentPolicy],

@@ -59,6 +59,8 @@ class RecurrentPPO(_ContribRecurrentPPO):
         self.slow_learner: SlowLearner | None = None
         super().__init__(policy, env, *args, **kwargs)
 
+    _padded_update_adds_core_loss = False  # sb3-contrib's own update (max_seq_len=None) has no aux-loss hook
+
     def _setup_model(self) -> None:
         if self.fast_slow is not None and self.fast_slow.inner_learning_rate is not None:
             self.learning_rate = self.fast_slow.inner_learning_rate  # the fast group's, before the schedule is built
@@ -76,6 +78,12 @@ class RecurrentPPO(_ContribRecurrentPPO):
                 max_seq_len=self.max_seq_len,
             )
         core = getattr(self.policy, "core", None)
+        options = getattr(getattr(core, "module", None), "options", None)
+        if not self._packs() and not self._padded_update_adds_core_loss and getattr(options, "balance_loss", 0) > 0:
+            raise ValueError(
+                f"{type(self).__name__}: balance_loss={options.balance_loss} needs the packed update (max_seq_len "
+                "set, not None, and a RecurrentPolicy); sb3-contrib's padded update adds no core loss term"
+            )
         if self._packs() and (core.replays_initial_state or core.replays_noise):  # the update replays the draws
             core.keeps_rollout_draws = True
             if core.replays_initial_state:

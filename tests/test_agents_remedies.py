@@ -115,7 +115,7 @@ def test_without_the_packed_update_rollouts_draw_no_noise() -> None:
     """sb3-contrib's padded update (``max_seq_len=None``) cannot replay draws: the rollouts then act without
     noise (the update draws its own, as in supervised training) and the core keeps nothing."""
     env = make_minigrid_vec_env("MiniGrid-DoorKey-5x5-v0", n_envs=2, seed=0)
-    core_kwargs = dict(REMEDIES, selection_noise=2.0, initial_state="random")
+    core_kwargs = dict(REMEDIES, selection_noise=2.0, initial_state="random", balance_loss=0.0)
     model = RecurrentPPO("RecurrentPolicy", env, n_steps=8, batch_size=16, n_epochs=1, max_seq_len=None, seed=0,
                          policy_kwargs=dict(core="rim", core_kwargs=core_kwargs))  # fmt: skip
     core = model.policy.core
@@ -225,3 +225,14 @@ def test_a_resumed_run_with_every_remedy_equals_the_uninterrupted_run(tmp_path: 
     want, got = _policy(reference), _policy(run)
     assert all(torch.equal(want[k], got[k]) for k in want) and "core.module.layers.0.selection_bias" in got
     assert _rows(run) == _rows(reference)
+
+
+def test_the_balance_loss_needs_an_update_that_adds_it(doorkey: object) -> None:
+    """sb3-contrib's padded PPO update has no hook for the core's loss term: refused at construction, with the
+    reason; A2C's padded path adds it."""
+    kwargs = dict(policy_kwargs=dict(core="rim", core_kwargs=REMEDIES), max_seq_len=None, seed=0)
+    with pytest.raises(ValueError, match=r"balance_loss=0.01 needs the packed update \(max_seq_len set"):
+        RecurrentPPO("RecurrentPolicy", doorkey, n_steps=16, batch_size=16, **kwargs)
+    model = RecurrentA2C("RecurrentPolicy", doorkey, n_steps=8, **kwargs)
+    model.learn(16)
+    assert model.logger.name_to_value.get("train/aux_loss", 0.0) > 0.0
