@@ -174,7 +174,8 @@ class RecurrentCore(nn.Module):
             return kept
         start = 1.0 - keep
         initial = self.module.initial_state(keep.shape[1], states[0])  # (h_0[, c_0]) (num_layers, N, hidden)
-        self._drawn_initial = initial  # rollout() keeps it for the buffer
+        if self.keeps_rollout_draws and self.replays_initial_state:  # rollout() keeps it for the buffer
+            self._drawn_initial = tuple(t.detach() for t in initial)
         h = torch.addcmul(kept[0], start, initial[0])
         c = torch.addcmul(kept[1], start, initial[1]) if len(initial) > 1 else kept[1]
         return h, c
