@@ -40,7 +40,6 @@ compare them.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from rims import remedies
 from rims._checks import check_positive_int
+from rims.cell_parameters import ATTENTION_PARAMETERS, init_parameters, register_parameters
 from rims.fast_paths.dispatch import (
     FUSED_NATIVE,
     FUSED_PYTHON,
@@ -66,16 +66,6 @@ from rims.mechanisms.stepwise import StepRunner
 from rims.mechanisms.weights import Weights, build_weights, combined_if_cheaper
 from rims.mechanisms.zero_grad import attach_zero_grad
 from rims.options import DEFAULTS, OPTION_NAMES, RIMOptions
-
-_GATES = {"lstm": 4, "gru": 3}
-_ATTENTION_PARAMETERS = (
-    "weight_key", "bias_key", "weight_value", "bias_value", "weight_query", "bias_query",
-    "weight_comm_qkv", "weight_comm_out",
-    "weight_key_top", "bias_key_top", "weight_value_top", "bias_value_top",
-    "weight_schema_query", "bias_schema_query", "weight_schema_key",
-    "workspace_slots", "weight_write_query", "weight_write_kv", "weight_workspace_gate", "bias_workspace_gate",
-    "weight_read_query", "weight_read_kv", "weight_read_out",
-)  # fmt: skip
 
 
 class RIMCell(nn.Module):
@@ -145,45 +135,7 @@ class RIMCell(nn.Module):
         self.unit_size = self.hidden_size // self.num_units
         self.spec = self._spec()
 
-        kw = {"device": device, "dtype": dtype}
-        u, d, g = self.num_units, self.unit_size, _GATES[self.dynamics] * self.unit_size
-        sets = u if self.num_schemata is None else self.num_schemata
-        heads_key = self.num_input_heads * self.input_key_size
-        heads_value = self.num_input_heads * self.input_value_size
-        self.weight_key = nn.Parameter(torch.empty(heads_key, self.input_size, **kw))
-        self.weight_value = nn.Parameter(torch.empty(heads_value, self.input_size, **kw))
-        self.weight_query = nn.Parameter(torch.empty(u, d, heads_key, **kw))
-        self.weight_ih = nn.Parameter(torch.empty(sets, heads_value, g, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(sets, d, g, **kw))
-        pairwise = self.communication == "pairwise"
-        comm_width = self.num_comm_heads * (2 * self.comm_key_size + self.comm_value_size)
-        self._optional("weight_comm_qkv", (u, d, comm_width), pairwise, kw)
-        self._optional("weight_comm_out", (u, self.num_comm_heads * self.comm_value_size, d), pairwise, kw)
-        # registration order as before the options existed: optimizer states saved by index stay valid
-        self._optional("bias_key", (heads_key,), self.bias, kw)
-        self._optional("bias_value", (heads_value,), self.bias, kw)
-        self._optional("bias_query", (u, heads_key), self.bias, kw)
-        self._optional("bias_ih", (sets, g), self.bias, kw)
-        self._optional("bias_hh", (sets, g), self.bias, kw)
-        top = self.top_down_size
-        self._optional("weight_key_top", (heads_key, top or 0), top is not None, kw)
-        self._optional("weight_value_top", (heads_value, top or 0), top is not None, kw)
-        self._optional("bias_key_top", (heads_key,), top is not None and self.bias, kw)
-        self._optional("bias_value_top", (heads_value,), top is not None and self.bias, kw)
-        schemata, ks = self.num_schemata is not None, self.schema_key_size
-        self._optional("weight_schema_query", (d, ks), schemata, kw)
-        self._optional("weight_schema_key", (d, ks), schemata, kw)
-        self._optional("bias_schema_query", (ks,), schemata and self.bias, kw)
-        workspace, m, kc, vc = not pairwise, self.slot_size, self.comm_key_size, self.comm_value_size
-        self._optional("workspace_slots", (self.num_slots, m), workspace, kw)
-        self._optional("weight_write_query", (m, kc), workspace, kw)
-        self._optional("weight_write_kv", (u, d, kc + m), workspace, kw)
-        self._optional("weight_workspace_gate", (2 * m, 2 * m), workspace, kw)
-        self._optional("bias_workspace_gate", (2 * m,), workspace and self.bias, kw)
-        self._optional("weight_read_query", (u, d, kc), workspace, kw)
-        self._optional("weight_read_kv", (m, kc + vc), workspace, kw)
-        self._optional("weight_read_out", (u, vc, d), workspace, kw)
-        remedies.register_remedies(self, kw)  # after the others: saved optimizer states keep their indices
+        register_parameters(self, {"device": device, "dtype": dtype})
         self._cache: tuple[tuple[object, ...], Weights] | None = None
         self._fast_paths = True  # False: step-by-step path only (tests compare both)
         self._unsupported = unsupported(self.options)  # why the fast paths refuse these options, or None
@@ -218,10 +170,6 @@ class RIMCell(nn.Module):
         """The layer's parameters as its mechanisms read them (``None`` where its options use none)."""
         return LayerParameters(**self._parameters)
 
-    def _optional(self, name: str, shape: tuple[int, ...], present: bool, kw: dict) -> None:
-        """Register parameter ``name`` (uninitialised) if ``present``, else ``None``."""
-        self.register_parameter(name, nn.Parameter(torch.empty(shape, **kw)) if present else None)
-
     @property
     def plain(self) -> bool:
         """Whether the layer is the plain RIM (pairwise communication, per-unit weights, no top-down
@@ -237,39 +185,12 @@ class RIMCell(nn.Module):
         mechanisms") train slowly; the rest (the recurrent weights of units or schemata) is the
         fast group.
         """
-        return [(n, p) for n, p in self.named_parameters(recurse=False) if n in _ATTENTION_PARAMETERS]
+        return [(n, p) for n, p in self.named_parameters(recurse=False) if n in ATTENTION_PARAMETERS]
 
     def reset_parameters(self) -> None:
-        """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit); the
-        workspace's forget-gate bias starts at 1 (as in relational memory)."""
-        unit_bound = 1.0 / math.sqrt(self.unit_size)
-        in_bound = 1.0 / math.sqrt(self.input_size)
-        top_bound = 1.0 / math.sqrt(self.top_down_size or 1)
-        slot_bound = 1.0 / math.sqrt(self.slot_size)
-        bounds = {
-            "weight_key": in_bound,
-            "weight_value": in_bound,
-            "bias_key": in_bound,
-            "bias_value": in_bound,
-            "weight_comm_out": 1.0 / math.sqrt(self.num_comm_heads * self.comm_value_size),
-            "weight_key_top": top_bound,
-            "weight_value_top": top_bound,
-            "bias_key_top": top_bound,
-            "bias_value_top": top_bound,
-            "workspace_slots": 1.0,
-            "weight_write_query": slot_bound,
-            "weight_workspace_gate": 1.0 / math.sqrt(2 * self.slot_size),
-            "bias_workspace_gate": 1.0 / math.sqrt(2 * self.slot_size),
-            "weight_read_kv": slot_bound,
-            "weight_read_out": 1.0 / math.sqrt(self.comm_value_size),
-        }
-        for name, param in self.named_parameters(recurse=False):
-            bound = bounds.get(name, unit_bound)
-            nn.init.uniform_(param, -bound, bound)
-        if self.bias_workspace_gate is not None:
-            with torch.no_grad():
-                self.bias_workspace_gate[self.slot_size :] += 1.0
-        remedies.reset_remedies(self)
+        """Uniform init in ``+-1/sqrt(fan_in)``, as ``nn.Linear`` and ``nn.LSTM`` (per unit); the workspace's
+        forget-gate bias starts at 1 (:func:`rims.cell_parameters.init_parameters`)."""
+        init_parameters(self)
 
     def extra_repr(self) -> str:
         s = (
