@@ -180,19 +180,28 @@ def _rim_layers(module: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
+def _on_layers(layers: list[nn.Module], name: str, values: list[Any] | None) -> Iterator[None]:
+    """Within the block, ``layers[i]`` holds ``values[i]`` as the attribute ``name`` (nothing set when ``values``
+    is ``None``); on leaving, the attribute is removed from every layer, also after an error."""
+    if values is not None:
+        for layer, value in zip(layers, values, strict=True):
+            setattr(layer, name, value)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop(name, None)
+
+
+@contextmanager
 def acting_noise(module: nn.Module) -> Iterator[list[Tensor]]:
     """Within the block, the RIM layers in ``module`` with ``selection_noise > 0`` draw their selection noise in
     evaluation mode too (without counting a call for the annealing), and the yielded list receives, per layer
     and call in order, the unscaled draws ``eps`` ``(L, U, N, 1)``."""
     layers = _rim_layers(module)
     draws: list[Tensor] = []
-    for layer in layers:
-        layer._acting_noise = draws
-    try:
+    with _on_layers(layers, "_acting_noise", [draws] * len(layers)):
         yield draws
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("_acting_noise", None)
 
 
 @contextmanager
@@ -205,18 +214,12 @@ def replayed_noise(module: nn.Module, draws: Tensor | None) -> Iterator[None]:
         ``(L, N, U)``.
     """
     layers = _rim_layers(module)
-    if draws is not None:
-        if draws.dim() != 4 or draws.shape[2] != len(layers):
-            raise ValueError(
-                f"replayed_noise: draws must be (L, N, num_layers={len(layers)}, U), got shape {tuple(draws.shape)}"
-            )
-        for i, layer in enumerate(layers):
-            layer._replayed_noise = draws[:, :, i]
-    try:
+    if draws is not None and (draws.dim() != 4 or draws.shape[2] != len(layers)):
+        raise ValueError(
+            f"replayed_noise: draws must be (L, N, num_layers={len(layers)}, U), got shape {tuple(draws.shape)}"
+        )
+    with _on_layers(layers, "_replayed_noise", None if draws is None else list(draws.unbind(2))):
         yield
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("_replayed_noise", None)
 
 
 def finish_selection(cell: nn.Module, selection: Selection | None) -> None:
@@ -265,16 +268,10 @@ def counted_rows(module: nn.Module, rows: Tensor | None) -> Iterator[None]:
     :raises ValueError: (at a call) weights whose shape is not the call's ``(L, N)``.
     """
     layers = _rim_layers(module)
-    if rows is not None:
-        if rows.dim() != 2:
-            raise ValueError(f"counted_rows: weights must be (L, N), got shape {tuple(rows.shape)}")
-        for layer in layers:
-            layer._counted_rows = rows
-    try:
+    if rows is not None and rows.dim() != 2:
+        raise ValueError(f"counted_rows: weights must be (L, N), got shape {tuple(rows.shape)}")
+    with _on_layers(layers, "_counted_rows", None if rows is None else [rows] * len(layers)):
         yield
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("_counted_rows", None)
 
 
 def finish_call(
