@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from minigrid.core.constants import IDX_TO_OBJECT
 from minigrid.minigrid_env import MiniGridEnv
+
+from envs.fast_obs import fast_view, has_stock_observations
 
 FACTORS: tuple[str, ...] = (
     "carrying_key", "door_open", "key_in_view", "door_in_view", "goal_in_view", "room", "perturbed_in_view",
@@ -47,6 +50,25 @@ def _room(base: MiniGridEnv) -> int:
     return found
 
 
+def _seen_types(base: MiniGridEnv) -> tuple[set[str], np.ndarray]:
+    """The object types on the visible cells of the agent's view (its own cell excepted) and the ``(V, V)``
+    visibility mask indexed ``[vx, vy]`` (as ``gen_obs_grid`` gives it). One pass over the view
+    (:func:`envs.fast_obs.fast_view`) where the environment builds its view with MiniGrid's stock code, else its own
+    ``gen_obs_grid``."""
+    view = fast_view(base) if has_stock_observations(base) else None
+    if view is not None:
+        codes, visible = view
+        seen = visible.copy()
+        seen[base.agent_view_size // 2, base.agent_view_size - 1] = False
+        return {IDX_TO_OBJECT[int(index)] for index in np.unique(codes[..., 0][seen])}, visible
+    grid, visible = base.gen_obs_grid()  # (V, V) view grid, (V, V) bool indexed [i, j]
+    size = grid.width
+    own = (size - 1) * size + size // 2  # index j * V + i of the agent's own cell (i = V // 2, j = V - 1)
+    shown = visible.T.reshape(-1)  # (V * V,) in the grid's row-major order
+    types = {obj.type for index, obj in enumerate(grid.grid) if obj is not None and shown[index] and index != own}
+    return types, visible
+
+
 def env_factors(env: gym.Env) -> dict[str, int]:
     """The :data:`FACTORS` of ``env``'s current state (call it after ``reset`` and after each ``step``).
 
@@ -54,11 +76,7 @@ def env_factors(env: gym.Env) -> dict[str, int]:
     :returns: ``{factor: value}``, values 0/1 except ``room``.
     """
     base = env.unwrapped
-    view, visible = base.gen_obs_grid()  # (V, V) view grid, (V, V) bool indexed [i, j]
-    size = view.width
-    own = (size - 1) * size + size // 2  # index j * V + i of the agent's own cell (i = V // 2, j = V - 1)
-    shown = visible.T.reshape(-1)  # (V * V,) in the grid's row-major order
-    types = {obj.type for index, obj in enumerate(view.grid) if obj is not None and shown[index] and index != own}
+    types, visible = _seen_types(base)
     doors = [obj for obj in base.grid.grid if obj is not None and obj.type == "door"]
     carrying = base.carrying
     perturbed = 0

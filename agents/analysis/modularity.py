@@ -24,7 +24,14 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from agents.analysis.activations import RIM_CORES, STATS_STEM, activation_stats, check_conditions, collapse_reasons
+from agents.analysis.activations import (
+    PARALLEL_ENVS,
+    RIM_CORES,
+    STATS_STEM,
+    activation_stats,
+    check_conditions,
+    collapse_reasons,
+)
 from agents.analysis.activations import write_activation_stats as _write_stats
 from agents.analysis.compare.runs import Run, find_runs, label_runs
 from agents.analysis.specialisation import aggregate_specialisation
@@ -89,7 +96,7 @@ class StatsSettings:
     conditions: tuple[str, ...] | None = None
     episodes: int = 20
     max_steps: int | None = None
-    n_envs: int = 8
+    n_envs: int = PARALLEL_ENVS
     force: bool = False
     progress: bool = True
     device: str = "cpu"

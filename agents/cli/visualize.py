@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agents.analysis.activations import PARALLEL_ENVS
 from agents.analysis.modularity import StatsSettings, format_summary_table, sweep_stats, write_summary
 from agents.analysis.visualize import format_stats_table, visualize_run
 
@@ -46,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no GIFs or figures: statistics per run (kept in <run>/visualize/) and their mean over seeds per model",
     )
-    parser.add_argument("--n-envs", type=int, default=8, help="--stats-only: environments played in parallel")
+    parser.add_argument(
+        "--n-envs", type=int, default=PARALLEL_ENVS, help="--stats-only: environments played in parallel"
+    )
     parser.add_argument("--force", action="store_true", help="--stats-only: recompute statistics already in a run")
     return parser
 
