@@ -11,8 +11,10 @@ import pytest
 from minigrid.envs import EmptyEnv
 from minigrid.minigrid_env import MiniGridEnv
 
-from envs import PERTURBATIONS, FastObservations, fast_gen_obs, make_minigrid_vec_env
+from envs import PERTURBATIONS, FastObservations, factors, fast_gen_obs, make_minigrid_vec_env
+from envs.levels import make_condition_env
 from envs.memory import CueMemoryEnv
+from envs.splits import load_split
 
 ENV_IDS = [
     "MiniGrid-DoorKey-5x5-v0",
@@ -128,10 +130,6 @@ def test_factors_from_the_one_pass_view_equal_minigrids_view(
     split: str, condition: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """env_factors reads the view in one pass; MiniGrid's gen_obs_grid gives the same factors at every step."""
-    from envs import factors
-    from envs.levels import make_condition_env
-    from envs.splits import load_split
-
     env = make_condition_env(load_split(split).condition(condition), sequential=True, monitor=False)
     rng = np.random.default_rng(1)
     env.reset()
