@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from rliable import metrics
 from agents.analysis.compare import Run, compare_runs
 from agents.analysis.compare.error_rates import (
     detection_rate,
+    exact_split_false_verdict_rate,
     false_verdict_rate,
     permutation_rule,
     stratified_bootstrap_rule,
@@ -28,6 +30,8 @@ from agents.analysis.compare.seed_tests import (
     pooled_improvement,
     seed_bootstrap_improvement,
     seed_bootstrap_iqm,
+    split_improvements,
+    split_p_values,
     verdict,
 )
 from agents.analysis.reproduce.protocol import load_protocol
@@ -128,6 +132,30 @@ def test_the_verdict_rule_keeps_its_false_verdict_rate_at_five_percent(seeds: in
         assert old.rate > 0.05 + 3 * math.sqrt(0.05 * 0.95 / 150)
 
 
+def test_each_split_gets_the_p_value_the_permutation_test_gives_it() -> None:
+    rng = np.random.default_rng(3)
+    rows = np.round(rng.normal(size=(9, 3)), 1)  # rounding makes ties
+    rows[:3] = 0.0
+    p_values = split_p_values(split_improvements(rows, 4))
+    for j, chosen in enumerate(itertools.combinations(range(9), 4)):
+        rest = [i for i in range(9) if i not in chosen]
+        assert p_values[j] == pytest.approx(permutation_p(rows[list(chosen)], rows[rest]), abs=1e-12)
+    with pytest.raises(ValueError, match="at most 200000 splits"):
+        split_improvements(np.zeros((24, 2)), 12)
+
+
+@pytest.mark.parametrize(("seeds", "trials"), [(5, 300), (10, 4)])
+def test_counting_every_split_gives_the_rate_given_the_seeds_and_it_is_at_most_the_level(
+    seeds: int, trials: int
+) -> None:
+    pool = _doorkey_pool()
+    exact = exact_split_false_verdict_rate(pool, seeds, trials, seed=seeds)
+    assert 0.0 < exact.rate <= 0.05 and exact.mcse < 0.005
+    if seeds == 5:  # the same rate as testing one split per draw, within Monte Carlo error
+        sampled = false_verdict_rate(pool, seeds, 600, permutation_rule, seed=1)
+        assert abs(sampled.rate - exact.rate) <= 3 * sampled.mcse + exact.mcse
+
+
 def test_a_real_difference_is_detected_more_often_with_more_seeds() -> None:
     rng = np.random.default_rng(4)
     x, y = rng.normal(1.0, 1.0, (12, 2)), rng.normal(0.0, 1.0, (12, 2))
@@ -175,8 +203,11 @@ def test_every_split_table_declares_a_valid_primary_endpoint(tmp_path: Path) -> 
 def test_the_verdicts_table_is_written_from_the_committed_seeds(tmp_path: Path) -> None:
     files = write_verdicts(tmp_path, {"machine": {"cpu": "x", "cores": 2, "torch": "t", "python": "p"}, "commit": "",
                                       "dirty": False, "date": "d", "command": "c"},
-                           tables=("doorkey",), trials={5: 40, 10: 8}, old_trials=20, power_trials=8)  # fmt: skip
+                           tables=("doorkey",), trials={5: 40, 10: 8}, old_trials=20, power_trials=8,
+                           split_trials={5: 20, 10: 2})  # fmt: skip
     assert [f.name for f in files] == ["summary.json", "report.md", "meta.json"]
     [table] = json.loads(files[0].read_text())["tables"]
     assert table["conditions"] == DOORKEY_POOLED and set(table["false_verdicts"]) == {"5", "10"}
+    assert {r["suite_rule_exact_splits"]["trials"] for r in table["false_verdicts"].values()} == {20, 2}
+    assert "exact over splits" in files[1].read_text()
     assert set(table["power"]) == {"rim", "rim_u6k4"} and "seeds for 80%" in files[1].read_text()

@@ -34,6 +34,8 @@ from .seed_tests import (
     improvement_per_condition,
     permutation_p,
     pooled_improvement,
+    split_improvements,
+    split_p_values,
     verdict,
 )
 
@@ -84,6 +86,13 @@ class Rate:
         rate = hits / trials
         return cls(rate, math.sqrt(rate * (1 - rate) / trials), trials, seeds)
 
+    @classmethod
+    def of_means(cls, rates: np.ndarray, seeds: int) -> Rate:
+        """The mean of per-trial rates, its standard error from their spread."""
+        rates = np.asarray(rates, dtype=float)
+        spread = float(rates.std(ddof=1)) if len(rates) > 1 else 0.0
+        return cls(float(rates.mean()), spread / math.sqrt(len(rates)), len(rates), seeds)
+
 
 def false_verdict_rate(pool: np.ndarray, seeds: int, trials: int, rule: Rule = permutation_rule, seed: int = 0) -> Rate:
     """Rate of "better"/"worse" verdicts when both models' seeds come from ``pool`` (the null hypothesis).
@@ -99,6 +108,33 @@ def false_verdict_rate(pool: np.ndarray, seeds: int, trials: int, rule: Rule = p
         rows = pool[rng.integers(0, len(pool), size=2 * seeds)]
         hits += rule(rows[:seeds], rows[seeds:]) != SAME
     return Rate.of(hits, trials, seeds)
+
+
+def exact_split_false_verdict_rate(
+    pool: np.ndarray, seeds: int, trials: int, alpha: float = ALPHA, seed: int = 0
+) -> Rate:
+    """:func:`false_verdict_rate` of :func:`permutation_rule`, each trial's split of the seeds counted exactly.
+
+    Each trial draws ``2 * seeds`` rows from ``pool`` as :func:`false_verdict_rate` does, then, instead of
+    testing the one split that drew them, counts the fraction of all ``C(2 seeds, seeds)`` splits into
+    candidate and baseline whose exact permutation test gives a verdict. Under the null every split of a
+    drawn set is equally likely, so this fraction is the rule's false-verdict rate given those rows; its
+    mean over trials estimates the same rate as :func:`false_verdict_rate` with a far smaller Monte Carlo
+    error, and each trial's fraction is at most ``alpha`` when the test is valid (the property it checks).
+
+    :param pool: ``(observed seeds, conditions)`` scores; rows are drawn whole, with replacement.
+    :param seeds: seeds per model (``C(2 seeds, seeds)`` must be enumerable, at most 10).
+    :returns: the mean rate; ``mcse`` is the standard error of the mean over trials.
+    """
+    pool = np.asarray(pool, dtype=float)
+    rng = np.random.default_rng(seed)
+    fractions = np.empty(trials)
+    for trial in range(trials):
+        rows = pool[rng.integers(0, len(pool), size=2 * seeds)]
+        improvements = split_improvements(rows, seeds)
+        called = (split_p_values(improvements) <= alpha) & (improvements != 0.5)
+        fractions[trial] = called.mean()
+    return Rate.of_means(fractions, seeds)
 
 
 def detection_rate(

@@ -31,6 +31,7 @@ from scipy.stats import rankdata
 ALPHA = 0.05
 MAX_EXACT = 200_000  # splits enumerated exactly (C(20, 10) = 184,756: 10 vs 10 seeds is exact)
 DRAWS = 9_999  # random splits beyond that
+TOLERANCE = 1e-9  # statistics this close count as equal (float rank sums)
 BETTER, SAME, WORSE = "better", "no difference at 95%", "worse"
 
 
@@ -108,12 +109,38 @@ def permutation_p(
     n_x, n_y = len(x), len(y)
     ranks = rankdata(np.concatenate([x, y]), axis=0).astype(np.float64)  # (N, C) mid-ranks per condition
     observed = abs(_improvement_from_ranks(ranks[:n_x].sum(axis=0), n_x, n_y) - 0.5)
-    tolerance = 1e-9
     total = n_x + n_y
     exact = math.comb(total, n_x) <= max_exact
     splits = _exact_splits(total, n_x) if exact else _random_splits(total, n_x, draws, np.random.default_rng(seed))
-    extreme = np.abs(_improvement_from_ranks(splits @ ranks, n_x, n_y) - 0.5) >= observed - tolerance
+    extreme = np.abs(_improvement_from_ranks(splits @ ranks, n_x, n_y) - 0.5) >= observed - TOLERANCE
     return float(extreme.mean()) if exact else float((extreme.sum() + 1) / (draws + 1))
+
+
+def split_improvements(scores: np.ndarray, n_x: int) -> np.ndarray:
+    """Pooled P(X > Y) of every split of the rows of ``scores`` into ``n_x`` candidate rows and the rest.
+
+    :param scores: ``(N, C)`` rows of both models together.
+    :returns: ``(C(N, n_x),)`` the statistic of each split, in the order of ``itertools.combinations``.
+    :raises ValueError: when there are more than :data:`MAX_EXACT` splits to enumerate.
+    """
+    scores = _as_matrix(scores)
+    total = len(scores)
+    if not 0 < n_x < total or math.comb(total, n_x) > MAX_EXACT:
+        raise ValueError(f"need 0 < n_x < {total} rows and at most {MAX_EXACT} splits, got n_x = {n_x}")
+    ranks = rankdata(scores, axis=0).astype(np.float64)
+    return _improvement_from_ranks(_exact_splits(total, n_x) @ ranks, n_x, total - n_x)
+
+
+def split_p_values(improvements: np.ndarray) -> np.ndarray:
+    """The exact two-sided permutation p-value each split would get if it were the observed one.
+
+    :param improvements: ``(S,)`` the statistic of every split (:func:`split_improvements`).
+    :returns: ``(S,)`` the fraction of splits at least as far from 1/2 as each, the same value
+        :func:`permutation_p` gives for that split.
+    """
+    distance = np.abs(np.asarray(improvements, dtype=np.float64) - 0.5)
+    at_least = len(distance) - np.searchsorted(np.sort(distance), distance - TOLERANCE, side="left")
+    return at_least / len(distance)
 
 
 def min_p(n_x: int, n_y: int) -> float:
