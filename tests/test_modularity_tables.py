@@ -149,7 +149,8 @@ def _seed(
     model: str, seed: int, iid_success: float, tests: str, val: str | None, val_success: float, val_return: float
 ):
     """``seeds.csv`` and ``selection.csv`` rows of one seed."""
-    scores = [{"model": model, "seed": seed, "condition": c, "return": 0.9, "success": iid_success} for c in CONDITIONS]
+    scores = [{"model": model, "seed": seed, "condition": c, "return": 0.9, "success": iid_success, "core": "rim"}
+              for c in CONDITIONS]  # fmt: skip
     selection = [_selection(model, seed, c, tests, 0.1 if tests == USED else 0.0) for c in CONDITIONS]
     if val is not None:
         selection.append(_selection(model, seed, "validation", val, 0.1 if val == USED else 0.0,
@@ -215,12 +216,32 @@ def test_the_screen_records_its_bar_and_choice_and_refuses_two_candidates_of_a_f
     assert extra.summary["choice"] == {"family": "noise", "model": "rim_noise_s3"}
     assert extra.summary["selection_bar"]["counts"]["rim"]["bar"] == 0
     titles = [title for title, _ in extra.sections]
-    assert titles == ["Does the selection meet the bar?", "Every seed's selection", "The remedy carried on (stage 3)"]
+    assert titles == ["Does the selection meet the bar?", "Every seed's selection", "The selection during training",
+                      "The remedy carried on (stage 3)"]  # fmt: skip
     assert "**chosen**" in extra.sections[-1][1] and "`rim_noise_s3`" in extra.sections[-1][1]
     multiroom = modularity_extra(MODULARITY_MULTIROOM, store, models, CONDITIONS, [0])
-    assert "choice" not in multiroom.summary and len(multiroom.sections) == 2
+    assert "choice" not in multiroom.summary and len(multiroom.sections) == 3
     with pytest.raises(ReproduceError, match="two candidates of family 'noise'"):
         modularity_extra(MODULARITY, store, ["rim_noise_s1", "rim_noise_s3"], CONDITIONS, [0])
+
+
+def test_the_selection_during_training_says_when_each_seed_froze_and_learned() -> None:
+    store = _store(_seed("rim_noise_s3", 0, 0.95, USED, USED, 0.92, 0.9), _seed("rim", 0, 1.0, FROZEN, None, 0, 0),
+                   _seed("rim", 1, 0.0, FROZEN, None, 0, 0))  # fmt: skip
+    switch = {("rim_noise_s3", 0): [0.1, 0.2, 0.15, 0.3], ("rim", 0): [0.1, 0.02, 0.005, 0.0]}
+    for (model, seed), rates in switch.items():
+        store.training += [{"model": model, "seed": seed, "statistic": "switch_rate", "frames": 1000 * (i + 1),
+                            "value": v} for i, v in enumerate(rates)]  # fmt: skip
+    store.curves += [{"model": "rim", "seed": 0, "condition": "iid", "frames": f, "mean_return": v}
+                     for f, v in ((2000, 0.5), (3000, 0.85), (4000, 0.9))]  # fmt: skip
+    extra = modularity_extra(MODULARITY_MULTIROOM, store, ["lstm", "rim", "rim_noise_s3"], CONDITIONS, [0])
+    rows = {(r["model"], r["seed"]): r for r in extra.summary["training_selection"]}
+    assert set(rows) == set(switch)  # seed 1 of rim has no training record
+    assert rows[("rim", 0)]["frozen_from"] == 3000 and rows[("rim", 0)]["learned_at"] == 3000
+    assert rows[("rim_noise_s3", 0)]["frozen_from"] is None and rows[("rim_noise_s3", 0)]["learned_at"] is None
+    assert rows[("rim", 0)]["switch_first"] == 0.1 and rows[("rim", 0)]["switch_last"] == 0.0
+    text = dict(extra.sections)["The selection during training"]
+    assert "`rim`: rollout selection froze in 1/1 seeds (from 3,000 frames)" in text and "`lstm`" not in text
 
 
 # ---- the tables read the earlier tables' choices

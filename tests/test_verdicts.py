@@ -167,7 +167,7 @@ def test_the_seed_record_round_trips_and_rebuilds_runs(tmp_path: Path) -> None:
     runs = [
         Run(tmp_path / f"run{s}", {"seed": s, "model": {"core": "rim"}, "env": {"name": "doorkey"},
             "agent": {"learning_rate": 1e-4}}, {"iid": {"return": 0.5 + s, "success": 1.0}},
-            {"iid": {50000: 0.25, 100000: 0.5}})
+            {"iid": {50000: 0.25, 100000: 0.5}}, {"switch_rate": {1024: 0.1 * s, 2048: 0.0}})
         for s in (0, 1)
     ]  # fmt: skip
     store = SeedStore("doorkey")
@@ -180,7 +180,10 @@ def test_the_seed_record_round_trips_and_rebuilds_runs(tmp_path: Path) -> None:
     rebuilt = back.runs()["rim"]
     assert [r.seed for r in rebuilt] == [0, 1] and rebuilt[1].scores == runs[1].scores
     assert rebuilt[0].curves == runs[0].curves and rebuilt[0].config["agent"]["learning_rate"] == 1e-4
+    assert rebuilt[1].selection == runs[1].selection == {"switch_rate": {1024: 0.1, 2048: 0.0}}
     assert back.holds("rim", runs[0]) and not back.holds("lstm", runs[0])
+    back.training = []  # a record from before training.csv: the run is harvested again for its training rows
+    assert not back.holds("rim", runs[0])
     [agg] = back.selection_stats(["rim"])["rim"].aggregate
     assert agg["n_runs"] == 2 and agg["sorted_frequency"] == [1.0, 1.0, 0.5, 0.5] and agg["collapsed_runs"] == 2
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from agents.experiment.recording import policy_step, zero_state
-from agents.experiment.selection_stats import switch_rate
+from agents.experiment.selection_stats import frozen_from, switch_rate
 from envs.levels import make_condition_env
 from envs.splits import Condition
 from rims import RIMGRU, RIMLSTM
@@ -48,7 +48,6 @@ from rims import RIMGRU, RIMLSTM
 log = logging.getLogger(__name__)
 
 TRANSFORMS = ("actual", "shuffled", "centred", "gaussian")
-FREEZE_SWITCH = 0.01  # a rollout switch rate below this counts as frozen (selection_stats' "fixed" case is 0.01)
 
 
 @dataclass(frozen=True)
@@ -245,9 +244,9 @@ def _norm(tensors: Sequence[Tensor]) -> float:
 def freeze_point(metrics_csv: Path, prefix: str = "sel/rollout") -> dict[str, Any]:
     """When the selection of a training run froze, from its rollout statistics (``metrics.csv``).
 
-    :returns: ``frames`` (the first logged frame count from which the rollout switch rate stays below
-        :data:`FREEZE_SWITCH` to the end; ``None`` if it does not), ``first_switch``, ``final_switch``
-        (mean of the last tenth of the updates) and ``updates`` logged.
+    :returns: ``frames`` (:func:`~agents.experiment.selection_stats.frozen_from`: the first logged frame count
+        from which the rollout switch rate stays frozen; ``None`` if it does not), ``first_switch``,
+        ``final_switch`` (mean of the last tenth of the updates) and ``updates`` logged.
     :raises ValueError: the file has no rollout selection statistics.
     """
     with metrics_csv.open(newline="") as handle:
@@ -256,14 +255,9 @@ def freeze_point(metrics_csv: Path, prefix: str = "sel/rollout") -> dict[str, An
         raise ValueError(f"{metrics_csv} has no {prefix}/switch_rate column values (a RIM run logs them)")
     frames = [int(float(r["time/total_timesteps"])) for r in rows]
     switch = np.array([float(r[f"{prefix}/switch_rate"]) for r in rows])
-    frozen_from = None
-    for i in range(len(switch) - 1, -1, -1):
-        if switch[i] >= FREEZE_SWITCH:
-            break
-        frozen_from = frames[i]
     tail = switch[-max(1, len(switch) // 10) :]
     return {
-        "frames": frozen_from,
+        "frames": frozen_from(frames, switch),
         "first_switch": float(switch[0]),
         "final_switch": float(tail.mean()),
         "updates": len(rows),

@@ -34,6 +34,8 @@ CASES: tuple[str, ...] = ("fixed", "per-episode", "switching")
 """The cases of :func:`selection_case`; their index is the numeric code written to ``metrics.csv``."""
 MAX_UNITS = 62
 """The most units :func:`set_codes` encodes (one bit each of an int64)."""
+FREEZE_SWITCH = 0.01
+"""A training rollout whose switch rate is below this counts as frozen (:func:`frozen_from`)."""
 
 
 def unit_frequency(masks: np.ndarray) -> np.ndarray:
@@ -235,3 +237,18 @@ def selection_summary(
         "never_on": float(len(never)),
         **{f"freq_u{r}": float(f) for r, f in enumerate(frequency)},
     }
+
+
+def frozen_from(frames: list[int] | np.ndarray, switch: list[float] | np.ndarray) -> int | None:
+    """When a selection froze over training: the first logged frame count from which the rollout switch rate
+    stays below :data:`FREEZE_SWITCH` to the last update.
+
+    :param frames: ``(U,)`` frame counts of the logged updates, increasing; ``switch``: ``(U,)`` their switch rates.
+    :returns: that frame count, or ``None`` when the last update switches (or nothing was logged).
+    """
+    frozen = None
+    for frame, rate in zip(reversed(list(frames)), reversed(list(switch)), strict=True):
+        if rate >= FREEZE_SWITCH:
+            break
+        frozen = int(frame)
+    return frozen

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.analysis.compare import CANDIDATE_PREFIX
 from envs.splits import VALIDATION
 
 from .modularity_tune import load_coefficient_choice
@@ -30,6 +31,7 @@ from .tables import (
     ReproduceError,
     family_of,
 )
+from .training_selection import training_rows, training_section
 from .tune import read_choice
 
 SUMMARY = "summary.json"
@@ -150,8 +152,9 @@ def choice_section(remedy: dict[str, Any]) -> str:
 def modularity_extra(
     table: str, view: SeedStore, models: Sequence[str], conditions: Sequence[str], seeds: Sequence[int]
 ) -> Extra:
-    """What a modularity table adds to its folder: the per-seed selection and bar, and for ``modularity`` the
-    remedy carried on (``summary.json``: ``selection_bar``, ``remedy_choice`` and ``choice``).
+    """What a modularity table adds to its folder: the per-seed selection and bar, the selection during training,
+    and for ``modularity`` the remedy carried on (``summary.json``: ``selection_bar``, ``training_selection``,
+    ``remedy_choice`` and ``choice``).
 
     :param view: the table's seed record with the shared models' rows.
     :param models: the models compared; ``conditions``: the test conditions evaluated.
@@ -163,8 +166,13 @@ def modularity_extra(
     summary: dict[str, Any] = {
         "selection_bar": {"rule": BAR_RULE, "conditions": list(conditions), "counts": counts, "per_seed": bars}
     }
+    cores = {r["model"]: str(r.get("core", "")) for r in view.scores}
+    rims = [m for m in models if cores.get(m, "").startswith(CANDIDATE_PREFIX)]
+    training = training_rows(view, rims)
+    summary["training_selection"] = training
     sections = [("Does the selection meet the bar?", bar_section(counts)),
-                ("Every seed's selection", per_seed_section(bars, conditions))]  # fmt: skip
+                ("Every seed's selection", per_seed_section(bars, conditions)),
+                ("The selection during training", training_section(training, rims))]  # fmt: skip
     if table == MODULARITY:
         candidates: dict[str, str] = {}
         for model in (m for m in models if m in REMEDY_MODELS):

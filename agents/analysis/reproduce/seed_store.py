@@ -14,7 +14,11 @@ Compact CSV files sit beside a table's ``summary.json``:
   these cells empty, and :func:`derived_case` recovers the case where the older columns determine it);
 - ``specialisation.csv`` (from issue 26 on; written once a harvest records any row): one row per RIM model x seed
   x condition x variable (each unit, and ``set``) x environment factor: the mutual information and its
-  permutation baseline (:func:`agents.analysis.specialisation.specialisation`).
+  permutation baseline (:func:`agents.analysis.specialisation.specialisation`);
+- ``training.csv`` (from issue 26 on; written once a harvest records any row): one row per RIM model x seed x
+  statistic x logged update: the selection of the training rollouts over training (``switch_rate``,
+  ``usage_entropy``, ``collapse``; :data:`~agents.analysis.compare.runs.SELECTION_CURVES`, thinned to at most
+  :data:`~agents.analysis.compare.runs.MAX_CURVE_POINTS` updates per run).
 
 Finished run folders are added with :meth:`SeedStore.add_runs` (their rows replace any earlier rows of the
 same model and seed); :meth:`SeedStore.runs` gives the record back as :class:`~agents.analysis.compare.Run`
@@ -42,6 +46,7 @@ from .meta import repo_relative
 from .tables import RESULTS_DIR, SHARED_SWEEPS
 
 SCORES, CURVES, SELECTION, SPECIALISATION = "seeds.csv", "curves.csv", "selection.csv", "specialisation.csv"
+TRAINING = "training.csv"
 SCORE_FIELDS = ("model", "seed", "condition", "return", "success", "core", "learning_rate", "source")
 CURVE_FIELDS = ("model", "seed", "condition", "frames", "mean_return")
 SELECTION_FIELDS = (
@@ -52,6 +57,8 @@ SPECIALISATION_FIELDS = (
     "model", "seed", "condition", "variable", "factor", "mi_bits", "baseline_mean", "baseline_p95", "excess_bits",
     "p_value", "factor_entropy_bits",
 )  # fmt: skip
+TRAINING_FIELDS = ("model", "seed", "statistic", "frames", "value")
+OPTIONAL = (SPECIALISATION, TRAINING)  # written only once they hold a row
 LIST_SEP = " "  # unit frequencies in one cell
 REASON_SEP = "; "  # collapse reasons in one cell
 
@@ -79,16 +86,17 @@ class SeedStore:
     curves: list[dict[str, Any]] = field(default_factory=list)
     selection: list[dict[str, Any]] = field(default_factory=list)
     specialisation: list[dict[str, Any]] = field(default_factory=list)
+    training: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: Path, split: str) -> SeedStore:
         """The record committed in ``folder`` (empty when it has none)."""
-        files = (SCORES, CURVES, SELECTION, SPECIALISATION)
+        files = (SCORES, CURVES, SELECTION, SPECIALISATION, TRAINING)
         return cls(split, *(_read(folder / name) for name in files))
 
     def save(self, folder: Path) -> list[Path]:
         """Write the CSV files atomically, rows sorted by model, seed, condition (and frames); ``specialisation.csv``
-        only when it has rows."""
+        and ``training.csv`` only when they have rows."""
         folder.mkdir(parents=True, exist_ok=True)
         order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in self.scores))}
 
@@ -101,8 +109,9 @@ class SeedStore:
             (CURVES, self.curves, CURVE_FIELDS),
             (SELECTION, self.selection, SELECTION_FIELDS),
             (SPECIALISATION, self.specialisation, SPECIALISATION_FIELDS),
+            (TRAINING, self.training, TRAINING_FIELDS),
         ):
-            if name == SPECIALISATION and not rows:
+            if name in OPTIONAL and not rows:
                 continue
             write_csv(folder / name, sorted(rows, key=sort_key), fields)
             written.append(folder / name)
@@ -117,9 +126,12 @@ class SeedStore:
         return list(dict.fromkeys(str(r["model"]) for r in self.scores))
 
     def holds(self, model: str, run: Run) -> bool:
-        """Whether the record already holds ``run`` (as ``model``), read from its folder, with the same scores."""
+        """Whether the record already holds ``run`` (as ``model``), read from its folder, with the same scores
+        (and its training-time selection, when the run logged one)."""
         rows = [r for r in self.scores if _key(r) == (model, run.seed)]
         if not rows or any(str(r["source"]) != repo_relative(run.path) for r in rows):
+            return False
+        if run.selection and not any(_key(r) == (model, run.seed) for r in self.training):
             return False
         held = {r["condition"]: (float(r["return"]), float(r["success"])) for r in rows}
         return held == {c: (s["return"], s["success"]) for c, s in run.scores.items()}
@@ -130,6 +142,7 @@ class SeedStore:
             key = (model, run.seed)
             self.scores = [r for r in self.scores if _key(r) != key]
             self.curves = [r for r in self.curves if _key(r) != key]
+            self.training = [r for r in self.training if _key(r) != key]
             rate = run.config.get("agent", {}).get("learning_rate")
             for condition, score in run.scores.items():
                 self.scores.append(
@@ -147,6 +160,11 @@ class SeedStore:
             for condition, curve in run.curves.items():
                 self.curves += [
                     {"model": model, "seed": run.seed, "condition": condition, "frames": f, "mean_return": v}
+                    for f, v in sorted(curve.items())
+                ]
+            for statistic, curve in run.selection.items():
+                self.training += [
+                    {"model": model, "seed": run.seed, "statistic": statistic, "frames": f, "value": v}
                     for f, v in sorted(curve.items())
                 ]
 
@@ -194,7 +212,11 @@ class SeedStore:
                 for r in self.curves:
                     if _key(r) == (model, seed):
                         curves.setdefault(r["condition"], {})[int(r["frames"])] = float(r["mean_return"])
-                out[model].append(Run(Path(str(first["source"])), config, scores, curves))
+                selection: dict[str, dict[int, float]] = {}
+                for r in self.training:
+                    if _key(r) == (model, seed):
+                        selection.setdefault(r["statistic"], {})[int(r["frames"])] = float(r["value"])
+                out[model].append(Run(Path(str(first["source"])), config, scores, curves, selection))
         return out
 
     def _specialisation(self, model: str, condition: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
@@ -232,7 +254,12 @@ def with_shared(store: SeedStore, table: str, results: Path = RESULTS_DIR) -> Se
     """``store`` (the record of ``table``) plus the rows of the models it shares with other tables
     (:data:`~agents.analysis.reproduce.tables.SHARED_SWEEPS`), read from their own tables' records."""
     view = SeedStore(
-        store.split, list(store.scores), list(store.curves), list(store.selection), list(store.specialisation)
+        store.split,
+        list(store.scores),
+        list(store.curves),
+        list(store.selection),
+        list(store.specialisation),
+        list(store.training),
     )
     for model, other_table in SHARED_SWEEPS.get(table, {}).items():
         other = SeedStore.load(results / other_table, store.split)
@@ -240,6 +267,7 @@ def with_shared(store: SeedStore, table: str, results: Path = RESULTS_DIR) -> Se
         view.curves += [r for r in other.curves if r["model"] == model]
         view.selection += [r for r in other.selection if r["model"] == model]
         view.specialisation += [r for r in other.specialisation if r["model"] == model]
+        view.training += [r for r in other.training if r["model"] == model]
     return view
 
 
