@@ -182,8 +182,9 @@ def test_the_seed_record_round_trips_and_rebuilds_runs(tmp_path: Path) -> None:
     assert rebuilt[0].curves == runs[0].curves and rebuilt[0].config["agent"]["learning_rate"] == 1e-4
     assert rebuilt[1].selection == runs[1].selection == {"switch_rate": {1024: 0.1, 2048: 0.0}}
     assert back.holds("rim", runs[0]) and not back.holds("lstm", runs[0])
-    back.training = []  # a record from before training.csv: the run is harvested again for its training rows
-    assert not back.holds("rim", runs[0])
+    back.training = []  # a record from before training.csv: its training rows are added to the held seed
+    assert back.holds("rim", runs[0]) and not back.holds_training("rim", 0)
+    assert back.add_training("rim", runs[0]) and back.holds_training("rim", 0) and not back.holds_training("rim", 1)
     [agg] = back.selection_stats(["rim"])["rim"].aggregate
     assert agg["n_runs"] == 2 and agg["sorted_frequency"] == [1.0, 1.0, 0.5, 0.5] and agg["collapsed_runs"] == 2
 

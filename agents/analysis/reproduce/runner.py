@@ -180,10 +180,15 @@ def _record(plan: Plan, out_dir: Path, stats: StatsSettings) -> tuple[SeedStore,
     shared = SHARED_SWEEPS.get(plan.preset.table, {})
     harvested = {}
     for model, runs in finished_runs(plan).items():
-        new = [run for run in runs if model not in shared and not store.holds(model, run)]
+        if model in shared:
+            continue
+        new = [run for run in runs if not store.holds(model, run)]
         if new:
             harvested[model] = new
             store.add_runs(model, new)
+        for run in runs:  # seeds recorded before training.csv existed: their training rows only, not a new batch
+            if run not in new and run.selection and not store.holds_training(model, run.seed):
+                store.add_training(model, run)
     rims = [m for m, runs in harvested.items() if runs[0].core.startswith("rim")]
     if rims:
         labels = {run.path: m for m in rims for run in harvested[m]}

@@ -126,12 +126,9 @@ class SeedStore:
         return list(dict.fromkeys(str(r["model"]) for r in self.scores))
 
     def holds(self, model: str, run: Run) -> bool:
-        """Whether the record already holds ``run`` (as ``model``), read from its folder, with the same scores
-        (and its training-time selection, when the run logged one)."""
+        """Whether the record already holds ``run`` (as ``model``), read from its folder, with the same scores."""
         rows = [r for r in self.scores if _key(r) == (model, run.seed)]
         if not rows or any(str(r["source"]) != repo_relative(run.path) for r in rows):
-            return False
-        if run.selection and not any(_key(r) == (model, run.seed) for r in self.training):
             return False
         held = {r["condition"]: (float(r["return"]), float(r["success"])) for r in rows}
         return held == {c: (s["return"], s["success"]) for c, s in run.scores.items()}
@@ -142,7 +139,6 @@ class SeedStore:
             key = (model, run.seed)
             self.scores = [r for r in self.scores if _key(r) != key]
             self.curves = [r for r in self.curves if _key(r) != key]
-            self.training = [r for r in self.training if _key(r) != key]
             rate = run.config.get("agent", {}).get("learning_rate")
             for condition, score in run.scores.items():
                 self.scores.append(
@@ -162,11 +158,25 @@ class SeedStore:
                     {"model": model, "seed": run.seed, "condition": condition, "frames": f, "mean_return": v}
                     for f, v in sorted(curve.items())
                 ]
-            for statistic, curve in run.selection.items():
-                self.training += [
-                    {"model": model, "seed": run.seed, "statistic": statistic, "frames": f, "value": v}
-                    for f, v in sorted(curve.items())
-                ]
+            self.add_training(model, run)
+
+    def add_training(self, model: str, run: Run) -> bool:
+        """Record the training-time selection of ``run`` (as ``model``), replacing its seed's earlier rows.
+
+        :returns: whether the run logged any (non-RIM cores and runs from before these statistics did not).
+        """
+        key = (model, run.seed)
+        self.training = [r for r in self.training if _key(r) != key]
+        for statistic, curve in run.selection.items():
+            self.training += [
+                {"model": model, "seed": run.seed, "statistic": statistic, "frames": f, "value": v}
+                for f, v in sorted(curve.items())
+            ]
+        return bool(run.selection)
+
+    def holds_training(self, model: str, seed: int) -> bool:
+        """Whether the record has training-time selection rows of ``model``'s ``seed``."""
+        return any(_key(r) == (model, seed) for r in self.training)
 
     def add_selection(self, model: str, seeds: Sequence[int], per_run: Sequence[Sequence[dict[str, Any]]]) -> None:
         """Record the activation statistics of runs of ``model`` (per run, one dict per condition)."""
