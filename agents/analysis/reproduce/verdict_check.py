@@ -164,7 +164,9 @@ def render_verdicts_report(summary: dict[str, Any], meta: dict[str, Any]) -> str
                 "C(2n, n) splits that get a verdict (every split is equally likely under the null), which is the "
                 "rule's error rate given those seeds, and averages it over the drawn sets. Both estimate the same "
                 "rate; the second has a far smaller Monte Carlo error, and each set's fraction is at most 0.05 when "
-                f"the test is valid. Drawn sets: {summary.get('split_trials', {})} (seeds per model: sets).",
+                "the test is valid. Drawn sets: "
+                + ", ".join(f"{n} seeds per model: {t}" for n, t in summary.get("split_trials", {}).items())
+                + ".",
                 "## False-verdict rate under the null (pooled primary endpoint)",
                 md_table(
                     [
