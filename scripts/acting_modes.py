@@ -85,11 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         label = {"run": name, "model": str(cfg.model.get("name") or cfg.model.core), "seed": int(cfg.seed),
                  "condition": args.condition}  # fmt: skip
         rows += [{**label, **r} for r in played]
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_csv(args.out / RECORD, rows, FIELDS)
-        atomic_write_text(args.out / "report.md", render_report(rows, command, args.condition, args.episodes))
-    log.info("wrote %s", args.out)
+        _write(args.out, rows, command, args.condition, args.episodes)  # after each run: an interrupted call resumes
+    if rows:
+        _write(args.out, rows, command, args.condition, args.episodes)
+        log.info("wrote %s", args.out)
     return 0
+
+
+def _write(out: Path, rows: list[dict], command: str, condition: str, episodes: int) -> None:
+    """The record and its report (the report names this call's command)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / RECORD, rows, FIELDS)
+    atomic_write_text(out / "report.md", render_report(rows, command, condition, episodes))
 
 
 if __name__ == "__main__":
