@@ -13,6 +13,8 @@ the same policy, so a seed's conditions are correlated and must be resampled tog
   at most ``max_exact`` splits, else ``draws`` random splits with the ``(b + 1) / (m + 1)`` estimate, which
   keeps the test valid). Under the null hypothesis that both models' seeds come from one distribution
   (exchangeable rows) its false-verdict rate is at most the level, ties included.
+- :func:`split_improvements` and :func:`split_p_values` give the statistic and the exact p-value of every split
+  at once (what :func:`~agents.analysis.compare.error_rates.exact_split_false_verdict_rate` counts).
 - :func:`holm` adjusts a family of p-values (Holm 1979, step-down).
 - :func:`verdict` turns a P(X > Y) and its (adjusted) p-value into ``better`` / ``worse`` /
   ``no difference at 95%``.
