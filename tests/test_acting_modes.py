@@ -66,6 +66,7 @@ def test_the_report_counts_seeds_that_solve_the_levels_greedily_and_as_the_rollo
     assert am.training_mode(rows, "r0")["selection"] == "noisy"
     [line] = am.summary_lines(rows)
     assert "in 0, as the training rollouts act in 1" in line and "0.002 greedy, 0.200 as the rollouts act" in line
+    assert "mean success 0.000 greedy, 0.500 as the rollouts act" in line
     text = am.render_report(rows, "python scripts/acting_modes.py --runs x", "validation", 10)
     assert "first 10 levels of `validation`" in text and text.count("| `rim_noise_s3` |") == 8
 

@@ -121,6 +121,9 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"- `{model}` ({seeds}): success >= {LEARNS} with greedy actions and the plain selection (the "
             f"tables' mode) in {solved_greedy}, as the training rollouts act in {solved_acting}"
         )
+        success = np.mean([r["mean_success"] for r in greedy if r is not None])
+        success_acting = np.mean([r["mean_success"] for r in acting if r is not None])
+        text += f"; mean success {success:.3f} greedy, {success_acting:.3f} as the rollouts act"
         if switch and switch_acting:
             text += f"; mean switch rate {np.mean(switch):.3f} greedy, {np.mean(switch_acting):.3f} as the rollouts act"
         lines.append(text + ".")
