@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import logging
 import shlex
 import sys
@@ -24,17 +23,11 @@ import torch
 
 from agents.analysis.acting_modes import FIELDS, play_modes, render_report
 from agents.experiment.atomic import atomic_write_text, write_csv
-from agents.experiment.run_folder import MODEL_FILE, load_run
+from agents.experiment.run_folder import MODEL_FILE, load_run, matching_folders, run_label
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = "acting_modes.csv"
 log = logging.getLogger("acting_modes")
-
-
-def display(folder: Path) -> str:
-    """A run folder as the record names it: from its ``multirun`` folder on (the same in every checkout)."""
-    parts = folder.resolve().parts
-    return "/".join(parts[parts.index("multirun") :]) if "multirun" in parts else str(folder)
 
 
 def _read(path: Path) -> list[dict]:
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    folders = sorted({Path(p) for pattern in args.runs for p in glob.glob(pattern) if Path(p).is_dir()})
+    folders = matching_folders(args.runs)
     if not folders:
         parser.error(f"no run folders match {args.runs}")
     rows = [] if args.replay else _read(args.out / RECORD)
@@ -73,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     command = "python scripts/acting_modes.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     for folder in folders:
-        name = display(folder)
+        name = run_label(folder)
         if not (folder / MODEL_FILE).is_file():
             log.warning("skipping %s: no %s (not finished)", folder, MODEL_FILE)
             continue

@@ -15,7 +15,6 @@ never a test condition). A folder without ``model.zip`` (unfinished) is skipped 
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import shlex
 import sys
@@ -28,7 +27,7 @@ from agents.analysis.selection_causes_report import Policy, freeze_rows, probe, 
 from agents.experiment.config import typed_config
 from agents.experiment.config.describe import CONFIG_DIR
 from agents.experiment.run import build_model, validate
-from agents.experiment.run_folder import MODEL_FILE, load_run, load_run_config
+from agents.experiment.run_folder import MODEL_FILE, load_run, load_run_config, matching_folders, run_label
 from envs.levels import make_condition_vec_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,19 +47,7 @@ def untrained(seed: int, split: str, model: str, learning_rate: float) -> Policy
 def trained(folder: Path) -> Policy:
     """The agent of a finished run folder."""
     model, split, cfg = load_run(folder)
-    return Policy(display(folder), model, split, float(cfg.agent.learning_rate), int(cfg.total_frames), int(cfg.seed))
-
-
-def display(folder: Path) -> str:
-    """A run folder as the record names it: from its ``multirun`` folder on (the same in every checkout)."""
-    parts = folder.resolve().parts
-    return "/".join(parts[parts.index("multirun") :]) if "multirun" in parts else str(folder)
-
-
-def _folders(patterns: list[str]) -> list[Path]:
-    """Run folders matching the glob patterns, sorted, de-duplicated."""
-    found = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern) if Path(p).is_dir()})
-    return found
+    return Policy(run_label(folder), model, split, float(cfg.agent.learning_rate), int(cfg.total_frames), int(cfg.seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1 or args.untrained < 0:
         parser.error(f"--episodes must be >= 1 and --untrained >= 0, got {args.episodes} and {args.untrained}")
     policies = [untrained(seed, args.split, args.model, args.learning_rate) for seed in range(args.untrained)]
-    for folder in _folders(args.runs):
+    for folder in matching_folders(args.runs):
         if not (folder / MODEL_FILE).is_file():
             log.warning("skipping %s: no %s (not finished)", folder, MODEL_FILE)
             continue
@@ -99,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         probes += rows
         units += unit_rows
     freeze_runs = []
-    for folder in _folders(args.freeze):
+    for folder in matching_folders(args.freeze):
         if (folder / "metrics.csv").is_file() and (folder / MODEL_FILE).is_file():
             cfg = load_run_config(folder)
-            freeze_runs.append((folder, display(folder), float(cfg.agent.learning_rate), int(cfg.seed)))
+            freeze_runs.append((folder, run_label(folder), float(cfg.agent.learning_rate), int(cfg.seed)))
     command = "python scripts/selection_causes.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     files = write_record(probes, units, freeze_rows(freeze_runs), args.out, command, args.condition, args.episodes)
     for path in files:

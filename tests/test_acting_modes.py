@@ -12,6 +12,7 @@ import pytest
 from agents.analysis import acting_modes as am
 from agents.experiment.atomic import write_csv
 from agents.experiment.evaluation import run_episodes
+from agents.experiment.run_folder import matching_folders, run_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +83,13 @@ def test_the_script_keeps_its_record_and_refuses_to_mix_settings(tmp_path: Path)
     assert script.main(["--runs", str(tmp_path / "run"), "--episodes", "10", "--out", str(tmp_path / "out")]) == 0
     with pytest.raises(SystemExit):
         script.main(["--runs", str(tmp_path / "none*"), "--out", str(tmp_path / "out")])
+
+
+def test_run_folders_are_found_by_glob_and_named_from_multirun_on(tmp_path: Path) -> None:
+    for name in ("b_run", "a_run"):
+        (tmp_path / "multirun" / "t" / name).mkdir(parents=True)
+    (tmp_path / "multirun" / "t" / "a_file").write_text("")
+    pattern = str(tmp_path / "multirun" / "t" / "*")
+    found = matching_folders([pattern, pattern])
+    assert [f.name for f in found] == ["a_run", "b_run"]  # sorted, each once, folders only
+    assert run_label(found[0]) == "multirun/t/a_run" and run_label(tmp_path) == str(tmp_path)

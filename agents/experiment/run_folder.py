@@ -7,8 +7,10 @@ warning says which file and how many frames it holds.
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -122,3 +124,15 @@ def _policy_of(cfg: DictConfig, split: Split, found: recovery.Found, device: str
         env.close()
     model.num_timesteps = found.frames
     return model
+
+
+def run_label(folder: Path) -> str:
+    """A run folder as a committed record names it: from its ``multirun`` folder on (the same in every checkout and
+    worktree), else the path as given."""
+    parts = folder.resolve().parts
+    return "/".join(parts[parts.index("multirun") :]) if "multirun" in parts else str(folder)
+
+
+def matching_folders(patterns: Sequence[str]) -> list[Path]:
+    """The folders matching any of the glob ``patterns``, sorted, each once."""
+    return sorted({Path(p) for pattern in patterns for p in glob.glob(pattern) if Path(p).is_dir()})
