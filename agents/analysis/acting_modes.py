@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.analysis.reproduce.report import md_table
+from agents.analysis.reproduce.report import md_table, number_cell
 from agents.experiment.evaluation import run_episodes, summarize
 from envs.splits import Condition
 from rims.remedies import acting_noise
@@ -91,10 +91,6 @@ LEARNS = 0.9
 """Success rate at which a seed counts as solving the levels (the modularity bar's rule)."""
 
 
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _row_of(rows: list[dict[str, Any]], run: str, actions: str, selection: str) -> dict[str, Any] | None:
     return next((r for r in rows if (r["run"], r["actions"], r["selection"]) == (run, actions, selection)), None)
 
@@ -133,8 +129,8 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
 def render_report(rows: list[dict[str, Any]], command: str, condition: str, episodes: int) -> str:
     """``report.md`` of an acting-modes record."""
     table = [
-        [f"`{r['model']}`", str(r["seed"]), r["actions"], r["selection"], _cell(r["mean_return"]),
-         _cell(r["mean_success"], 2), _cell(r["switch_rate"]),
+        [f"`{r['model']}`", str(r["seed"]), r["actions"], r["selection"], number_cell(r["mean_return"]),
+         number_cell(r["mean_success"], 2), number_cell(r["switch_rate"]),
          "-" if r["min_frequency"] is None else f"{r['min_frequency']:.2f}-{r['max_frequency']:.2f}"]
         for r in rows
     ]  # fmt: skip

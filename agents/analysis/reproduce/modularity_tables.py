@@ -19,7 +19,7 @@ from envs.splits import VALIDATION
 
 from .modularity_tune import load_coefficient_choice
 from .remedy_rules import BAR_RULE, REMEDY_RULE, USED_TEXT, bar_counts, choose_remedy, seed_bars
-from .report import Extra, md_table
+from .report import Extra, md_table, number_cell
 from .seed_store import SeedStore
 from .tables import (
     FIXED_SELECTION,
@@ -85,19 +85,15 @@ def _flag(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def per_seed_section(bars: Sequence[dict[str, Any]], conditions: Sequence[str]) -> str:
     """Every seed's selection on each condition and on validation levels, and its bars."""
     shown = [*conditions, VALIDATION]
     header = ["model", "seed", "iid success", *shown, "bar", "validation success", "validation return",
               "bar on validation"]  # fmt: skip
     rows = [
-        [row["model"], str(row["seed"]), _number(row["iid_success"]),
-         *(_usage_cell(row["conditions"][c]) for c in shown), _flag(row["bar"]), _number(row["validation_success"]),
-         _number(row["validation_return"]), _flag(row["validation_bar"])]
+        [row["model"], str(row["seed"]), number_cell(row["iid_success"]),
+         *(_usage_cell(row["conditions"][c]) for c in shown), _flag(row["bar"]), number_cell(row["validation_success"]),
+         number_cell(row["validation_return"]), _flag(row["validation_bar"])]
         for row in bars
     ]  # fmt: skip
     return (

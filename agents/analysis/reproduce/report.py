@@ -37,6 +37,11 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def number_cell(value: float | None, digits: int = 3) -> str:
+    """A table cell: ``value`` at ``digits`` decimals, ``-`` when not recorded."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _ci(value: dict[str, Any]) -> str:
     """``0.812 [0.750, 0.900]``."""
     return f"{value['point']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"

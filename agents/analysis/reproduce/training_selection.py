@@ -16,7 +16,7 @@ import numpy as np
 
 from agents.experiment.selection_stats import FREEZE_SWITCH, frozen_from
 
-from .report import md_table
+from .report import md_table, number_cell
 from .seed_store import SeedStore
 
 LEARNED_RETURN = 0.8
@@ -85,10 +85,6 @@ def training_rows(view: SeedStore, models: Sequence[str]) -> list[dict[str, Any]
     return rows
 
 
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _frames(value: int | None, never: str) -> str:
     return never if value is None else f"{value:,}"
 
@@ -114,8 +110,8 @@ def training_section(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> s
               "usage entropy, last tenth", "frozen from (frames)",
               f"iid return >= {LEARNED_RETURN} at (frames)"]  # fmt: skip
     table = [
-        [f"`{r['model']}`", str(r["seed"]), _cell(r["iid_success"], 2), _cell(r["switch_first"]),
-         _cell(r["switch_half"]), _cell(r["switch_last"]), _cell(r["entropy_last"]),
+        [f"`{r['model']}`", str(r["seed"]), number_cell(r["iid_success"], 2), number_cell(r["switch_first"]),
+         number_cell(r["switch_half"]), number_cell(r["switch_last"]), number_cell(r["entropy_last"]),
          _frames(r["frozen_from"], "never"), _frames(r["learned_at"], "not reached")]
         for r in rows
     ]  # fmt: skip
