@@ -19,7 +19,7 @@ from typing import Any
 from agents.experiment.atomic import atomic_write_text
 
 from .copying_report import render_readme_block
-from .report import md_table
+from .report import md_table, rate_cell
 from .summary import BETTER, WORSE
 from .tables import REPO, RESULTS_DIR, ReproduceError
 
@@ -97,18 +97,14 @@ def render_verdicts_block(summary: dict[str, Any]) -> str:
     for t in summary["tables"]:
         rates = t["false_verdicts"]
 
-        def pct(n: str, rule: str, digits: int = 1, rates: dict[str, Any] = rates) -> str:
-            if rule not in rates[n]:
-                return "-"
-            rate = rates[n][rule]
-            return f"{100 * rate['rate']:.{digits}f}% ± {100 * rate['mcse']:.{digits}f}"
-
         power = "; ".join(
             f"`{m}` {'> 60' if p['seeds_for_80'] is None else p['seeds_for_80']} (P {p['observed_p']:.2f})"
             for m, p in t["power"].items()
         )
-        rates_shown = [pct(n, exact_rule, 3) for n in ("5", "10")]
-        rates_shown += [pct(n, rule) for rule in ("suite_rule", "stratified_bootstrap_rule") for n in ("5", "10")]
+        rates_shown = [rate_cell(rates[n].get(exact_rule), 3) for n in ("5", "10")]
+        rates_shown += [
+            rate_cell(rates[n].get(rule)) for rule in ("suite_rule", "stratified_bootstrap_rule") for n in ("5", "10")
+        ]
         rows.append([t["table"], str(t["pool"]["seeds"]), *rates_shown, power or "-"])
     header = ["table", "seeds in the null pool", "false verdicts, 5 seeds (exact over splits)", "10 seeds",
               "sampled, 5 seeds", "10 seeds", "stratified bootstrap, 5 seeds", "10 seeds",

@@ -42,6 +42,12 @@ def number_cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def rate_cell(rate: dict[str, Any] | None, digits: int = 1) -> str:
+    """A table cell for an estimated rate: ``4.3% ± 0.5`` (``rate`` and ``mcse`` as fractions, the Monte Carlo
+    standard error in percentage points), ``-`` when not computed."""
+    return "-" if rate is None else f"{100 * rate['rate']:.{digits}f}% ± {100 * rate['mcse']:.{digits}f}"
+
+
 def _ci(value: dict[str, Any]) -> str:
     """``0.812 [0.750, 0.900]``."""
     return f"{value['point']:.3f} [{value['ci'][0]:.3f}, {value['ci'][1]:.3f}]"

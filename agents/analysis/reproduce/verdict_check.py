@@ -37,7 +37,7 @@ from agents.experiment.atomic import atomic_write_text
 
 from .meta import meta_lines, write_meta
 from .protocol import Protocol, load_protocol
-from .report import md_table
+from .report import md_table, rate_cell
 from .seed_store import SeedStore, with_shared
 from .tables import RESULTS_DIR
 
@@ -121,10 +121,6 @@ def check_table(
     }
 
 
-def _pct(rate: dict[str, Any], digits: int = 1) -> str:
-    return f"{100 * rate['rate']:.{digits}f}% ± {100 * rate['mcse']:.{digits}f}"
-
-
 def render_verdicts_report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """``report.md`` of the verdicts table."""
     rows, power_rows, single = [], [], []
@@ -136,12 +132,14 @@ def render_verdicts_report(summary: dict[str, Any], meta: dict[str, Any]) -> str
                     t["table"],
                     str(t["pool"]["seeds"]),
                     n,
-                    _pct(exact, 3) if exact else "not computed",
-                    _pct(r["suite_rule"]),
-                    _pct(r["stratified_bootstrap_rule"]),
+                    rate_cell(exact, 3) if exact else "not computed",
+                    rate_cell(r["suite_rule"]),
+                    rate_cell(r["stratified_bootstrap_rule"]),
                 ]
             )
-        single.append([t["table"], *(f"{c}: {_pct(r)}" for c, r in t["false_verdicts_per_condition_5_seeds"].items())])
+        single.append(
+            [t["table"], *(f"{c}: {rate_cell(r)}" for c, r in t["false_verdicts_per_condition_5_seeds"].items())]
+        )
         for model, p in t["power"].items():
             reached = ", ".join(f"{r['seeds']}: {r['rate']:.2f}" for r in p["curve"])
             needed = "more than 60" if p["seeds_for_80"] is None else str(p["seeds_for_80"])
