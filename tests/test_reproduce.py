@@ -133,6 +133,17 @@ def test_a_job_folder_of_other_settings_is_refused_before_launching(tmp_path: Pa
         check_sweep_dir(Plan(**{**plan.__dict__, "seeds": [1000, 1001]}), "lstm")
 
 
+def test_a_call_adding_seeds_beside_the_held_ones_is_not_refused(tmp_path: Path) -> None:
+    plan = Plan(load_preset("doorkey"), ["lstm"], [0, 1], 300000, {"lstm": 1e-3}, sweep_root=tmp_path)
+    job = tmp_path / "doorkey" / "lstm" / "0_ppo_lstm_doorkey_s0"  # seed 0 of an earlier call, job 0
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "total_frames": 300000}))
+    adding = Plan(**{**plan.__dict__, "seeds": [5, 6]})  # --first-seed 5 --seeds 2: job 0 is seed 5
+    check_sweep_dir(adding, "lstm")
+    with pytest.raises(ReproduceError, match=r"total_frames=300000.*total_frames=100000"):
+        check_sweep_dir(Plan(**{**adding.__dict__, "frames": 100000}), "lstm")
+
+
 def _tune_rows(model: str, cells: list[tuple[float, int, float]]) -> list[dict[str, object]]:
     return [
         {"model": model, "learning_rate": lr, "seed": s, "validation_return": ret, "validation_success": 1.0}

@@ -273,18 +273,24 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
 def check_sweep_dir(plan: Plan, model: str) -> None:
     """Refuse early when a job folder of the sweep holds a run that this plan's job of that number cannot resume.
 
+    A job folder is named by its job number and its seed, so a folder holding a seed that this plan does not
+    train (seeds 0-4 beside a call adding seeds 5-9, ``--first-seed 5``) is another seed's run of the table: only
+    its frame budget has to match.
+
     :raises ReproduceError: naming the folder, the key, what it holds and what this plan asks for.
     """
     directory = plan.sweep_path(model)
     if not directory.is_dir():
         return
     jobs = plan.jobs_of(model)
+    planned_seeds = {job.get("seed") for job in jobs}
     for job_dir in sorted(p for p in directory.iterdir() if (p / "config.yaml").is_file()):
         number = job_dir.name.split("_", 1)[0]
         if not number.isdigit() or int(number) >= len(jobs):
             continue
         config = yaml.safe_load((job_dir / "config.yaml").read_text()) or {}
-        wanted = {"total_frames": plan.frames, **jobs[int(number)]}
+        other_seed = "seed" in jobs[int(number)] and _lookup(config, "seed") not in planned_seeds
+        wanted = {"total_frames": plan.frames, **({} if other_seed else jobs[int(number)])}
         for key, value in wanted.items():
             held = _lookup(config, key)
             if held != value:
