@@ -106,19 +106,19 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
         runs = list(dict.fromkeys(r["run"] for r in rows if r["model"] == model))
-        greedy = [_row_of(rows, run, "greedy", "plain") for run in runs]
-        acting = [training_mode(rows, run) for run in runs]
-        solved_greedy = sum(r is not None and r["mean_success"] >= LEARNS for r in greedy)
-        solved_acting = sum(r is not None and r["mean_success"] >= LEARNS for r in acting)
-        switch = [r["switch_rate"] for r in greedy if r is not None and r["switch_rate"] is not None]
-        switch_acting = [r["switch_rate"] for r in acting if r is not None and r["switch_rate"] is not None]
+        greedy = [r for r in (_row_of(rows, run, "greedy", "plain") for run in runs) if r is not None]
+        acting = [r for r in (training_mode(rows, run) for run in runs) if r is not None]
+        solved_greedy = sum(r["mean_success"] >= LEARNS for r in greedy)
+        solved_acting = sum(r["mean_success"] >= LEARNS for r in acting)
+        switch = [r["switch_rate"] for r in greedy if r["switch_rate"] is not None]
+        switch_acting = [r["switch_rate"] for r in acting if r["switch_rate"] is not None]
         seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
         text = (
             f"- `{model}` ({seeds}): success >= {LEARNS} with greedy actions and the plain selection (the "
             f"tables' mode) in {solved_greedy}, as the training rollouts act in {solved_acting}"
         )
-        success = np.mean([r["mean_success"] for r in greedy if r is not None])
-        success_acting = np.mean([r["mean_success"] for r in acting if r is not None])
+        success = np.mean([r["mean_success"] for r in greedy])
+        success_acting = np.mean([r["mean_success"] for r in acting])
         text += f"; mean success {success:.3f} greedy, {success_acting:.3f} as the rollouts act"
         if switch and switch_acting:
             text += f"; mean switch rate {np.mean(switch):.3f} greedy, {np.mean(switch_acting):.3f} as the rollouts act"
