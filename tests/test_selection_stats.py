@@ -28,6 +28,7 @@ from agents.experiment.selection_stats import (
     distinct_sets,
     episode_ids,
     episode_share,
+    frozen_from,
     modal_share,
     selection_case,
     selection_summary,
@@ -86,6 +87,17 @@ def test_switch_rate_counts_only_pairs_within_an_episode() -> None:
     valid = np.array([True, True, True, False])[:, None]
     assert switch_rate(masks, _starts([1, 0, 0, 0]), valid) == pytest.approx(6 / (2 * 4))
     assert switch_rate(masks[:1], _starts([1])) == 0.0
+
+
+def test_a_freeze_spans_the_last_updates_and_a_single_still_update_is_a_dip() -> None:
+    frames = [1000, 2000, 3000, 4000, 5000, 6000]
+    assert frozen_from(frames, [0.2, 0.1, 0.005, 0.0, 0.002, 0.0]) == 3000
+    assert frozen_from(frames, [0.2, 0.0, 0.0, 0.0, 0.1, 0.0]) is None  # still at the end for one update only
+    assert frozen_from(frames, [0.2, 0.0, 0.0, 0.0, 0.1, 0.0], min_updates=1) == 6000
+    assert frozen_from(frames, [0.0] * 6) == 1000
+    assert frozen_from([], []) is None
+    with pytest.raises(ValueError, match="min_updates must be >= 1, got 0"):
+        frozen_from(frames, [0.0] * 6, min_updates=0)
 
 
 def test_sets_episodes_and_shares() -> None:

@@ -36,6 +36,9 @@ MAX_UNITS = 62
 """The most units :func:`set_codes` encodes (one bit each of an int64)."""
 FREEZE_SWITCH = 0.01
 """A training rollout whose switch rate is below this counts as frozen (:func:`frozen_from`)."""
+FREEZE_MIN_UPDATES = 3
+"""The fewest logged updates a freeze spans (:func:`frozen_from`): one still update at the end of training is a
+dip, not a selection that stopped."""
 
 
 def unit_frequency(masks: np.ndarray) -> np.ndarray:
@@ -239,16 +242,23 @@ def selection_summary(
     }
 
 
-def frozen_from(frames: list[int] | np.ndarray, switch: list[float] | np.ndarray) -> int | None:
+def frozen_from(
+    frames: list[int] | np.ndarray, switch: list[float] | np.ndarray, min_updates: int = FREEZE_MIN_UPDATES
+) -> int | None:
     """When a selection froze over training: the first logged frame count from which the rollout switch rate
-    stays below :data:`FREEZE_SWITCH` to the last update.
+    stays below :data:`FREEZE_SWITCH` to the last update, over at least ``min_updates`` logged updates.
 
     :param frames: ``(U,)`` frame counts of the logged updates, increasing; ``switch``: ``(U,)`` their switch rates.
-    :returns: that frame count, or ``None`` when the last update switches (or nothing was logged).
+    :param min_updates: the fewest still updates at the end that count as a freeze (fewer: a dip, ``None``).
+    :returns: that frame count, or ``None`` when the last update switches, the still stretch at the end is
+        shorter than ``min_updates``, or nothing was logged.
+    :raises ValueError: ``min_updates < 1``.
     """
-    frozen = None
+    if min_updates < 1:
+        raise ValueError(f"min_updates must be >= 1, got {min_updates}")
+    frozen, still = None, 0
     for frame, rate in zip(reversed(list(frames)), reversed(list(switch)), strict=True):
         if rate >= FREEZE_SWITCH:
             break
-        frozen = int(frame)
-    return frozen
+        frozen, still = int(frame), still + 1
+    return frozen if still >= min_updates else None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.experiment.selection_stats import FREEZE_SWITCH, frozen_from
+from agents.experiment.selection_stats import FREEZE_MIN_UPDATES, FREEZE_SWITCH, frozen_from
 
 from .report import md_table, number_cell
 from .seed_store import SeedStore
@@ -118,6 +118,8 @@ def training_section(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> s
     return (
         "The selection of the training rollouts over training (`training.csv`, at most 50 logged updates per seed): "
         f"its within-episode switch rate; *frozen from*: the first logged update from which the switch rate stays "
-        f"below {FREEZE_SWITCH} to the end. The periodic iid evaluation (`curves.csv`) says when the policy solved "
-        "the training levels.\n\n" + "\n".join(lines) + ("\n\n" + md_table(header, table) if table else "")
+        f"below {FREEZE_SWITCH} to the end, over at least {FREEZE_MIN_UPDATES} logged updates. The periodic iid "
+        "evaluation (`curves.csv`) says when the policy solved the training levels.\n\n"
+        + "\n".join(lines)
+        + ("\n\n" + md_table(header, table) if table else "")
     )
