@@ -102,13 +102,15 @@ def test_the_documented_run_folder_is_what_a_run_writes(fixture_run: Path) -> No
 
 
 def _committed_numbers() -> set[str]:
-    """Every number of the committed results, at each precision from 0 to 3 decimals."""
+    """Every number of the committed results, at each precision from 0 to 3 decimals and at 3 significant digits
+    (the reports' p-values: ``0.0196``)."""
     found: set[str] = set()
     for path in (REPO / "scripts" / "reproduce").rglob("*"):
         if path.suffix in (".json", ".csv", ".md"):
             for token in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", path.read_text()):
                 value = float(token)
                 found.update(f"{value:.{d}f}" for d in range(4))
+                found.add(f"{value:.3g}")
     return found
 
 
