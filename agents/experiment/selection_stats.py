@@ -252,13 +252,12 @@ def frozen_from(
     :param min_updates: the fewest still updates at the end that count as a freeze (fewer: a dip, ``None``).
     :returns: that frame count, or ``None`` when the last update switches, the still stretch at the end is
         shorter than ``min_updates``, or nothing was logged.
-    :raises ValueError: ``min_updates < 1``.
+    :raises ValueError: ``min_updates < 1``, or ``frames`` and ``switch`` of different lengths.
     """
     if min_updates < 1:
         raise ValueError(f"min_updates must be >= 1, got {min_updates}")
-    frozen, still = None, 0
-    for frame, rate in zip(reversed(list(frames)), reversed(list(switch)), strict=True):
-        if rate >= FREEZE_SWITCH:
-            break
-        frozen, still = int(frame), still + 1
-    return frozen if still >= min_updates else None
+    frames, switch = list(frames), list(switch)
+    if len(frames) != len(switch):
+        raise ValueError(f"frames and switch must have one entry per update, got {len(frames)} and {len(switch)}")
+    still = next((i for i, rate in enumerate(reversed(switch)) if rate >= FREEZE_SWITCH), len(switch))
+    return int(frames[-still]) if still >= min_updates else None
